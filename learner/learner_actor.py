@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from learner.ppo import PPOConfig, gae, ppo_update
+from learner.ppo import DataParallel, PPOConfig, gae, ppo_update
 from policy.networks import ActorCritic, PolicyConfig, load_numpy_weights, weights_to_numpy
 from rollout.actor import batch_dims
 from rollout.batch_schema import column, validate_batch
@@ -47,6 +47,7 @@ class Learner:
         self.generator = torch.Generator().manual_seed(seed + 1)
         self.version = 0
         self.seen_batch_ids: set[str] = set()
+        self.data_parallel: DataParallel | None = None  # set by learner.distributed's workers
 
     def weights(self) -> tuple[dict[str, np.ndarray], int]:
         return weights_to_numpy(self.model), self.version
@@ -77,7 +78,7 @@ class Learner:
         data = {}
         for name in ("history_items", "history_feedback", "action", "behaviour_logp", "advantages", "returns"):
             data[name] = torch.from_numpy(np.concatenate([p[name] for p in parts])).to(self.device)
-        losses = ppo_update(self.model, self.optimizer, self.ppo, data, self.generator)
+        losses = ppo_update(self.model, self.optimizer, self.ppo, data, self.generator, self.data_parallel)
         self.version += 1
         return {"rows": int(data["action"].shape[0]), "duplicates": duplicates, "policy_lags": lags,
                 "version": self.version, **losses}

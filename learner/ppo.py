@@ -7,6 +7,7 @@ right importance ratio (clipped, as PPO does).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -74,39 +75,89 @@ def gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, episode_ids:
     return adv, adv + values
 
 
+@dataclass(frozen=True)
+class DataParallel:
+    """This process's place among `world_size` data-parallel learners that hold the same model,
+    optimizer, generator and batch (learner.distributed). Each rank computes the gradient on its
+    share of every minibatch; `all_reduce_sum` adds a tensor across all ranks, in place."""
+
+    rank: int
+    world_size: int
+    all_reduce_sum: Callable[[torch.Tensor], None]
+
+    def shard(self, n: int) -> slice:
+        """This rank's contiguous share of n minibatch positions (sizes differ by at most one;
+        a rank may get none when n < world_size)."""
+        return slice(self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size)
+
+
+def _all_reduce_grads(params: list[torch.nn.Parameter], data_parallel: DataParallel) -> None:
+    # One flat collective per step instead of one per tensor. A rank with no rows (or a parameter
+    # outside the graph) contributes zeros; Adam then moves such a parameter by 0, as the single
+    # learner does by skipping it, so the weights agree.
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    data_parallel.all_reduce_sum(flat)
+    offset = 0
+    for p in params:
+        p.grad = flat[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+
+
 def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, cfg: PPOConfig,
-               data: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, float]:
+               data: dict[str, torch.Tensor], generator: torch.Generator,
+               data_parallel: DataParallel | None = None) -> dict[str, float]:
     """Clipped-ratio PPO epochs over `data` (history_items, history_feedback, action,
-    behaviour_logp, advantages, returns, all on the model's device). Returns mean losses."""
+    behaviour_logp, advantages, returns, all on the model's device). Returns mean losses.
+
+    With `data_parallel`, every rank passes the whole batch and the same generator state: the
+    permutation and each minibatch's advantage statistics are then the same on every rank, each
+    rank back-propagates only its shard's rows, weighted by shard size over minibatch size, and
+    the summed gradients equal the whole minibatch's (so clipping and the Adam step agree too)."""
     n = data["action"].shape[0]
     sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_frac": 0.0}
     steps = 0
+    params = [p for p in model.parameters() if p.requires_grad]
     model.train()
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=generator).to(data["action"].device)
         for start in range(0, n, cfg.minibatch_size):
             idx = perm[start:start + cfg.minibatch_size]
-            dist, value = model(data["history_items"][idx], data["history_feedback"][idx])
-            new_logp = log_prob(dist, data["action"][idx])
-            log_ratio = new_logp - data["behaviour_logp"][idx]
-            ratio = log_ratio.exp()
             adv = data["advantages"][idx]
             if cfg.normalize_advantages and len(idx) > 1:
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-            policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
-            value_loss = 0.5 * (value - data["returns"][idx]).pow(2).mean()
-            entropy = dist.entropy().sum(-1).mean()
-            loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+            weight = 1.0
+            if data_parallel is not None:
+                part = data_parallel.shard(len(idx))
+                weight = (part.stop - part.start) / len(idx)
+                idx, adv = idx[part], adv[part]
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if len(idx):
+                dist, value = model(data["history_items"][idx], data["history_feedback"][idx])
+                new_logp = log_prob(dist, data["action"][idx])
+                log_ratio = new_logp - data["behaviour_logp"][idx]
+                ratio = log_ratio.exp()
+                policy_loss = torch.max(-adv * ratio,
+                                        -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+                value_loss = 0.5 * (value - data["returns"][idx]).pow(2).mean()
+                entropy = dist.entropy().sum(-1).mean()
+                loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
+                (loss if data_parallel is None else loss * weight).backward()
+                with torch.no_grad():
+                    sums["policy_loss"] += weight * policy_loss.item()
+                    sums["value_loss"] += weight * value_loss.item()
+                    sums["entropy"] += weight * entropy.item()
+                    sums["approx_kl"] += weight * ((ratio - 1) - log_ratio).mean().item()
+                    sums["clip_frac"] += weight * ((ratio - 1).abs() > cfg.clip_coef).float().mean().item()
+            if data_parallel is not None:
+                _all_reduce_grads(params, data_parallel)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
-            with torch.no_grad():
-                sums["policy_loss"] += policy_loss.item()
-                sums["value_loss"] += value_loss.item()
-                sums["entropy"] += entropy.item()
-                sums["approx_kl"] += ((ratio - 1) - log_ratio).mean().item()
-                sums["clip_frac"] += ((ratio - 1).abs() > cfg.clip_coef).float().mean().item()
             steps += 1
     model.eval()
+    if data_parallel is not None:
+        # Each rank summed its shards' weighted means; across ranks they add up to minibatch means.
+        totals = torch.tensor(list(sums.values()), dtype=torch.float64, device=data["action"].device)
+        data_parallel.all_reduce_sum(totals)
+        sums = dict(zip(sums, totals.tolist()))
     return {k: v / max(steps, 1) for k, v in sums.items()}
