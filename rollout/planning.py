@@ -12,7 +12,9 @@ The contract's limits and checks live in `rollout.contract`, the no-LLM rules in
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -56,10 +58,11 @@ __all__ = [
     "GRPC_MESSAGE_OPTIONS", "HEURISTIC_BACKEND_NAME", "IN_PROCESS_ADDRESS", "MAX_CATEGORY_NAMES",
     "MAX_FEEDBACK", "MAX_HISTORY", "MAX_MESSAGE_BYTES", "MAX_REFLECTIONS", "MAX_REFLECTION_BYTES",
     "MAX_TITLE_BYTES", "MAX_USERS", "MIN_FEEDBACK", "MIN_USERS", "PLANNER_SERVICE_NAME",
-    "RECENT_PENALTY", "RECENT_WINDOW", "RPC_NAMES", "InProcessPlanner", "MethodStats",
-    "PlannerClient", "connect_planner", "heuristic_explain", "heuristic_plan", "heuristic_propose",
-    "heuristic_reflect", "truncate_utf8", "validate_explain_request", "validate_plan_request",
-    "validate_propose_request", "validate_reflect_request",
+    "RECENT_PENALTY", "RECENT_WINDOW", "ROUND_ROBIN_OPTIONS", "RPC_NAMES", "InProcessPlanner",
+    "MethodStats", "PlannerClient", "channel_target", "connect_planner", "heuristic_explain",
+    "heuristic_plan", "heuristic_propose", "heuristic_reflect", "truncate_utf8",
+    "validate_explain_request", "validate_plan_request", "validate_propose_request",
+    "validate_reflect_request",
 ]
 
 logger = logging.getLogger(__name__)
@@ -119,19 +122,81 @@ RECONNECT_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
+# Spreads the calls of one channel over every replica whose connection is READY: a replica that is
+# down (connecting, or in backoff after a failure) is skipped until it serves again.
+ROUND_ROBIN_OPTIONS: list[tuple[str, str]] = [("grpc.lb_policy_name", "round_robin")]
+
+
+def _split_address(entry: str) -> tuple[str, int]:
+    """("host", port) of one "host:port" or "[v6]:port"; ValueError when it is not one."""
+    host, sep, port = entry.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"planner address {entry!r} is not HOST:PORT")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _resolve(host: str, port: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IP of `host`: itself when it is a literal, else its first IPv4 address from the
+    resolver (the first IPv6 one when it has none)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise ValueError(f"cannot resolve planner host {host!r}: {error}") from None
+    ips = [ipaddress.ip_address(info[4][0]) for info in infos]
+    return next((ip for ip in ips if ip.version == 4), ips[0])
+
+
+def channel_target(address: str) -> tuple[str, list[tuple[str, str]]]:
+    """The gRPC channel target and the extra channel options for a planner `address`.
+
+    One "host:port" is passed on as it is (gRPC resolves it; pick_first). A comma-separated list
+    of replicas becomes a fixed list of IPs ("ipv4:a:p1,b:p2" or "ipv6:[a]:p1,[b]:p2") balanced
+    round-robin: gRPC's ipv4/ipv6 schemes take only literal IPs of one family, so host names are
+    resolved here, once (a replica is expected to keep its address, see llm_server.replicas).
+    Raises ValueError for an entry that is not HOST:PORT, a name that does not resolve, or a list
+    that mixes IPv4 and IPv6 replicas.
+    """
+    entries = [entry.strip() for entry in address.split(",")]
+    if len(entries) == 1:
+        return address, []
+    if not all(entries):
+        raise ValueError(f"planner address list {address!r} has an empty entry")
+    endpoints = [(_resolve(host, port), port) for host, port in map(_split_address, entries)]
+    versions = {ip.version for ip, _ in endpoints}
+    if len(versions) > 1:
+        raise ValueError(f"planner address list {address!r} mixes IPv4 and IPv6 replicas; "
+                         "gRPC balances over one family only")
+    if versions == {4}:
+        return "ipv4:" + ",".join(f"{ip}:{port}" for ip, port in endpoints), ROUND_ROBIN_OPTIONS
+    return "ipv6:" + ",".join(f"[{ip}]:{port}" for ip, port in endpoints), ROUND_ROBIN_OPTIONS
+
+
 class PlannerClient(_Counters):
     """A gRPC client of the planner service that falls back to the heuristics on failure.
 
     One method per RPC: plan, reflect, propose, explain; each returns (response, fell_back).
     Counters: see `_Counters` (`calls`, `fallbacks`, `total_latency_s`, `by_method[rpc]`).
     Safe to share between threads.
+
+    `address` is one "host:port", or several comma-separated ("h1:p1,h2:p2", planner replicas):
+    calls then go round-robin to the replicas that are up, and one that goes down is skipped
+    until it serves again. A call already sent to a replica that dies fails and falls back (it is
+    not retried elsewhere: the deadline stays the caller's bound).
     """
 
     def __init__(self, address: str) -> None:
-        """Opens a channel to the planner at `address` ("host:port"); connects lazily."""
+        """Opens a channel to the planner at `address` ("host:port", or a comma-separated list of
+        replicas); connects lazily. ValueError for a list that cannot be used (see
+        `channel_target`)."""
         super().__init__()
         self.address = address
-        self._channel = grpc.insecure_channel(address, options=GRPC_MESSAGE_OPTIONS + RECONNECT_OPTIONS)
+        target, balancing = channel_target(address)
+        self._channel = grpc.insecure_channel(
+            target, options=GRPC_MESSAGE_OPTIONS + RECONNECT_OPTIONS + balancing)
         self._planner = planner_pb2_grpc.PlannerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._warned: set[tuple[str, grpc.StatusCode | None]] = set()
@@ -202,6 +267,9 @@ class PlannerClient(_Counters):
 
     def wait_ready(self, timeout_s: float) -> None:
         """Blocks until the planner's health service reports SERVING.
+
+        With a list of replicas each check goes to one replica that is up (round-robin), so this
+        returns as soon as at least one replica serves; the others join the rotation when they do.
 
         Raises TimeoutError naming the address and the last status or error seen when that
         does not happen within timeout_s seconds.
@@ -295,6 +363,6 @@ class InProcessPlanner(_Counters):
 
 
 def connect_planner(address: str) -> PlannerClient | InProcessPlanner:
-    """A planner for `address`: "host:port" of a planner service, or "in-process" for the
-    heuristic rules."""
+    """A planner for `address`: "host:port" of a planner service, a comma-separated list of
+    replicas ("h1:p1,h2:p2", balanced round-robin), or "in-process" for the heuristic rules."""
     return InProcessPlanner() if address == IN_PROCESS_ADDRESS else PlannerClient(address)

@@ -116,3 +116,37 @@ def test_connect_planner_gives_a_grpc_client_for_an_address() -> None:
         assert set(planner.by_method) == set(RPC_NAMES)
     finally:
         planner.close()
+
+
+def test_a_single_address_is_the_channel_target_as_it_is() -> None:
+    for address in ("127.0.0.1:1", "localhost:50051", "[::1]:7", "planner.example:9"):
+        assert planning.channel_target(address) == (address, [])
+
+
+def test_a_list_of_replicas_is_a_fixed_ip_list_balanced_round_robin() -> None:
+    round_robin = [("grpc.lb_policy_name", "round_robin")]
+    assert planning.channel_target("127.0.0.1:5001, 10.0.0.2:5002") == (
+        "ipv4:127.0.0.1:5001,10.0.0.2:5002", round_robin)
+    assert planning.channel_target("[::1]:5001,[fe80::1]:5002") == (
+        "ipv6:[::1]:5001,[fe80::1]:5002", round_robin)
+    # Names are resolved once, here: gRPC's ipv4/ipv6 schemes take literal IPs only.
+    target, _ = planning.channel_target("localhost:5001,localhost:5002")
+    assert target in ("ipv4:127.0.0.1:5001,127.0.0.1:5002", "ipv6:[::1]:5001,[::1]:5002")
+    client = connect_planner("127.0.0.1:1,127.0.0.1:2")
+    try:
+        assert isinstance(client, PlannerClient) and client.address == "127.0.0.1:1,127.0.0.1:2"
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("address, message", [
+    ("127.0.0.1:1,", "empty entry"),
+    ("127.0.0.1:1,127.0.0.1", "not HOST:PORT"),
+    ("127.0.0.1:1,127.0.0.1:0", "not HOST:PORT"),
+    ("127.0.0.1:1,127.0.0.1:port", "not HOST:PORT"),
+    ("127.0.0.1:1,[::1]:2", "mixes IPv4 and IPv6"),
+    ("127.0.0.1:1,no-such-host.invalid:2", "cannot resolve"),
+])
+def test_an_unusable_list_of_replicas_is_refused(address: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        connect_planner(address)

@@ -1,0 +1,302 @@
+"""Planner replicas: K planner services as Ray actors, each on an address it keeps across restarts.
+
+The driver starts a `PlannerReplicas`, hands `target()` ("h1:p1,h2:p2") to the rollout actors,
+whose `PlannerClient` spreads its calls round-robin over the replicas that are up (gRPC client-side
+load balancing; no proxy in between), and calls `ensure_serving()` once per iteration:
+
+    replicas = PlannerReplicas(2, "vllm", {"model": ..., "tensor_parallel_size": 1},
+                               resources={"num_gpus": 1})
+    address = replicas.target()           # to every rollout actor
+    ...
+    replicas.ensure_serving()             # each iteration: brings back replicas that died
+    metrics.update(replicas.stats())      # restarts, requests per replica, summed counters
+    ...
+    replicas.stop()
+
+A replica whose process dies is restarted by Ray (`max_restarts`), but a restarted actor is a fresh
+process that serves nothing: `ensure_serving` notices and starts the service again with the same
+backend and options on the same port, so the address list the rollout actors hold stays valid.
+Meanwhile their clients skip the dead replica (its connection is not READY) and the survivors take
+the traffic; a call that was in flight on the dying replica falls back to the heuristic, counted
+by the client as every fallback is. Each replica binds port 0 the first time and keeps the port it
+got: gRPC servers set SO_REUSEADDR, so the port can be bound again at once after a crash.
+
+With host="node-ip" a replica binds its node's cluster IP. If its node dies Ray restarts it on
+another node, so its host changes: `addresses` and `target()` then say so (and it is logged);
+clients built from the old target keep using the surviving replicas.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import ray
+from ray.actor import ActorHandle
+
+from llm_server.backends import PlannerBackend, make_backend
+from llm_server.ray_actor import NODE_IP
+from llm_server.server import BACKEND_START_TIMEOUT_S, DEFAULT_HOST, PlannerServerActor
+from protos import planner_pb2
+from rollout.planning import HEURISTIC_BACKEND_NAME, RPC_NAMES
+
+__all__ = ["PlannerReplicas", "ReplicaServer", "RemoteReplicaServer"]
+
+logger = logging.getLogger(__name__)
+
+# A replica's stats() or stop() that takes longer than this is treated as down (or ignored).
+STATS_TIMEOUT_S = 5.0
+STOP_TIMEOUT_S = 10.0
+# Suffixes of the vllm backend's prefix-cache counters: the hit rate of a sum is recomputed from
+# the summed token counts, since averaging the replicas' rates would weigh an idle replica like a
+# busy one.
+_CACHED_SUFFIX = "cached_prompt_tokens"
+_PROMPT_SUFFIX = "prompt_tokens"
+_RATE_SUFFIX = "prefix_cache_hit_rate"
+
+
+class _CountingBackend(PlannerBackend):
+    """Another backend, counting the requests it receives per RPC.
+
+    The counts show how the clients spread their calls over the replicas; the heuristic backend
+    keeps no counters of its own, and the vllm backend counts engine requests, not RPCs.
+    """
+
+    def __init__(self, inner: PlannerBackend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        # Written on the server's event loop, read (copied) by stats() on the actor's thread:
+        # single int updates under the GIL need no lock.
+        self.requests: dict[str, int] = dict.fromkeys(RPC_NAMES, 0)
+
+    async def plan(self, req: planner_pb2.PlanRequest) -> planner_pb2.PlanResponse:
+        self.requests["Plan"] += 1
+        return await self.inner.plan(req)
+
+    async def reflect(self, req: planner_pb2.ReflectRequest) -> planner_pb2.ReflectResponse:
+        self.requests["Reflect"] += 1
+        return await self.inner.reflect(req)
+
+    async def propose(self, req: planner_pb2.ProposeRequest) -> planner_pb2.ProposeResponse:
+        self.requests["Propose"] += 1
+        return await self.inner.propose(req)
+
+    async def explain(self, req: planner_pb2.ExplainRequest) -> planner_pb2.ExplainResponse:
+        self.requests["Explain"] += 1
+        return await self.inner.explain(req)
+
+    def stats(self) -> dict:
+        return self.inner.stats()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class ReplicaServer(PlannerServerActor):
+    """One planner replica: the planner service with per-RPC request counters, and `serving()`,
+    which tells a fresh (restarted) actor from one that serves."""
+
+    def start(self, backend_name: str = HEURISTIC_BACKEND_NAME, host: str = DEFAULT_HOST, port: int = 0,
+              backend_options: dict | None = None) -> str:
+        """Serves `backend_name` (built with backend_options) on host:port; host "node-ip" is the
+        node's cluster IP. Returns "host:port"; OSError when the port cannot be bound."""
+        if host == NODE_IP:
+            host = ray.util.get_node_ip_address()
+        return self._start(
+            lambda: _CountingBackend(make_backend(backend_name, **(backend_options or {}))), host, port)
+
+    def serving(self) -> bool:
+        """Whether this actor process serves; False in a process Ray restarted after a crash."""
+        return self._address is not None
+
+    def stats(self) -> dict[str, int | float]:
+        """{} when not serving; else `rpcs` (requests received since this replica started),
+        `rpcs_<rpc>` per RPC, and the backend's own counters."""
+        backend = self._backend
+        if not isinstance(backend, _CountingBackend):
+            return {}
+        requests = dict(backend.requests)
+        return {**backend.stats(), "rpcs": sum(requests.values()),
+                **{f"rpcs_{name.lower()}": count for name, count in requests.items()}}
+
+
+# No CPU reserved: the service mostly waits on I/O (as RemotePlannerServer). PlannerReplicas adds
+# the caller's resources (GPUs for vLLM on CUDA) and the restart bound per replica.
+RemoteReplicaServer = ray.remote(num_cpus=0)(ReplicaServer)
+
+
+@dataclass
+class _Replica:
+    actor: ActorHandle
+    address: str  # "host:port" it serves; the port never changes
+    pending: ray.ObjectRef | None = None  # a serving() probe or a start() in flight
+    starting: bool = False  # whether `pending` is a start()
+    failing: bool = False  # the last probe or start failed (logged once until it recovers)
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+
+class PlannerReplicas:
+    """K planner replicas started as Ray actors; see the module's docstring.
+
+    Driver-side and single-threaded: call its methods from one thread.
+    """
+
+    def __init__(self, num_replicas: int, backend: str = HEURISTIC_BACKEND_NAME,
+                 backend_options: dict | None = None, host: str = DEFAULT_HOST,
+                 resources: dict | None = None, max_restarts: int = -1,
+                 start_timeout_s: float = BACKEND_START_TIMEOUT_S) -> None:
+        """Starts `num_replicas` replicas of `backend` (built with backend_options) bound to
+        `host` ("node-ip": each its node's cluster IP), all at once, and returns when every one
+        serves. `resources` are Ray options per replica (e.g. {"num_gpus": tp} for vLLM on CUDA);
+        Ray restarts a dead replica up to `max_restarts` times (-1: always).
+
+        Raises ValueError for num_replicas < 1; whatever a replica's start raised (OSError for an
+        address that cannot be bound, a backend that cannot be built), or ray's GetTimeoutError
+        after start_timeout_s, having killed the replicas it created.
+        """
+        if num_replicas < 1:
+            raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
+        self._backend, self._options, self._host = backend, dict(backend_options or {}), host
+        self.restarts = 0
+        actor_options = {"max_restarts": max_restarts, **(resources or {})}
+        actors = [RemoteReplicaServer.options(**actor_options).remote() for _ in range(num_replicas)]
+        try:
+            addresses = ray.get([actor.start.remote(backend, host, 0, self._options) for actor in actors],
+                                timeout=start_timeout_s)
+        except BaseException:
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+            raise
+        self._replicas = [_Replica(actor, address) for actor, address in zip(actors, addresses)]
+
+    @property
+    def addresses(self) -> list[str]:
+        """"host:port" of every replica, in replica order."""
+        return [replica.address for replica in self._replicas]
+
+    @property
+    def actors(self) -> list[ActorHandle]:
+        """The replicas' Ray actors, in replica order (fault tests kill them)."""
+        return [replica.actor for replica in self._replicas]
+
+    def target(self) -> str:
+        """The address to give rollout actors: every replica, comma-separated, which
+        `rollout.planning.PlannerClient` balances round-robin."""
+        return ",".join(self.addresses)
+
+    def ensure_serving(self, wait_s: float = 0.0) -> int:
+        """Brings back replicas that Ray restarted after a crash: starts their service again on
+        the same port, with the same backend and options. Returns how many came back during
+        this call (also added to `restarts`).
+
+        Waits at most wait_s seconds (0: only collects what is already answered): a vLLM replica
+        takes minutes to start, and the driver should not stall meanwhile, so a start still
+        running is collected by a later call. A probe or start that fails (the replica died
+        again, its port is taken) is retried by the next call.
+        """
+        deadline = time.monotonic() + wait_s
+        for replica in self._replicas:
+            if replica.pending is None:
+                replica.pending, replica.starting = replica.actor.serving.remote(), False
+        came_back = 0
+        while in_flight := [replica.pending for replica in self._replicas if replica.pending is not None]:
+            ready, _ = ray.wait(in_flight, num_returns=len(in_flight),
+                                timeout=max(0.0, deadline - time.monotonic()))
+            for replica in self._replicas:
+                if replica.pending is not None and replica.pending in ready:
+                    came_back += self._collect(replica)
+            # Loop again only for starts just submitted, and only while there is time for them.
+            if not ready or time.monotonic() >= deadline:
+                break
+        return came_back
+
+    def _collect(self, replica: _Replica) -> int:
+        """Handles a finished probe or start of `replica`; returns 1 when it came back."""
+        ref, starting = replica.pending, replica.starting
+        replica.pending, replica.starting = None, False
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.ActorUnavailableError:
+            return 0  # Ray is restarting it: the next check finds the fresh process
+        except ray.exceptions.RayError as error:
+            if not replica.failing:
+                logger.warning("planner replica %s: %s failed (%s); retrying at the next check",
+                               replica.address, "restarting its service" if starting else "the health probe",
+                               error)
+            replica.failing = True
+            return 0
+        replica.failing = False
+        if starting:
+            self.restarts += 1
+            if result != replica.address:  # only with "node-ip", after its node was lost
+                logger.warning("planner replica %s came back on another node, at %s",
+                               replica.address, result)
+                replica.address = result
+            logger.info("planner replica %s serves again (restarts so far: %d)",
+                        replica.address, self.restarts)
+            return 1
+        if not result:  # a fresh process: Ray restarted the actor after it died
+            logger.warning("planner replica %s was restarted by Ray; starting its service again",
+                           replica.address)
+            replica.pending = replica.actor.start.remote(self._backend, self._host, replica.port,
+                                                         self._options)
+            replica.starting = True
+        return 0
+
+    def stats(self, timeout_s: float = STATS_TIMEOUT_S) -> dict[str, int | float]:
+        """Counters over all replicas, flat (for metrics): `replicas`, `replicas_serving`,
+        `restarts`, `rpcs` (requests received) and `rpcs_<rpc>` summed, `rpcs_replica<i>` per
+        replica, and the backends' integer counters summed (vllm: tokens, prefix-cache hits,
+        with the hit rates recomputed from the sums).
+
+        A replica counts from its last (re)start. One that does not answer within timeout_s, or
+        is being brought back, counts as not serving.
+        """
+        asked = {i: replica.actor.stats.remote() for i, replica in enumerate(self._replicas)
+                 if not replica.starting}  # a start in flight would hold the stats call behind it
+        ready = ray.wait(list(asked.values()), num_returns=len(asked), timeout=timeout_s)[0] if asked else []
+        per_replica: dict[int, dict] = {}
+        for i, ref in asked.items():
+            if ref in ready:
+                try:
+                    if counters := ray.get(ref):
+                        per_replica[i] = counters
+                except ray.exceptions.RayError:
+                    pass  # died since: not serving
+        totals: dict[str, int | float] = {}
+        for counters in per_replica.values():
+            for key, value in counters.items():
+                if isinstance(value, int) and not isinstance(value, bool):
+                    totals[key] = totals.get(key, 0) + value
+        for key in [key for key in totals if key.endswith(_CACHED_SUFFIX)]:
+            prefix = key[:-len(_CACHED_SUFFIX)]
+            if totals.get(prefix + _PROMPT_SUFFIX):
+                totals[prefix + _RATE_SUFFIX] = totals[key] / totals[prefix + _PROMPT_SUFFIX]
+        totals.setdefault("rpcs", 0)
+        for i in range(len(self._replicas)):
+            totals[f"rpcs_replica{i}"] = per_replica.get(i, {}).get("rpcs", 0)
+        return {"replicas": len(self._replicas), "replicas_serving": len(per_replica),
+                "restarts": self.restarts, **totals}
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Stops every replica's service (in-flight calls get their grace) and ends its actor,
+        for good. Safe to call twice."""
+        replicas, self._replicas = self._replicas, []
+        if not replicas:
+            return
+        stops = [replica.actor.stop.remote() for replica in replicas]
+        try:
+            ray.wait(stops, num_returns=len(stops), timeout=timeout_s)
+        finally:
+            for replica in replicas:
+                ray.kill(replica.actor, no_restart=True)
+
+    def __enter__(self) -> PlannerReplicas:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
