@@ -101,7 +101,7 @@ async def reference_plan(backend, req) -> int:
 async def measure(args) -> dict:
     from llm_server.vllm_backend import EngineOptions, VLLMBackend
 
-    backend = VLLMBackend(EngineOptions(model=args.model))
+    backend = VLLMBackend(EngineOptions(model=args.model, block_size=args.block_size))
     results: dict = {}
     try:
         batches = [int(b) for b in args.batches.split(",")]
@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="smollm2", help="model for the vllm backend (default: smollm2)")
     parser.add_argument("--batches", default="1,16,64,256", help="users per request to measure")
     parser.add_argument("--plan-every", type=int, default=5, help="steps between plans in the session part")
+    parser.add_argument("--block-size", type=int, default=None, help="KV-cache block size (default: the backend's)")
     parser.add_argument("--train-iterations", type=int, default=3, help="short training run (0 = skip)")
     args = parser.parse_args(argv)
     print(f"planner throughput, {args.model} on vLLM")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -107,5 +109,9 @@ def weights_to_numpy(model: nn.Module) -> dict[str, np.ndarray]:
 
 def load_numpy_weights(model: nn.Module, weights: dict[str, np.ndarray]) -> None:
     """Load weights published by `weights_to_numpy` (strict: names and shapes must match)."""
-    # torch.tensor copies: arrays from the object store are read-only, and load_state_dict copies anyway.
-    model.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in weights.items()}, strict=True)
+    # One copy, straight from the object store's read-only pages into the parameters:
+    # torch.from_numpy only views them (its warning about read-only memory does not apply, since
+    # nothing writes through the view), and load_state_dict copies into the live tensors.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()}, strict=True)

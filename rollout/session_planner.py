@@ -57,6 +57,9 @@ class SessionPlanner:
         self.shown_at: list[np.ndarray] = []
         self.pools = np.full((batch_size, self.pool_size), -1, np.int64)   # ranked, best first
         self.planned_at = np.zeros(batch_size, np.int64)
+        # Each user's session so far as protobuf entries, grown by one step in `record`: a request
+        # copies them in C (MergeFrom) instead of rebuilding every entry in Python at every plan.
+        self.histories = [planner_pb2.UserContext() for _ in range(batch_size)]
         self.stats = self._empty_stats()
         if self._pending is not None:  # a plan for the last batch's sessions: no longer wanted
             self._pending[3].cancel()
@@ -64,25 +67,32 @@ class SessionPlanner:
 
     def record(self, slates: np.ndarray, clicks: np.ndarray, active: np.ndarray) -> None:
         """What each active user was shown this step and how they responded."""
+        step = len(self.slates)
         self.slates.append(slates)
         self.clicks.append(clicks)
         self.shown_at.append(active.copy())
+        categories = self.world.item_category[slates]
+        for row in np.flatnonzero(active).tolist():
+            history = self.histories[row].history
+            for item, category, fb in zip(slates[row].tolist(), categories[row].tolist(), clicks[row].tolist()):
+                history.add(item_id=item, category_id=category, feedback=fb, title=self.titles[item], step=step)
 
     def _request(self, rows: np.ndarray, user_ids: np.ndarray, step: int) -> planner_pb2.PlanRequest:
         world = self.world
         req = planner_pb2.PlanRequest(category_names=self.category_names, seed=self.seed)
         candidates = range(world.num_categories)
         first = max(0, step - self.max_steps_sent)
-        for row in rows:
+        for row in rows.tolist():
             user = req.users.add(user_id=int(user_ids[row]), step=step, num_categories=self.pool_size,
                                  reflections=self.reflections)
             user.candidate_categories.extend(candidates)
-            for s in range(first, step):
-                if not self.shown_at[s][row]:
-                    continue
-                for item, fb in zip(self.slates[s][row].tolist(), self.clicks[s][row].tolist()):
-                    user.history.add(item_id=item, category_id=int(world.item_category[item]), feedback=fb,
-                                     title=self.titles[item], step=s)
+            history = self.histories[row].history
+            stale = 0  # entries from before the window the contract allows (long sessions only)
+            while stale < len(history) and history[stale].step < first:
+                stale += 1
+            if stale:
+                del history[:stale]
+            user.history.MergeFrom(history)
         return req
 
     def _apply(self, response, fell_back: bool, rows: np.ndarray, planned_at: int) -> None:

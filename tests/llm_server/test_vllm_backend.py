@@ -171,10 +171,29 @@ def test_varied_plan_requests_get_valid_answers_from_the_model(served: Served) -
         check_plan(req, resp, fell_back)
         users += num_users
     after = served.backend.stats()
-    # Every user was one engine request, answered by the model (no invalid answer replaced).
+    # Every user was answered by the model (no invalid answer replaced), in one engine request
+    # per distinct prompt: users with the same prompt (empty histories) share one.
     assert after["answers"] - before["answers"] == users
-    assert after["requests"] - before["requests"] == users
+    deduplicated = after["deduplicated_plans"] - before["deduplicated_plans"]
+    assert after["requests"] - before["requests"] == users - deduplicated
     assert after["invalid_answers"] == before["invalid_answers"]
+
+
+def test_users_with_the_same_prompt_share_one_engine_request(served: Served) -> None:
+    names = [f"Genre {c}" for c in range(6)]
+    req = planner_pb2.PlanRequest(category_names=names, seed=3)
+    for user_id in range(8):  # sessions that have just started: nothing to tell the users apart
+        req.users.add(user_id=user_id, step=0, num_categories=3, candidate_categories=range(6),
+                      reflections=["Rotate categories."])
+    odd = req.users.add(user_id=99, step=1, num_categories=3, candidate_categories=range(6))
+    odd.history.add(item_id=5, category_id=2, feedback=1.0, step=0)
+    before = served.backend.stats()
+    resp, fell_back = served.client.plan(req, TIMEOUT_S)
+    check_plan(req, resp, fell_back)
+    after = served.backend.stats()
+    assert after["requests"] - before["requests"] == 2
+    assert after["deduplicated_plans"] - before["deduplicated_plans"] == 7
+    assert len({tuple(p.category_ids) for p in resp.plans[:8]}) == 1
 
 
 def test_long_histories_fit(served: Served) -> None:

@@ -1,0 +1,66 @@
+"""The rollout side's plan requests: each user's whole session (within the contract's window),
+oldest first, exactly the items shown to that user while they were active."""
+from __future__ import annotations
+
+import numpy as np
+
+from rollout.session_planner import SessionPlanner
+from rollout.world import World, WorldConfig
+
+CFG = WorldConfig(num_items=120, num_categories=8, num_users=50, history_len=10)
+
+
+def _session(planner: SessionPlanner, world: World, steps: int, users: int, seed: int):
+    rng = np.random.default_rng(seed)
+    shown = []
+    for step in range(steps):
+        slates = np.stack([rng.choice(world.num_items, CFG.slate_size, replace=False) for _ in range(users)])
+        clicks = rng.random((users, CFG.slate_size)).round().astype(np.float32)
+        active = rng.random(users) > 0.3
+        planner.record(slates, clicks, active)
+        shown.append((slates, clicks, active))
+    return shown
+
+
+def _expected(world: World, shown, row: int, first: int):
+    out = []
+    for step, (slates, clicks, active) in enumerate(shown):
+        if step >= first and active[row]:
+            out += [(int(i), int(world.item_category[i]), float(f), step) for i, f in zip(slates[row], clicks[row])]
+    return out
+
+
+def test_requests_carry_each_users_shown_items_in_order() -> None:
+    world = World.build(CFG, log=lambda line: None)
+    planner = SessionPlanner(world, None, 3, 1, 0, 1.0, 0, False, CFG.slate_size, pool_size=4)
+    planner.start(5, ["a lesson"])
+    shown = _session(planner, world, 7, 5, seed=1)
+    req = planner._request(np.arange(5), np.arange(10, 15), 7)
+    assert [u.user_id for u in req.users] == list(range(10, 15))
+    for row, user in enumerate(req.users):
+        got = [(e.item_id, e.category_id, e.feedback, e.step) for e in user.history]
+        assert got == _expected(world, shown, row, 0)
+        assert list(user.reflections) == ["a lesson"] and user.num_categories == 4
+
+
+def test_long_sessions_send_only_the_window_the_contract_allows() -> None:
+    world = World.build(CFG, log=lambda line: None)
+    planner = SessionPlanner(world, None, 3, 1, 0, 1.0, 0, False, CFG.slate_size, pool_size=4)
+    planner.max_steps_sent = 3
+    planner.start(4, [])
+    shown = []
+    for step in range(9):  # a request every step, as rollouts make them: the window slides
+        req = planner._request(np.arange(4), np.arange(4), step)
+        for row, user in enumerate(req.users):
+            got = [(e.item_id, e.category_id, e.feedback, e.step) for e in user.history]
+            assert got == _expected(world, shown, row, max(0, step - 3))
+        shown += _session(planner, world, 1, 4, seed=step)  # one more step, recorded after the request
+
+
+def test_a_new_batch_starts_with_empty_histories() -> None:
+    world = World.build(CFG, log=lambda line: None)
+    planner = SessionPlanner(world, None, 3, 1, 0, 1.0, 0, False, CFG.slate_size, pool_size=4)
+    planner.start(3, [])
+    _session(planner, world, 4, 3, seed=3)
+    planner.start(3, [])
+    assert all(len(u.history) == 0 for u in planner._request(np.arange(3), np.arange(3), 0).users)
