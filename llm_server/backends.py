@@ -75,6 +75,25 @@ class HeuristicBackend(PlannerBackend):
         return heuristic_explain(req)
 
 
+class RandomCategoriesBackend(HeuristicBackend):
+    """LERL's "random category sets" ablation: every plan is a uniformly random set of the
+    candidates (seeded by the request's seed, the user and the step, so runs repeat); the other
+    roles are the heuristic's. It keeps the planner's mask and its rotation but drops what the
+    planner knows about the user."""
+
+    name = "random"
+
+    async def plan(self, req: planner_pb2.PlanRequest) -> planner_pb2.PlanResponse:
+        import numpy as np
+
+        response = planner_pb2.PlanResponse(backend=self.name)
+        for user in req.users:
+            rng = np.random.default_rng([req.seed, user.user_id, user.step, 0x7A4D])
+            candidates = np.asarray(user.candidate_categories, np.int64)
+            response.plans.add(category_ids=rng.permutation(candidates)[: user.num_categories].tolist())
+        return response
+
+
 def _vllm_backend(**options) -> PlannerBackend:
     from llm_server.vllm_backend import EngineOptions, VLLMBackend  # vLLM only where it is asked for
 
@@ -83,6 +102,7 @@ def _vllm_backend(**options) -> PlannerBackend:
 
 _BACKEND_FACTORIES: dict[str, Callable[..., PlannerBackend]] = {
     HeuristicBackend.name: HeuristicBackend,
+    RandomCategoriesBackend.name: RandomCategoriesBackend,
     "vllm": _vllm_backend,
 }
 

@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llm_server.backends import HeuristicBackend, PlannerBackend, backend_names, make_backend
 from llm_server.server import PlannerServerActor
 from protos import planner_pb2, planner_pb2_grpc
+from rollout.contract import check_plan_response
 from rollout.heuristics import heuristic_explain, heuristic_propose, heuristic_reflect
 from rollout.planning import (
     GRPC_MESSAGE_OPTIONS,
@@ -191,10 +192,24 @@ def free_port() -> int:
 
 
 def test_make_backend_rejects_unknown_names_listing_the_known_ones() -> None:
-    assert backend_names() == ["heuristic", "vllm"]
+    assert backend_names() == ["heuristic", "random", "vllm"]
     assert isinstance(make_backend("heuristic"), HeuristicBackend)
     with pytest.raises(ValueError, match="unknown planner backend 'gpt'.*known: heuristic"):
         make_backend("gpt")
+
+
+def test_random_backend_plans_valid_seeded_random_sets() -> None:
+    backend = make_backend("random")
+    req = planner_pb2.PlanRequest(category_names=[f"c{i}" for i in range(10)], seed=5)
+    for user_id in range(20):
+        req.users.add(user_id=user_id, step=3, num_categories=4, candidate_categories=range(10))
+    first = asyncio.run(backend.plan(req))
+    again = asyncio.run(backend.plan(req))
+    plans = [list(p.category_ids) for p in first.plans]
+    assert plans == [list(p.category_ids) for p in again.plans]  # the seed fixes them
+    assert all(len(p) == 4 == len(set(p)) and set(p) <= set(range(10)) for p in plans)
+    assert len({tuple(p) for p in plans}) > 10  # and users get different sets
+    check_plan_response(req, first)
 
 
 def test_health_service_reports_serving(heuristic_address: str) -> None:
