@@ -38,13 +38,25 @@ class RunConfig:
     """Ray cluster to join: "" starts a local Ray on this machine, "auto" joins the cluster this
     machine belongs to (as under `ray job submit`), "HOST:PORT" joins that head's GCS."""
     planner_backend: str = "auto"
-    """Backend of the planner service this run starts: vllm (the LLM), heuristic (no LLM), or auto =
-    vllm when vLLM is installed, else heuristic (said once at start). Ignored with --planner-address."""
+    """Backend of the planner service this run starts: vllm (the LLM), heuristic (no LLM), random
+    (random category sets: an ablation), or auto = vllm when vLLM is installed, else heuristic (said
+    once at start). Ignored with --planner-address."""
     planner_model: str = "smollm2"
     """LLM for the vllm backend: smollm2 (embedded SmolLM2-135M-Instruct), a local Hugging Face
     folder, or a hub id (needs a network; e.g. an 8B instruct model on GPU nodes)."""
     planner_tensor_parallel: int = 1
     """GPUs one planner replica spreads the LLM over (vLLM tensor parallelism)."""
+    planner_replicas: int = 1
+    """Planner services started as Ray actors; rollout actors balance their calls over all of them
+    (gRPC round-robin), and a replica that dies is restarted on its own address meanwhile."""
+    planner_gpus_per_replica: float = -1.0
+    """GPUs each planner replica reserves; -1 = planner_tensor_parallel with the vllm backend when the
+    cluster has that many GPUs for every replica, else 0."""
+    num_learners: int = 1
+    """Data-parallel learner ranks (torch.distributed: NCCL on GPUs, gloo on CPUs); each takes a
+    shard of every minibatch and gradients are averaged, so M ranks learn what one would."""
+    learner_timeout_s: float = 300.0
+    """How long the learner ranks wait for each other (start-up rendezvous, every collective)."""
     reflection_pool_size: int = 200
     """Critiques the learner side keeps (LERL: 200); the oldest leaves first."""
     reflection_temperature: float = 0.1
@@ -68,6 +80,20 @@ class RunConfig:
     """Torch intra-op threads in the learner."""
     checkpoint_every: int = 20
     """Write checkpoints/latest.pt every this many iterations (0 = only the final one)."""
+    max_batches_in_flight: int = 0
+    """Rollout collects outstanding at once (backpressure: finished batches wait in the object store
+    only this many at a time); each actor has at most one. 0 = one per rollout actor."""
+    max_policy_lag: int = 4
+    """A finished batch whose policy is more than this many versions behind the learner is dropped
+    (counted as dropped_stale_batches); newer ones are used, their lag corrected by the PPO ratio
+    against the behaviour log-probabilities (counted as lagged_batches when the lag is > 0)."""
+    resume: str = ""
+    """Continue the stopped run in this run directory from its newest checkpoint
+    (checkpoints/latest.pt or final.pt): weights, optimizer, RNG states, reflection pool and
+    counters are restored and training goes on from the next iteration, appending to its
+    metrics.jsonl. Options not given are the checkpoint's; run options (e.g. a
+    higher --iterations, --time-budget-s, which counts this process's time) and rollout options may
+    change, world, policy and PPO options may not (the run is refused, naming the option)."""
     eval_users: int = 128
     """Evaluation users (a fixed, seeded set) for the final trained-versus-random comparison; 0 = skip."""
     eval_seed: int = 2024
@@ -89,10 +115,14 @@ class RunConfig:
             raise ValueError(f"learner_device must be auto, cpu or cuda, got {self.learner_device!r}")
         if self.learner_num_cpus < 0 or self.learner_torch_threads < 1:
             raise ValueError("learner_num_cpus must be >= 0 and learner_torch_threads >= 1")
-        if self.planner_backend not in ("auto", "vllm", "heuristic"):
-            raise ValueError(f"planner_backend must be auto, vllm or heuristic, got {self.planner_backend!r}")
+        if self.planner_backend not in ("auto", "vllm", "heuristic", "random"):
+            raise ValueError(f"planner_backend must be auto, vllm, heuristic or random, got {self.planner_backend!r}")
+        if self.planner_replicas < 1 or self.num_learners < 1 or self.learner_timeout_s <= 0:
+            raise ValueError("planner_replicas and num_learners must be >= 1, learner_timeout_s > 0")
         if self.reflection_pool_size < 1 or self.reflections_per_plan < 0 or self.planner_tensor_parallel < 1:
             raise ValueError("reflection_pool_size and planner_tensor_parallel must be >= 1, reflections_per_plan >= 0")
+        if self.max_batches_in_flight < 0 or self.max_policy_lag < 0:
+            raise ValueError("max_batches_in_flight and max_policy_lag must be >= 0")
         if self.planner_ready_timeout_s <= 0:
             raise ValueError("planner_ready_timeout_s must be > 0")
 

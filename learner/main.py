@@ -3,9 +3,11 @@
 Starts (or joins) Ray, starts the planner service, the rollout actors and the learner, trains,
 logs a progress line per iteration plus TensorBoard and JSONL metrics, writes checkpoints, and
 ends with an evaluation of the trained policy against the random reference on fixed users.
+`--resume RUN_DIR` continues a stopped (or killed) run from its newest checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from learner.checkpoint import save_checkpoint
-from learner.config import TrainConfig, build_parser, config_from_args, save_config
+from learner.checkpoint import resume_checkpoint, resumed_config, save_checkpoint, trim_metrics
+from learner.config import SECTIONS, TrainConfig, build_parser, config_from_args, save_config
 from learner.reflection_pool import ReflectionPool
 from learner.evaluate import compare_to_random, evaluation_table, evaluation_users
 from rollout.metrics import episode_metrics
@@ -59,7 +61,8 @@ def init_ray(cfg: TrainConfig):
         else:
             # A local Ray reserves what the loop asks for even on a 2-core laptop: actors mostly
             # wait on each other, and torch threads are capped per actor.
-            needed = cfg.rollout.num_rollout_actors * cfg.rollout.rollout_num_cpus + cfg.run.learner_num_cpus
+            needed = (cfg.rollout.num_rollout_actors * cfg.rollout.rollout_num_cpus
+                      + cfg.run.num_learners * cfg.run.learner_num_cpus)
             ray.init(num_cpus=max(os.cpu_count() or 1, int(np.ceil(needed))), include_dashboard=False,
                      _node_ip_address="127.0.0.1", **quiet)
     except ConnectionError as exc:
@@ -68,15 +71,16 @@ def init_ray(cfg: TrainConfig):
 
 
 def start_planner(ray, cfg: TrainConfig):
-    """The planner service as a Ray actor (or the external/in-process one); returns (actor, address)."""
+    """The planner replicas as Ray actors (or the external/in-process service); returns
+    (replicas or None, the address rollout actors connect to)."""
     if not cfg.rollout.use_planner:
         return None, None
     if cfg.run.planner_address:
         return None, cfg.run.planner_address
     from llm_server.backends import vllm_available
-    from llm_server.ray_actor import RemotePlannerServer
+    from llm_server.replicas import PlannerReplicas
 
-    backend, options, resources = cfg.run.planner_backend, {}, {}
+    backend, options, gpus = cfg.run.planner_backend, {}, 0.0
     if backend == "auto":
         backend = "vllm" if vllm_available() else "heuristic"
         if backend == "heuristic":
@@ -84,13 +88,15 @@ def start_planner(ray, cfg: TrainConfig):
                   "`bash scripts/setup.sh` installs vLLM and the embedded model", flush=True)
     if backend == "vllm":
         options = {"model": cfg.run.planner_model, "tensor_parallel_size": cfg.run.planner_tensor_parallel}
-        if ray.cluster_resources().get("GPU", 0) >= cfg.run.planner_tensor_parallel:
-            resources = {"num_gpus": cfg.run.planner_tensor_parallel}
-        print(f"planner: starting vLLM with {cfg.run.planner_model} (the first start converts the embedded "
-              "model once)", flush=True)
-    actor = RemotePlannerServer.options(**resources).remote()
+        gpus = cfg.run.planner_gpus_per_replica
+        if gpus < 0:
+            needed = cfg.run.planner_replicas * cfg.run.planner_tensor_parallel
+            gpus = cfg.run.planner_tensor_parallel if ray.cluster_resources().get("GPU", 0) >= needed else 0.0
+        print(f"planner: starting vLLM with {cfg.run.planner_model} on {cfg.run.planner_replicas} replica(s) (the "
+              "first start converts the embedded model once)", flush=True)
     try:
-        address = ray.get(actor.start.remote(backend, cfg.run.planner_host, 0, options))
+        replicas = PlannerReplicas(cfg.run.planner_replicas, backend, options, cfg.run.planner_host,
+                                   resources={"num_gpus": gpus} if gpus else None)
     except Exception as exc:  # noqa: BLE001 - any start failure ends the run with its reason
         raise UsageError(f"the {backend} planner could not start: {exc}") from None
     cfg.run.planner_backend = backend
@@ -101,7 +107,7 @@ def start_planner(ray, cfg: TrainConfig):
         print(f"warning: the planner binds {cfg.run.planner_host} on a {alive_nodes}-node cluster: rollout actors on "
               "other nodes cannot reach it and will use the heuristic fallback; pass --planner-host node-ip",
               file=sys.stderr, flush=True)
-    return actor, address
+    return replicas, replicas.target()
 
 
 def wait_for_planner(address: str | None, timeout_s: float) -> None:
@@ -124,22 +130,30 @@ def make_run_dir(cfg: TrainConfig) -> Path:
 
 
 def _learner_gpus(ray, cfg: TrainConfig) -> float:
+    """GPUs per learner rank: as asked, else one each when the cluster has one for every rank."""
     if cfg.run.learner_num_gpus >= 0:
         return cfg.run.learner_num_gpus
     if cfg.run.learner_device == "cpu":
         return 0.0
-    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    return 1.0 if ray.cluster_resources().get("GPU", 0) >= cfg.run.num_learners else 0.0
 
 
-def train(cfg: TrainConfig) -> dict:
-    """The driver loop. Returns the final evaluation table."""
+def train(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
+    """The driver loop (continuing `resume_state`, a checkpoint, when given). Returns the final
+    evaluation table."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from learner.learner_actor import make_learner_actor_class
-    from rollout.actor import make_rollout_actor_class
-
+    from learner.distributed import LearnerGroup
+    from learner.rollout_pool import RolloutPool, rollout_seed, start_rollout_actors
     from rollout.world import World
 
+    if cfg.run.resume and resume_state is None:
+        resume_state = load_resume(cfg.run.resume)[1]
+    resumed = resume_state or {}
+    driver = resumed.get("driver", {})
+    start = int(resumed.get("iteration", 0)) + 1
+    if start > cfg.run.iterations:
+        raise UsageError(f"the run is at iteration {start - 1} already; pass --iterations > {start - 1} to go on")
     # Built here first so a user model is trained (and cached) once, before any actor needs it.
     try:
         world = World.build(cfg.world)
@@ -153,7 +167,7 @@ def train(cfg: TrainConfig) -> dict:
         (run_dir / "user_model.json").write_text(json.dumps(world.user_model.report, indent=2))
     save_config(cfg, run_dir / "config.json")
     print(f"run directory: {run_dir}", flush=True)
-    planner_actor, planner_address = start_planner(ray, cfg)
+    planner_replicas, planner_address = start_planner(ray, cfg)
     wait_for_planner(planner_address, cfg.run.planner_ready_timeout_s)
     if planner_address:
         print(f"planner: {cfg.run.planner_backend if not cfg.run.planner_address else 'external'} "
@@ -161,50 +175,65 @@ def train(cfg: TrainConfig) -> dict:
         save_config(cfg, run_dir / "config.json")  # with the backend "auto" resolved to
 
     num_gpus = _learner_gpus(ray, cfg)
-    learner = make_learner_actor_class(cfg.run.learner_num_cpus, num_gpus).remote(
-        cfg.world, cfg.policy, cfg.ppo, cfg.run.seed, cfg.run.learner_device, cfg.run.learner_torch_threads)
-    rollout_cls = make_rollout_actor_class(cfg.rollout.rollout_num_cpus)
-    actors = [rollout_cls.remote(cfg.world, cfg.policy, cfg.rollout, planner_address, i, cfg.run.seed)
-              for i in range(cfg.rollout.num_rollout_actors)]
-    weights_ref, version = ray.get(learner.publish.remote())
-    per_iteration = cfg.run.batches_per_iteration or len(actors)
-
-    pool = ReflectionPool(cfg.run.reflection_pool_size, cfg.run.reflection_temperature, cfg.run.seed)
-    # Every actor always has one collect in flight, with the newest weights at submission time;
-    # the learner takes whichever batches finish first (so its lag is measured, not assumed zero).
-    pending: dict = {}
-
-    def submit(actor):
-        reflections = pool.sample(cfg.run.reflections_per_plan)
-        batch_ref, stats_ref = actor.collect.options(num_returns=2).remote(weights_ref, version,
-                                                                           reflections=reflections)
-        pending[stats_ref] = (actor, batch_ref)
-
-    for actor in actors:
-        submit(actor)
-
-    writer = SummaryWriter(str(run_dir / "tensorboard"))
-    metrics_file = open(run_dir / "metrics.jsonl", "a")
-    totals = {"env_steps": 0}
-    t_start = time.perf_counter()
     try:
-        for iteration in range(1, cfg.run.iterations + 1):
+        learner = LearnerGroup(cfg.world, cfg.policy, cfg.ppo, cfg.run.seed, num_learners=cfg.run.num_learners,
+                               device=cfg.run.learner_device, num_cpus=cfg.run.learner_num_cpus, num_gpus=num_gpus,
+                               torch_threads=cfg.run.learner_torch_threads, timeout_s=cfg.run.learner_timeout_s)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    reflections = ReflectionPool(cfg.run.reflection_pool_size, cfg.run.reflection_temperature, cfg.run.seed)
+    if resumed:
+        learner.load_state(resumed["learner"])
+        if "reflection_pool" in resumed:
+            reflections.load_state(resumed["reflection_pool"])
+        dropped = trim_metrics(run_dir / "metrics.jsonl", start - 1)
+        print(f"resumed from iteration {start - 1} (policy v{resumed['learner']['version']}); "
+              f"{dropped} metrics rows after it dropped", flush=True)
+    actors = start_rollout_actors(cfg, planner_address, rollout_seed(cfg.run.seed, start))
+    weights_ref, version = learner.publish()
+    per_iteration = cfg.run.batches_per_iteration or len(actors)
+    # Actors collect asynchronously with the newest weights at submission; the learner takes
+    # whichever batches finish first (so its lag is measured, not assumed zero).
+    pool = RolloutPool(actors, weights_ref, version, max_in_flight=cfg.run.max_batches_in_flight,
+                       max_policy_lag=cfg.run.max_policy_lag,
+                       reflections=lambda: reflections.sample(cfg.run.reflections_per_plan))
+    for key, value in driver.get("rollout", {}).items():
+        setattr(pool.counters, key, value)
+
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start if resumed else None)
+    metrics_file = open(run_dir / "metrics.jsonl", "a")
+    totals = {"env_steps": int(driver.get("env_steps_total", 0))}
+    wall_before = float(driver.get("wall_seconds", 0.0))
+    t_start = time.perf_counter()
+
+    def checkpoint(iteration: int, name: str) -> Path:
+        state = {"learner": learner.state(), "config": cfg.to_dict(), "iteration": iteration,
+                 "reflection_pool": reflections.state(),
+                 "driver": {"iteration": iteration, "env_steps_total": totals["env_steps"],
+                            "wall_seconds": wall_before + time.perf_counter() - t_start,
+                            "rollout": pool.counters.to_dict()}}
+        return save_checkpoint(run_dir / "checkpoints" / name, state)
+
+    try:
+        for iteration in range(start, cfg.run.iterations + 1):
             t_iter = time.perf_counter()
-            batch_refs, stats = [], []
-            while len(batch_refs) < per_iteration:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                actor, batch_ref = pending.pop(ready[0])
-                stats.append(ray.get(ready[0]))
-                for critique, session_return in stats[-1].critiques:
-                    pool.add(critique, session_return)
-                batch_refs.append(batch_ref)
-                submit(actor)
-            update, (weights_ref, version) = ray.get(learner.update_and_publish.remote(*batch_refs))
+            collected, dropped_before = [], len(pool.dropped_batch_ids)
+            while len(collected) < per_iteration:
+                collected.append(pool.next())
+                for critique, session_return in collected[-1].stats.critiques:
+                    reflections.add(critique, session_return)
+            t_update = time.perf_counter()
+            update, (weights_ref, version) = learner.update_and_publish([c.batch_ref for c in collected])
+            update["update_seconds"] = time.perf_counter() - t_update
+            pool.set_weights(weights_ref, version)
             elapsed = time.perf_counter() - t_iter
-            row = _iteration_metrics(iteration, stats, update, elapsed, totals, time.perf_counter() - t_start)
-            row["reflection_pool_size"] = len(pool)
-            if planner_actor is not None:
-                row.update({f"planner_{k}": v for k, v in ray.get(planner_actor.stats.remote()).items()})
+            row = _iteration_metrics(iteration, [c.stats for c in collected], update, elapsed, totals,
+                                     wall_before + time.perf_counter() - t_start)
+            row.update(pool.counters.to_dict(), dropped_batch_ids=pool.dropped_batch_ids[dropped_before:],
+                       batches_in_flight=pool.in_flight, reflection_pool_size=len(reflections))
+            if planner_replicas is not None:
+                planner_replicas.ensure_serving()  # brings back replicas Ray restarted
+                row.update({f"planner_{k}": v for k, v in planner_replicas.stats().items()})
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "iteration":
                     writer.add_scalar(key, value, iteration)
@@ -212,11 +241,11 @@ def train(cfg: TrainConfig) -> dict:
             metrics_file.flush()
             print(_progress_line(row, cfg.run.iterations), flush=True)
             if cfg.run.checkpoint_every and iteration % cfg.run.checkpoint_every == 0:
-                _checkpoint(ray, learner, cfg, iteration, run_dir / "checkpoints" / "latest.pt")
+                checkpoint(iteration, "latest.pt")
             if cfg.run.time_budget_s and time.perf_counter() - t_start > cfg.run.time_budget_s:
                 print(f"time budget of {cfg.run.time_budget_s:g} s reached after {iteration} iterations", flush=True)
                 break
-        final = _checkpoint(ray, learner, cfg, iteration, run_dir / "checkpoints" / "final.pt")
+        final = checkpoint(iteration, "final.pt")
         print(f"checkpoint: {final}", flush=True)
         results = {}
         if cfg.run.eval_users:
@@ -230,10 +259,11 @@ def train(cfg: TrainConfig) -> dict:
     finally:
         writer.close()
         metrics_file.close()
-        if planner_actor is not None:
+        for stop in (learner.shutdown, planner_replicas.stop if planner_replicas is not None else None):
             try:
-                ray.get(planner_actor.stop.remote(), timeout=10)
-            except Exception:  # the run is over either way; the actor dies with Ray
+                if stop is not None:
+                    stop()
+            except Exception:  # noqa: BLE001 - the run is over either way; the actors die with Ray
                 pass
         ray.shutdown()
 
@@ -268,6 +298,7 @@ def _iteration_metrics(iteration: int, stats: list, update: dict, elapsed: float
         "duplicate_batches": update.get("duplicates", 0),
         "policy_version": update.get("version", 0),
         "seconds": elapsed,
+        "update_seconds": update.get("update_seconds", 0.0),
         "wall_seconds": wall,
         **{k: update[k] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac") if k in update},
     }
@@ -277,25 +308,54 @@ def _progress_line(row: dict, total: int) -> str:
     return (f"iter {row['iteration']:>4}/{total} | Tint {row['Tint']:5.2f}  Rcum {row['Rcum']:6.3f}  "
             f"Rsin {row['Rsin']:.3f} | {row['env_steps_per_s']:8,.0f} env-steps/s | "
             f"plan {row['planner_latency_ms']:6.1f} ms (fallback {100 * row['planner_fallback_rate']:.0f}%) | "
-            f"lag {row['policy_lag_mean']:.2f} (max {row['policy_lag_max']}) | v{row['policy_version']}")
+            f"lag {row['policy_lag_mean']:.2f} (max {row['policy_lag_max']}; {row['lagged_batches']} lagged, "
+            f"{row['dropped_stale_batches']} dropped) | restarts {row['rollout_restarts']} | v{row['policy_version']}")
 
 
-def _checkpoint(ray, learner, cfg: TrainConfig, iteration: int, path: Path) -> Path:
-    state = ray.get(learner.state.remote())
-    return save_checkpoint(path, {"learner": state, "config": cfg.to_dict(), "iteration": iteration})
+def load_resume(run_dir: str) -> tuple[Path, dict]:
+    """The checkpoint `--resume RUN_DIR` continues from."""
+    try:
+        return resume_checkpoint(run_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(f"--resume {run_dir}: {exc}") from None
+
+
+def resume_options(cfg: TrainConfig, argv: list[str] | None) -> tuple[TrainConfig, dict]:
+    """The config and checkpoint of `--resume`: the run's saved config with the options given
+    on this command line on top (refused when they change the world, the policy or PPO)."""
+    path, state = load_resume(cfg.run.resume)
+    probe, unset = build_parser(), object()  # the same flags, defaulting to a marker: which were given
+    probe.set_defaults(**{f"{section}.{f.name}": unset for section in SECTIONS
+                          for f in dataclasses.fields(getattr(cfg, section))})
+    given = {dest for dest, value in vars(probe.parse_args(argv)).items() if value is not unset}
+    if cfg.run.run_dir and Path(cfg.run.run_dir).resolve() != Path(cfg.run.resume).resolve():
+        raise UsageError(f"--run-dir {cfg.run.run_dir} and --resume {cfg.run.resume} name different runs")
+    try:
+        resumed = resumed_config(state["config"], cfg, given)
+    except ValueError as exc:
+        raise UsageError(f"--resume {cfg.run.resume}: {exc}") from None
+    resumed.run.run_dir = resumed.run.resume = cfg.run.resume
+    print(f"resuming {cfg.run.resume} from {path.name} (iteration {state.get('iteration', 0)})", flush=True)
+    return resumed, state
 
 
 def cli(argv: list[str] | None = None) -> int:
     parser = build_parser(description=__doc__)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    try:
-        cfg.validate()
-    except ValueError as exc:
-        parser.error(str(exc))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        train(cfg)
+        resume_state = None
+        if cfg.run.resume:
+            cfg, resume_state = resume_options(cfg, argv)
+        try:
+            cfg.validate()
+            if cfg.run.max_batches_in_flight > cfg.rollout.num_rollout_actors:
+                raise ValueError(f"max_batches_in_flight={cfg.run.max_batches_in_flight} exceeds "
+                                 f"num_rollout_actors={cfg.rollout.num_rollout_actors} (one collect per actor)")
+        except ValueError as exc:
+            parser.error(str(exc))
+        train(cfg, resume_state)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -62,7 +62,8 @@ def test_training_with_the_vllm_planner(tmp_path: Path) -> None:
         assert row["planner_answers"] > 0
         assert row["planner_invalid_answers"] == 0
         assert 0.0 <= row["planner_prefix_cache_hit_rate"] <= 1.0
-        assert row["planner_requests"] >= row["planner_answers"]
+        # One engine request per distinct prompt: users that share one (sessions just started) share it.
+        assert row["planner_requests"] + row["planner_deduplicated_plans"] >= row["planner_answers"]
         assert row["planner_prompt_tokens"] > 0
     # The backend's counters are running totals.
     assert rows[-1]["planner_answers"] >= rows[0]["planner_answers"]
