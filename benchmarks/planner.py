@@ -105,7 +105,7 @@ async def measure(args) -> dict:
     results: dict = {}
     try:
         batches = [int(b) for b in args.batches.split(",")]
-        fresh = session_requests(16 + sum(batches) + 1, 6, 6, seed=1)[-1]  # users 5 steps into a session
+        fresh = session_requests(16 + sum(batches) + 1, 6, 5, seed=1)[-1]  # users 5 steps into a session
         await backend.plan(sub_request(fresh, [16 + sum(batches)]))  # warm-up, on a user used nowhere else
         # 1. one request per user, one after another (users unseen by the cache beyond the header)
         users = list(range(16))  # users 0..15; the batches below take the next ones
@@ -126,8 +126,8 @@ async def measure(args) -> dict:
             print(f"  batch {b:>4}: {rate:8.1f} users/s ({rate / one_at_a_time:5.1f}x one at a time)", flush=True)
         results["batches"] = rows
         # 2. the reference design at batch 64, on users the cache has not seen
-        ref_req = sub_request(session_requests(64, 6, 6, seed=2)[-1], range(64))
-        ours_req = sub_request(session_requests(64, 6, 6, seed=3)[-1], range(64))
+        ref_req = sub_request(session_requests(64, 6, 5, seed=2)[-1], range(64))
+        ours_req = sub_request(session_requests(64, 6, 5, seed=3)[-1], range(64))
         t0 = time.perf_counter()
         ref_tokens = await reference_plan(backend, ref_req)
         ref_rate = 64 / (time.perf_counter() - t0)
@@ -139,7 +139,8 @@ async def measure(args) -> dict:
         results["reference_batch64_users_per_s"] = ref_rate
         results["reference_answer_tokens"] = ref_tokens / 64
         results["ours_batch64_users_per_s"] = ours_rate
-        results["ours_answer_tokens"] = (after["output_tokens"] - before["output_tokens"]) / 64
+        results["ours_answer_tokens"] = ((after["output_tokens"] - before["output_tokens"])
+                                         / max(after["requests"] - before["requests"], 1))
         # 3. a training-like session: 64 users planned every plan_every steps as history grows
         session = session_requests(64, 20, args.plan_every, seed=4)
         before = backend.stats()
@@ -155,6 +156,9 @@ async def measure(args) -> dict:
                               "prefix_cache_hit_rate": cached / max(prompt, 1),
                               "computed_prompt_tokens_per_plan": (prompt - cached) / plans,
                               "prompt_tokens_per_plan": prompt / plans,
+                              # users whose prompt another user of the batch shared cost nothing:
+                              "tokens_not_computed_share": 1 - (prompt - cached) / max(
+                                  after["plan_user_prompt_tokens"] - before["plan_user_prompt_tokens"], 1),
                               "invalid_answers": after["invalid_answers"] - before["invalid_answers"]}
     finally:
         backend.close()
@@ -171,7 +175,8 @@ def training_run(args) -> dict:
             return {"error": proc.stderr[-2000:]}
         rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
     keys = ("planner_wait_share", "plan_age_mean", "planner_latency_ms", "env_steps_per_s",
-            "planner_prefix_cache_hit_rate", "planner_plan_prefix_cache_hit_rate", "planner_fallback_rate")
+            "planner_prefix_cache_hit_rate", "planner_plan_prefix_cache_hit_rate", "planner_fallback_rate",
+            "planner_plan_computed_tokens_per_user", "planner_plan_tokens_not_computed_share")
     return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys} | {"iterations": len(rows)}
 
 
@@ -205,12 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reference (JSON names) batch 64: {results['reference_batch64_users_per_s']:.1f} users/s, "
           f"{results['reference_answer_tokens']:.1f} answer tokens; ours: {results['ours_batch64_users_per_s']:.1f} users/s")
     print(f"session (plan every {session['plan_every']}): {session['users_per_s']:.1f} users/s, "
-          f"{session['computed_prompt_tokens_per_plan']:.0f} of {session['prompt_tokens_per_plan']:.0f} prompt tokens computed per plan")
+          f"{session['computed_prompt_tokens_per_plan']:.0f} prompt tokens computed per plan; prefix cache "
+          f"{session['prefix_cache_hit_rate']:.2f} of engine prompt tokens, "
+          f"{session['tokens_not_computed_share']:.2f} of users' prompt tokens not computed")
     if training:
         print(f"training: plan wait share {training.get('planner_wait_share', float('nan')):.2f}, "
               f"plan age {training.get('plan_age_mean', float('nan')):.2f} steps, prefix cache: plans "
               f"{training.get('planner_plan_prefix_cache_hit_rate', float('nan')):.2f}, all roles "
-              f"{training.get('planner_prefix_cache_hit_rate', float('nan')):.2f}")
+              f"{training.get('planner_prefix_cache_hit_rate', float('nan')):.2f}; prompt tokens computed per user "
+              f"planned {training.get('planner_plan_computed_tokens_per_user', float('nan')):.1f} "
+              f"(share not computed: {training.get('planner_plan_tokens_not_computed_share', float('nan')):.2f})")
     path = write_result("planner", {"model": args.model, **results,
                                     "goals": {k: {"value": v, "goal": g} for k, (v, g) in goals.items()}})
     print(f"wrote {path}")

@@ -32,6 +32,8 @@ class RunConfig:
     """Rollout batches per update; 0 = one per rollout actor."""
     seed: int = 0
     """Fixes the initial weights, the simulated users' episodes and the planner's sampling."""
+    name: str = ""
+    """The run's row name in reports (experiment files set it; "" = the run directory's parent)."""
     run_dir: str = ""
     """Where metrics, TensorBoard files, checkpoints and the evaluation go; "" = runs/<date-time>."""
     address: str = ""
@@ -87,6 +89,12 @@ class RunConfig:
     """A finished batch whose policy is more than this many versions behind the learner is dropped
     (counted as dropped_stale_batches); newer ones are used, their lag corrected by the PPO ratio
     against the behaviour log-probabilities (counted as lagged_batches when the lag is > 0)."""
+    chaos_kill_rollout_every: int = 0
+    """Fault injection: kill one rollout actor (round-robin) every this many iterations; Ray
+    restarts it and its lost batch is requested again (0 = off). For reliability tests."""
+    chaos_kill_planner_every: int = 0
+    """Fault injection: kill one planner replica every this many iterations; it is restarted on its
+    address while the others (or the heuristic fallback) serve (0 = off)."""
     resume: str = ""
     """Continue the stopped run in this run directory from its newest checkpoint
     (checkpoints/latest.pt or final.pt): weights, optimizer, RNG states, reflection pool and
@@ -121,6 +129,8 @@ class RunConfig:
             raise ValueError("planner_replicas and num_learners must be >= 1, learner_timeout_s > 0")
         if self.reflection_pool_size < 1 or self.reflections_per_plan < 0 or self.planner_tensor_parallel < 1:
             raise ValueError("reflection_pool_size and planner_tensor_parallel must be >= 1, reflections_per_plan >= 0")
+        if self.chaos_kill_rollout_every < 0 or self.chaos_kill_planner_every < 0:
+            raise ValueError("chaos_kill_rollout_every and chaos_kill_planner_every must be >= 0")
         if self.max_batches_in_flight < 0 or self.max_policy_lag < 0:
             raise ValueError("max_batches_in_flight and max_policy_lag must be >= 0")
         if self.planner_ready_timeout_s <= 0:
@@ -218,6 +228,13 @@ def build_parser(prog: str = "python -m learner.main", description: str = "") ->
     """The training CLI: every config field of every section."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_argument_group("experiments")
+    group.add_argument("--config", default="", metavar="FILE|DIR",
+                       help="run the experiment in this file (every seed it lists; see experiments/), or every "
+                            "experiment file of this directory and then their report; flags given here override "
+                            "the file's options")
+    group.add_argument("--preset", default="", metavar="NAME",
+                       help="with --config: the files' named variant, e.g. quick (a small budget)")
     add_config_flags(parser)
     return parser
 

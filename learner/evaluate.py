@@ -77,12 +77,17 @@ def evaluate_worker(world: World, cfg: WorldConfig, policy: PolicyConfig, rollou
 
 def compare_to_random(world: World, cfg: WorldConfig, policy: PolicyConfig, rollout: RolloutConfig,
                       planner_address: str | None, weights: dict, users: np.ndarray, seed: int) -> dict[str, dict]:
-    """The trained policy against random recommendations, with and without the planner's mask."""
-    rows = {"random": evaluate_reference(world, cfg, "random", users, seed)}
+    """The trained policy against every reference policy and random recommendations inside the
+    planner's categories, all on the same users and dice."""
+    jobs = [(name, lambda name=name: evaluate_reference(world, cfg, name, users, seed)) for name in REFERENCE_POLICIES]
     if rollout.use_planner:
-        rows["random+planner"] = evaluate_worker(world, cfg, policy, rollout, planner_address, None, "random",
-                                                 users, seed)
-    rows["trained"] = evaluate_worker(world, cfg, policy, rollout, planner_address, weights, "mean", users, seed)
+        jobs.append(("random+planner", lambda: evaluate_worker(world, cfg, policy, rollout, planner_address, None,
+                                                               "random", users, seed)))
+    jobs.append(("trained", lambda: evaluate_worker(world, cfg, policy, rollout, planner_address, weights, "mean",
+                                                    users, seed)))
+    rows = {}
+    for name, job in tqdm(jobs, desc="evaluating", unit="policy", disable=not sys.stderr.isatty()):
+        rows[name] = job()
     return rows
 
 

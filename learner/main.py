@@ -214,8 +214,22 @@ def train(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
                             "rollout": pool.counters.to_dict()}}
         return save_checkpoint(run_dir / "checkpoints" / name, state)
 
+    kills = {"rollout": 0, "planner": 0}
+
+    def chaos(iteration: int) -> None:
+        """--chaos-kill-*: kill an actor as a crash would (Ray restarts it); counted in the metrics."""
+        every = cfg.run.chaos_kill_rollout_every
+        if every and iteration % every == 0:
+            ray.kill(actors[kills["rollout"] % len(actors)], no_restart=False)
+            kills["rollout"] += 1
+        every = cfg.run.chaos_kill_planner_every
+        if every and iteration % every == 0 and planner_replicas is not None:
+            ray.kill(planner_replicas.actors[kills["planner"] % len(planner_replicas.actors)], no_restart=False)
+            kills["planner"] += 1
+
     try:
         for iteration in range(start, cfg.run.iterations + 1):
+            chaos(iteration)  # before collecting: the kill hits collects in flight
             t_iter = time.perf_counter()
             collected, dropped_before = [], len(pool.dropped_batch_ids)
             while len(collected) < per_iteration:
@@ -230,6 +244,7 @@ def train(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
             row = _iteration_metrics(iteration, [c.stats for c in collected], update, elapsed, totals,
                                      wall_before + time.perf_counter() - t_start)
             row.update(pool.counters.to_dict(), dropped_batch_ids=pool.dropped_batch_ids[dropped_before:],
+                       chaos_rollout_kills=kills["rollout"], chaos_planner_kills=kills["planner"],
                        batches_in_flight=pool.in_flight, reflection_pool_size=len(reflections))
             if planner_replicas is not None:
                 planner_replicas.ensure_serving()  # brings back replicas Ray restarted
@@ -320,14 +335,67 @@ def load_resume(run_dir: str) -> tuple[Path, dict]:
         raise UsageError(f"--resume {run_dir}: {exc}") from None
 
 
+def given_flags(argv: list[str] | None) -> set[str]:
+    """The config options ("section.field") given on this command line, whatever their values."""
+    probe, unset = build_parser(), object()  # the same flags, defaulting to a marker
+    probe.set_defaults(**{f"{section}.{f.name}": unset for section in SECTIONS
+                          for f in dataclasses.fields(getattr(TrainConfig(), section))})
+    return {dest for dest, value in vars(probe.parse_args(argv)).items() if value is not unset and "." in dest}
+
+
+def run_experiments(target: str, preset: str, cfg: TrainConfig, argv: list[str] | None) -> None:
+    """`--config FILE|DIR`: every seed of every experiment file, finished runs skipped, unfinished
+    ones resumed from their checkpoint; then the report when there is more than one run."""
+    from learner.experiments import ExperimentError, default_run_root, expand, experiment_files, load_experiment
+    from learner.report import ReportError, write_report
+
+    given = given_flags(argv)
+    root = Path(cfg.run.run_dir) if "run.run_dir" in given else default_run_root(target)
+    only_seed = cfg.run.seed if "run.seed" in given else None
+    given -= {"run.run_dir", "run.seed", "run.resume"}
+    runs = []
+    try:
+        for path in experiment_files(target):
+            experiment = load_experiment(path, preset)
+            for run_cfg in expand(experiment, cfg, given, root, only_seed):
+                try:
+                    run_cfg.validate()
+                except ValueError as exc:
+                    raise ExperimentError(f"{path}: {exc}") from None
+                runs.append(run_cfg)
+    except ExperimentError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{len(runs)} runs ({', '.join(sorted({r.run.name for r in runs}))}) under {root}", flush=True)
+    for n, run_cfg in enumerate(runs, 1):
+        run_dir = Path(run_cfg.run.run_dir)
+        label = f"[{n}/{len(runs)}] {run_cfg.run.name} seed {run_cfg.run.seed}"
+        if (run_dir / "eval.json").is_file():
+            print(f"{label}: finished before, skipped ({run_dir})", flush=True)
+            continue
+        state = None
+        try:
+            _, state = resume_checkpoint(run_dir)
+        except (FileNotFoundError, ValueError):
+            pass
+        if state is not None and int(state.get("iteration", 0)) < run_cfg.run.iterations:
+            print(f"{label}: resuming the unfinished run from iteration {state['iteration']}", flush=True)
+        else:  # nothing to resume (or it died while evaluating): start over
+            state = None
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        print(f"{label} -> {run_dir}", flush=True)
+        train(run_cfg, state)
+    if len(runs) > 1:
+        try:
+            print(f"report: {write_report([root])}", flush=True)
+        except ReportError as exc:
+            print(f"no report: {exc}", flush=True)
+
+
 def resume_options(cfg: TrainConfig, argv: list[str] | None) -> tuple[TrainConfig, dict]:
     """The config and checkpoint of `--resume`: the run's saved config with the options given
     on this command line on top (refused when they change the world, the policy or PPO)."""
     path, state = load_resume(cfg.run.resume)
-    probe, unset = build_parser(), object()  # the same flags, defaulting to a marker: which were given
-    probe.set_defaults(**{f"{section}.{f.name}": unset for section in SECTIONS
-                          for f in dataclasses.fields(getattr(cfg, section))})
-    given = {dest for dest, value in vars(probe.parse_args(argv)).items() if value is not unset}
+    given = given_flags(argv)
     if cfg.run.run_dir and Path(cfg.run.run_dir).resolve() != Path(cfg.run.resume).resolve():
         raise UsageError(f"--run-dir {cfg.run.run_dir} and --resume {cfg.run.resume} name different runs")
     try:
@@ -345,6 +413,11 @@ def cli(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.config:
+            run_experiments(args.config, args.preset, cfg, argv)
+            return 0
+        if args.preset:
+            parser.error("--preset needs --config")
         resume_state = None
         if cfg.run.resume:
             cfg, resume_state = resume_options(cfg, argv)

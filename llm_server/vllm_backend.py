@@ -83,7 +83,8 @@ class VLLMBackend(PlannerBackend):
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the engine's sockets live on
         self._logged_failures: set[str] = set()
         self._counters = {"requests": 0, "prompt_tokens": 0, "cached_prompt_tokens": 0, "output_tokens": 0,
-                          "invalid_answers": 0, "answers": 0, "deduplicated_plans": 0}
+                          "invalid_answers": 0, "answers": 0, "deduplicated_plans": 0,
+                          "plan_users": 0, "plan_user_prompt_tokens": 0}
 
     # --- engine plumbing -----------------------------------------------------------------------
 
@@ -103,6 +104,11 @@ class VLLMBackend(PlannerBackend):
         return self._template or None
 
     async def _generate(self, prompt: str, params, role: str = "plan"):
+        """The first completion of one engine request."""
+        return (await self._generate_request(prompt, params, role)).outputs[0]
+
+    async def _generate_request(self, prompt: str, params, role: str = "plan"):
+        """One engine request, counted; returns vLLM's RequestOutput."""
         self._loop = asyncio.get_running_loop()
         final = None
         async for output in self.engine.generate(prompt, params, request_id=f"{self._prefix}-{next(self._ids)}"):
@@ -114,7 +120,7 @@ class VLLMBackend(PlannerBackend):
         c["output_tokens"] += len(final.outputs[0].token_ids)
         c[f"{role}_prompt_tokens"] = c.get(f"{role}_prompt_tokens", 0) + len(final.prompt_token_ids or ())
         c[f"{role}_cached_prompt_tokens"] = c.get(f"{role}_cached_prompt_tokens", 0) + int(final.num_cached_tokens or 0)
-        return final.outputs[0]
+        return final
 
     def _fail(self, role: str, exc: Exception) -> None:
         """An engine error on one user/query: counted as an invalid answer, logged once per kind."""
@@ -134,6 +140,10 @@ class VLLMBackend(PlannerBackend):
         output tokens, answers and how many were invalid (replaced by the heuristic)."""
         c = dict(self._counters)
         c["prefix_cache_hit_rate"] = c["cached_prompt_tokens"] / c["prompt_tokens"] if c["prompt_tokens"] else 0.0
+        if c["plan_users"]:  # the share of planned users' prompt tokens the engine did not compute
+            computed = c.get("plan_prompt_tokens", 0) - c.get("plan_cached_prompt_tokens", 0)
+            c["plan_computed_tokens_per_user"] = computed / c["plan_users"]
+            c["plan_tokens_not_computed_share"] = 1 - computed / max(c["plan_user_prompt_tokens"], 1)
         for role in ("plan", "reflect", "propose", "explain"):  # per role: plans are built to reuse prefixes
             if c.get(f"{role}_prompt_tokens"):
                 c[f"{role}_prefix_cache_hit_rate"] = c[f"{role}_cached_prompt_tokens"] / c[f"{role}_prompt_tokens"]
@@ -183,7 +193,7 @@ class VLLMBackend(PlannerBackend):
             if key in shared:
                 self._counters["deduplicated_plans"] += 1
             else:
-                shared[key] = asyncio.ensure_future(self._generate(prompt, params))
+                shared[key] = asyncio.ensure_future(self._generate_request(prompt, params))
             return asyncio.shield(shared[key])
 
         async def one(index: int, user: planner_pb2.UserContext) -> list[int]:
@@ -207,10 +217,15 @@ class VLLMBackend(PlannerBackend):
                                          avoid=[letters[candidates.index(c)] for c in sorted(just_shown)
                                                 if c in candidates])
             try:
-                out = await generate_once(prompt, tuple(allowed), params)
+                final = await generate_once(prompt, tuple(allowed), params)
             except Exception as exc:  # noqa: BLE001 - e.g. a prompt over max_model_len: this user only
                 self._fail("Plan", exc)
                 return order
+            out = final.outputs[0]
+            # Per user planned (shared prompts included): what planning costs per user, against
+            # what the engine computed (plan_prompt_tokens - plan_cached_prompt_tokens).
+            self._counters["plan_users"] += 1
+            self._counters["plan_user_prompt_tokens"] += len(final.prompt_token_ids or ())
             chosen = out.text.strip()
             valid = chosen in allowed
             self._count(valid)

@@ -51,7 +51,7 @@ def test_smoke_tiny_budget_writes_metrics_checkpoint_and_eval(tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["run"]["iterations"] == 3
     assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tensorboard").iterdir())
     evaluation = json.loads((run_dir / "eval.json").read_text())
-    assert set(evaluation) == {"random", "random+planner", "trained"}
+    assert set(evaluation) == {"random", "popular", "greedy", "round-robin", "random+planner", "trained"}
     assert all(m["episodes"] == 16 for m in evaluation.values())
 
 

@@ -72,7 +72,7 @@ def test_training_with_the_vllm_planner(tmp_path: Path) -> None:
     assert rows[-1]["planner_prefix_cache_hit_rate"] > 0.0
 
     evaluation = json.loads((run_dir / "eval.json").read_text())
-    assert set(evaluation) == {"random", "random+planner", "trained"}
+    assert set(evaluation) == {"random", "popular", "greedy", "round-robin", "random+planner", "trained"}
     assert all(m["episodes"] == 8 for m in evaluation.values())
     # Nothing was written outside the run's cache folder (the model was a local folder: no conversion).
     assert not (cache / "models").exists() or not any((cache / "models").iterdir())

@@ -1,0 +1,189 @@
+"""This loop against RLlib's PPO, in one run on the same machine and the same world:
+
+1. the floor: the simulator plus the policy's forward pass alone, in one process (one
+   `RolloutWorker` collecting with no planner, no Ray, no learner);
+2. ours: `python -m learner.main` with the heuristic planner (the actor-learner loop end to end:
+   rollout actors, planner service, learner, weight broadcast);
+3. RLlib: PPO (new API stack) on the same world through `rollout.vector_env` (gymnasium
+   VectorEnv), with as many env runners as we have rollout actors, as many envs per runner as
+   users per actor, an MLP of about our network's parameter count, the same PPO settings, trained
+   until it has sampled as many environment steps as ours did.
+
+Reported: environment steps per second end to end (wall time of training, start-up excluded on
+both sides), the mean episode return over the last iterations at the same number of environment
+steps (training episodes on both sides), and the ratios ours/RLlib and ours/floor.
+
+    python benchmarks/vs_rllib.py [--actors 2] [--users 64] [--iterations 30]
+
+Goals (issue 5): >= 2x RLlib's throughput with the heuristic planner, >= 60% of the floor, and no
+worse return. Writes benchmarks/results/vs_rllib.json.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks._common import write_result  # noqa: E402
+
+
+def our_param_count() -> int:
+    from policy.networks import ActorCritic, PolicyConfig
+    from rollout.world import World, WorldConfig
+
+    cfg = WorldConfig()
+    world = World.build(cfg, log=lambda line: None)
+    return sum(p.numel() for p in ActorCritic(world.item_features, cfg.history_len, PolicyConfig()).parameters())
+
+
+def rllib_hidden(target: int, obs_dim: int, action_dim: int) -> int:
+    """Width h of RLlib's default [h, h] encoder (shared by the policy and value heads, as ours
+    is) whose parameter count is closest to `target`."""
+    def count(h: int) -> int:
+        encoder = obs_dim * h + h + h * h + h
+        return encoder + h * 2 * action_dim + 2 * action_dim + h + 1
+    return min(range(4, 1024), key=lambda h: abs(count(h) - target))
+
+
+def floor_rate(users: int, seconds: float, seed: int) -> float:
+    """Env steps/s of the simulator plus the policy's forward pass, one process, no planner."""
+    import torch
+
+    from policy.networks import PolicyConfig
+    from rollout.actor import RolloutConfig, RolloutWorker
+    from rollout.world import WorldConfig
+
+    torch.set_num_threads(1)
+    worker = RolloutWorker(WorldConfig(), PolicyConfig(), RolloutConfig(users_per_actor=users, use_planner=False),
+                           None, 0, seed)
+    worker.collect()  # warm-up
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        _, stats = worker.collect()
+        steps += stats.env_steps
+    return steps / (time.perf_counter() - t0)
+
+
+def run_ours(args) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "learner.main", "--planner-backend", "heuristic",
+               "--num-rollout-actors", str(args.actors), "--users-per-actor", str(args.users),
+               "--iterations", str(args.iterations), "--time-budget-s", "0", "--eval-users", "0",
+               "--checkpoint-every", "0", "--seed", str(args.seed), "--run-dir", tmp]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"learner.main failed:\n{proc.stderr[-3000:]}")
+        rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+    last = rows[-args.tail:]
+    # From the end of the first iteration on: actor start-up is not counted (RLlib's build is not either).
+    steps = rows[-1]["env_steps_total"] - rows[0]["env_steps_total"]
+    wall = rows[-1]["wall_seconds"] - rows[0]["wall_seconds"]
+    return {"env_steps": int(rows[-1]["env_steps_total"]), "wall_s": float(wall),
+            "env_steps_per_s": steps / max(wall, 1e-9),
+            "update_seconds": float(np.mean([r.get("update_seconds", float("nan")) for r in rows[1:]])),
+            "return_last": float(np.mean([r["Rcum"] for r in last])),
+            "length_last": float(np.mean([r["Tint"] for r in last])), "iterations": len(rows)}
+
+
+def run_rllib(args, env_steps: int, params_target: int) -> dict:
+    import gymnasium
+    import ray
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    from learner.ppo import PPOConfig as OurPPO
+    from rollout.vector_env import ENV_ID
+    from rollout.world import World, WorldConfig
+
+    world_cfg = WorldConfig()
+    world = World.build(world_cfg, log=lambda line: None)
+    features = world.item_features.shape[1]
+    hidden = rllib_hidden(params_target, world_cfg.history_len * (features + 1), features)
+    ours = OurPPO()
+    # One of our iterations: every actor's users to the end of their episodes.
+    batch = int(args.actors * args.users * world_cfg.max_steps * 0.75)
+    ray.init(num_cpus=max(2, args.actors + 1), include_dashboard=False, _node_ip_address="127.0.0.1",
+             logging_level=logging.WARNING)
+    try:
+        config = (
+            PPOConfig()
+            .environment(env=f"rollout.vector_env:{ENV_ID}",
+                         env_config={"world_config": dataclasses.asdict(world_cfg), "seed": args.seed})
+            .env_runners(num_env_runners=args.actors, num_envs_per_env_runner=args.users,
+                         rollout_fragment_length="auto",
+                         gym_env_vectorize_mode=gymnasium.VectorizeMode.VECTOR_ENTRY_POINT)
+            .training(train_batch_size_per_learner=batch, minibatch_size=ours.minibatch_size,
+                      num_epochs=ours.epochs, lr=ours.lr, gamma=ours.gamma, lambda_=ours.gae_lambda,
+                      clip_param=ours.clip_coef, vf_loss_coeff=ours.value_coef, entropy_coeff=ours.entropy_coef,
+                      grad_clip=ours.max_grad_norm)
+            .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[hidden, hidden], vf_share_layers=True))
+            .debugging(seed=args.seed)
+        )
+        algo = config.build_algo()
+        try:
+            params = sum(p.numel() for p in algo.get_module().parameters())
+            results, sampled, t0 = [], 0, time.perf_counter()
+            while sampled < env_steps:
+                results.append(algo.train())
+                sampled = int(results[-1]["env_runners"]["num_env_steps_sampled_lifetime"])
+            wall = time.perf_counter() - t0
+        finally:
+            algo.stop()
+    finally:
+        ray.shutdown()
+    last = results[-args.tail:]
+    return {"env_steps": sampled, "wall_s": wall, "env_steps_per_s": sampled / wall, "params": params,
+            "hidden": [hidden, hidden], "train_batch": batch, "iterations": len(results),
+            "return_last": float(np.mean([r["env_runners"]["episode_return_mean"] for r in last])),
+            "length_last": float(np.mean([r["env_runners"]["episode_len_mean"] for r in last]))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--actors", type=int, default=2, help="rollout actors = RLlib env runners (default: 2)")
+    parser.add_argument("--users", type=int, default=64, help="users per actor = envs per env runner (default: 64)")
+    parser.add_argument("--iterations", type=int, default=30, help="our training iterations (default: 30)")
+    parser.add_argument("--tail", type=int, default=3, help="iterations averaged for the return (default: 3)")
+    parser.add_argument("--floor-seconds", type=float, default=15.0, help="how long the floor is measured")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if min(args.actors, args.users, args.tail) < 1 or args.iterations < 2:
+        parser.error("--actors, --users and --tail must be >= 1, --iterations >= 2")
+
+    print("floor (simulator + policy forward, one process) ...", flush=True)
+    floor = floor_rate(args.users, args.floor_seconds, args.seed)
+    print(f"  {floor:,.0f} env-steps/s\nours (learner.main, heuristic planner) ...", flush=True)
+    ours = run_ours(args)
+    print(f"  {ours['env_steps_per_s']:,.0f} env-steps/s over {ours['env_steps']:,} steps\nRLlib PPO ...", flush=True)
+    params = our_param_count()
+    rllib = run_rllib(args, ours["env_steps"], params)
+    print(f"  {rllib['env_steps_per_s']:,.0f} env-steps/s over {rllib['env_steps']:,} steps", flush=True)
+    ratios = {"ours_over_rllib_throughput": (ours["env_steps_per_s"] / rllib["env_steps_per_s"], 2.0),
+              "ours_over_floor": (ours["env_steps_per_s"] / floor, 0.6),
+              "ours_over_rllib_return": (ours["return_last"] / max(rllib["return_last"], 1e-9), 1.0)}
+    print(f"\n{'':<12}{'env-steps/s':>12}{'return':>9}{'length':>8}{'params':>9}")
+    print(f"{'ours':<12}{ours['env_steps_per_s']:>12,.0f}{ours['return_last']:>9.3f}{ours['length_last']:>8.2f}{params:>9,}")
+    print(f"{'RLlib PPO':<12}{rllib['env_steps_per_s']:>12,.0f}{rllib['return_last']:>9.3f}"
+          f"{rllib['length_last']:>8.2f}{rllib['params']:>9,}")
+    print(f"{'floor':<12}{floor:>12,.0f}")
+    for name, (value, goal) in ratios.items():
+        print(f"{name:<30}{value:>8.2f}  (goal >= {goal})")
+    path = write_result("vs_rllib", {"floor_env_steps_per_s": floor, "ours": ours | {"params": params},
+                                     "rllib": rllib, "actors": args.actors, "users": args.users,
+                                     "ratios": {k: {"value": v, "goal": g} for k, (v, g) in ratios.items()}})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
