@@ -175,9 +175,15 @@ def training_run(args) -> dict:
             return {"error": proc.stderr[-2000:]}
         rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
     keys = ("planner_wait_share", "plan_age_mean", "planner_latency_ms", "env_steps_per_s",
-            "planner_prefix_cache_hit_rate", "planner_plan_prefix_cache_hit_rate", "planner_fallback_rate",
-            "planner_plan_computed_tokens_per_user", "planner_plan_tokens_not_computed_share")
-    return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys} | {"iterations": len(rows)}
+            "planner_prefix_cache_hit_rate", "planner_plan_prefix_cache_hit_rate", "planner_fallback_rate")
+    out = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys if any(k in r for r in rows)}
+    last = rows[-1]  # the replicas' counters are running totals: derive per-user costs from the last row
+    users = last.get("planner_plan_users", 0)
+    if users:
+        computed = last["planner_plan_prompt_tokens"] - last["planner_plan_cached_prompt_tokens"]
+        out["planner_plan_computed_tokens_per_user"] = computed / users
+        out["planner_plan_tokens_not_computed_share"] = 1 - computed / max(last["planner_plan_user_prompt_tokens"], 1)
+    return out | {"iterations": len(rows)}
 
 
 def main(argv: list[str] | None = None) -> int:

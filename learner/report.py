@@ -69,7 +69,8 @@ def aggregate(runs: list[dict]) -> dict[str, dict]:
     references: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         for policy, values in run["eval"].items():
-            if policy != TRAINED and policy not in by_name:
+            # random+planner depends on each run's planner: a per-run control, not a reference row
+            if policy not in (TRAINED, "random+planner") and policy not in by_name:
                 references[policy].append(values)
     for policy, values in sorted(references.items()):
         rows[f"{policy} (reference)"] = {"kind": "reference", "seeds": len(values),
@@ -81,8 +82,8 @@ def markdown_table(rows: dict[str, dict]) -> str:
     head = "| policy | seeds | " + " | ".join(label for _, label, _ in METRICS) + " |"
     lines = [head, "|" + "---|" * (len(METRICS) + 2)]
     for name, row in rows.items():
-        cells = [f"{row[m][0]:.{d}f} ± {row[m][1]:.{d}f}" if row["kind"] == "algorithm" else f"{row[m][0]:.{d}f}"
-                 for m, _, d in METRICS]
+        spread = row["kind"] == "algorithm" and row["seeds"] > 1
+        cells = [f"{row[m][0]:.{d}f} ± {row[m][1]:.{d}f}" if spread else f"{row[m][0]:.{d}f}" for m, _, d in METRICS]
         lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -176,9 +177,11 @@ def _gains(rows: dict[str, dict]) -> list[str]:
         if flat is None or name == flat:
             continue
         ratios = []
+        one_seed = min(rows[name]["seeds"], rows[flat]["seeds"]) < 2
         for metric in ("Tint", "Rcum"):
             (a, sa), (b, sb) = rows[name][metric], rows[flat][metric]
-            apart = "apart" if abs(a - b) > sa + sb else "within the seeds' spread"
+            apart = ("one seed: spread unknown" if one_seed
+                     else "apart" if abs(a - b) > sa + sb else "within the seeds' spread")
             ratios.append(f"{metric} {a / b:.2f}x ({apart})" if b else f"{metric} n/a")
         out.append(f"- {name} against {flat}: " + ", ".join(ratios))
     return out

@@ -47,3 +47,11 @@ def test_nothing_to_report_is_a_clear_error(tmp_path: Path, capsys: pytest.Captu
     (run / "eval.json").write_text(json.dumps({"random": METRICS}))
     with pytest.raises(ReportError, match="no 'trained' row"):
         write_report([tmp_path])
+
+
+def test_one_seed_rows_claim_no_spread(tmp_path: Path) -> None:
+    _run(tmp_path, "lerl", 0, 17.0, 12.0)
+    _run(tmp_path, "flat-ppo", 0, 13.0, 10.0)
+    text = write_report([tmp_path]).read_text()
+    assert "| lerl | 1 | 17.00 | 12.000 |" in text
+    assert "Tint 1.31x (one seed: spread unknown)" in text
