@@ -136,6 +136,7 @@ def write_outputs(rows: list[dict], out: Path) -> list[Path]:
         ax_rate.set(xlabel="rollout actors", ylabel="env-steps/s (end to end)", title="throughput")
         ax_lag.set(xlabel="rollout actors", ylabel="policy lag (versions)", title="policy lag")
         for ax in (ax_rate, ax_lag):
+            ax.set_ylim(bottom=0)  # ratios between cells read right only from zero
             ax.grid(alpha=0.3)
             ax.set_xticks(sorted({r["actors"] for r in ok}))
         ax_rate.legend(fontsize=7)

@@ -1,0 +1,45 @@
+"""The scaling-grid command on a one-by-two grid: every cell a real short training run, then the
+CSV, the markdown table and the PNG; a failing cell is recorded and the grid goes on."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from learner import scaling
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_grid_writes_csv_markdown_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "grid"
+    code = scaling.main(["--actors", "1", "--users", "8", "--replicas", "1", "--learners", "1,2",
+                         "--iterations", "3", "--warmup", "1", "--out", str(out)])
+    assert code == 0
+    rows = list(csv.DictReader(open(out / "scaling.csv")))
+    assert [(r["actors"], r["learners"], r["status"]) for r in rows] == [("1", "1", "ok"), ("1", "2", "ok")]
+    assert all(float(r["env_steps_per_s"]) > 0 and float(r["policy_lag_mean"]) >= 0 for r in rows)
+    assert "| 1 | 8 | 1 | 2 |" in (out / "scaling.md").read_text()
+    assert (out / "scaling.png").stat().st_size > 1000
+
+
+def test_failed_cells_are_recorded_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "grid"
+    # an option learner.main refuses: the cell fails fast with its message, the grid still writes
+    code = scaling.main(["--actors", "1", "--replicas", "1", "--learners", "1", "--iterations", "3", "--warmup", "1",
+                         "--out", str(out), "--", "--slate-size", "0"])
+    assert code == 1
+    [row] = list(csv.DictReader(open(out / "scaling.csv")))
+    assert row["status"].startswith("failed:") and "slate" in row["status"]
+
+
+def test_bad_grid_arguments_are_refused() -> None:
+    with pytest.raises(SystemExit):
+        scaling.main(["--actors", "0"])
+    with pytest.raises(SystemExit):
+        scaling.main(["--iterations", "2", "--warmup", "2"])
