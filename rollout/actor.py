@@ -107,6 +107,16 @@ def worker_seeds(seed: int, worker_index: int) -> tuple[int, int, int]:
     return int(env_seed), int(torch_seed), int(plan_seed)
 
 
+def _restarted_by_ray() -> bool:
+    """True inside a Ray actor that Ray re-created after it died (False outside Ray)."""
+    try:
+        import ray
+
+        return ray.is_initialized() and bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # noqa: BLE001 - not in an actor (plain worker, tests, evaluation)
+        return False
+
+
 def batch_dims(cfg: WorldConfig, world: World) -> BatchDims:
     """The batch dims of a world (the action lives in item-feature space)."""
     return BatchDims(history_len=cfg.history_len, num_categories=world.num_categories,
@@ -122,7 +132,14 @@ class RolloutWorker:
         self.world_cfg, self.rollout, self.worker_index = world, rollout, worker_index
         self.world = World.build(world)
         self.dims = batch_dims(world, self.world)
+        # Batch ids must stay unique when a worker is re-created (a Ray restart, a resumed run)
+        # while the learner remembers the ids it has seen: each incarnation gets its own token.
+        # Ids are labels, not data, so this is the one thing a seed does not fix.
+        self.incarnation = secrets.token_hex(4)
         env_seed, torch_seed, plan_seed = worker_seeds(seed, worker_index)
+        if _restarted_by_ray():  # a crash is not reproducible anyway: do not replay the first episodes
+            env_seed, torch_seed = (int(x) for x in np.random.SeedSequence(
+                [env_seed, torch_seed, int(self.incarnation, 16)]).generate_state(2))
         self.env = UserBatchEnv(self.world, world, rollout.users_per_actor, env_seed)
         self.generator = torch.Generator().manual_seed(torch_seed)
         with torch.random.fork_rng():  # the learner's initial weights too: same seed, same init
@@ -131,10 +148,6 @@ class RolloutWorker:
         self.model.eval()
         self.version = -1
         self.batches_made = 0
-        # Batch ids must stay unique when a worker is re-created (a Ray restart, a resumed run)
-        # while the learner remembers the ids it has seen: each incarnation gets its own token.
-        # Ids are labels, not data, so this is the one thing a seed does not fix.
-        self.incarnation = secrets.token_hex(4)
         self.planner = None
         if rollout.use_planner:
             if not planner_address:

@@ -64,3 +64,4 @@ def test_a_new_batch_starts_with_empty_histories() -> None:
     _session(planner, world, 4, 3, seed=3)
     planner.start(3, [])
     assert all(len(u.history) == 0 for u in planner._request(np.arange(3), np.arange(3), 0).users)
+
