@@ -6,8 +6,9 @@
    rollout actors, planner service, learner, weight broadcast);
 3. RLlib: PPO (new API stack) on the same world through `rollout.vector_env` (gymnasium
    VectorEnv), with as many env runners as we have rollout actors, as many envs per runner as
-   users per actor, an MLP of about our network's parameter count, the same PPO settings, trained
-   until it has sampled as many environment steps as ours did.
+   users per actor, the same network (our ActorCritic as an RLModule, `policy/rllib_module.py`;
+   `--rllib-network mlp`: RLlib's MLP of about our parameter count instead), the same PPO
+   settings, trained until it has sampled as many environment steps as ours did.
 
 Reported: environment steps per second end to end (wall time of training, start-up excluded on
 both sides), the mean episode return over the last iterations at the same number of environment
@@ -110,6 +111,17 @@ def run_rllib(args, env_steps: int, params_target: int) -> dict:
     features = world.item_features.shape[1]
     hidden = rllib_hidden(params_target, world_cfg.history_len * (features + 1), features)
     ours = OurPPO()
+    env_config = {"world_config": dataclasses.asdict(world_cfg), "seed": args.seed}
+    if args.rllib_network == "ours":  # the very network our learner trains, as an RLModule
+        from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+        from policy.rllib_module import ActorCriticRLModule
+
+        env_config["obs_mode"] = "dict"
+        module = {"rl_module_spec": RLModuleSpec(module_class=ActorCriticRLModule,
+                                                 model_config={"world_config": dataclasses.asdict(world_cfg)})}
+    else:  # RLlib's default MLP of about our parameter count
+        module = {"model_config": DefaultModelConfig(fcnet_hiddens=[hidden, hidden], vf_share_layers=True)}
     # One of our iterations: every actor's users to the end of their episodes.
     batch = int(args.actors * args.users * world_cfg.max_steps * 0.75)
     ray.init(num_cpus=max(2, args.actors + 1), include_dashboard=False, _node_ip_address="127.0.0.1",
@@ -117,8 +129,7 @@ def run_rllib(args, env_steps: int, params_target: int) -> dict:
     try:
         config = (
             PPOConfig()
-            .environment(env=f"rollout.vector_env:{ENV_ID}",
-                         env_config={"world_config": dataclasses.asdict(world_cfg), "seed": args.seed})
+            .environment(env=f"rollout.vector_env:{ENV_ID}", env_config=env_config)
             .env_runners(num_env_runners=args.actors, num_envs_per_env_runner=args.users,
                          rollout_fragment_length="auto",
                          gym_env_vectorize_mode=gymnasium.VectorizeMode.VECTOR_ENTRY_POINT)
@@ -126,7 +137,7 @@ def run_rllib(args, env_steps: int, params_target: int) -> dict:
                       num_epochs=ours.epochs, lr=ours.lr, gamma=ours.gamma, lambda_=ours.gae_lambda,
                       clip_param=ours.clip_coef, vf_loss_coeff=ours.value_coef, entropy_coeff=ours.entropy_coef,
                       grad_clip=ours.max_grad_norm)
-            .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[hidden, hidden], vf_share_layers=True))
+            .rl_module(**module)
             .debugging(seed=args.seed)
         )
         algo = config.build_algo()
@@ -143,7 +154,8 @@ def run_rllib(args, env_steps: int, params_target: int) -> dict:
         ray.shutdown()
     last = results[-args.tail:]
     return {"env_steps": sampled, "wall_s": wall, "env_steps_per_s": sampled / wall, "params": params,
-            "hidden": [hidden, hidden], "train_batch": batch, "iterations": len(results),
+            "network": args.rllib_network, "hidden": [hidden, hidden] if args.rllib_network == "mlp" else None,
+            "train_batch": batch, "iterations": len(results),
             "return_last": float(np.mean([r["env_runners"]["episode_return_mean"] for r in last])),
             "length_last": float(np.mean([r["env_runners"]["episode_len_mean"] for r in last]))}
 
@@ -155,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=30, help="our training iterations (default: 30)")
     parser.add_argument("--tail", type=int, default=3, help="iterations averaged for the return (default: 3)")
     parser.add_argument("--floor-seconds", type=float, default=15.0, help="how long the floor is measured")
+    parser.add_argument("--rllib-network", choices=("ours", "mlp"), default="ours",
+                        help="RLlib trains our ActorCritic as an RLModule (ours: the same network, the default) or "
+                             "its default MLP of about our parameter count (mlp)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if min(args.actors, args.users, args.tail) < 1 or args.iterations < 2:

@@ -1,0 +1,49 @@
+"""Our ActorCritic as an RLlib RLModule (new API stack), so RLlib's PPO can train exactly the
+network our learner trains: the baseline comparison (benchmarks/vs_rllib.py) then differs in the
+machinery only, not in the model.
+
+It reads the world's observation in `obs_mode="dict"` (rollout.vector_env): the history's item
+ids and feedback, which the network embeds through the fixed item features as ours does. Its
+action distribution inputs are (mean, log std) of the same Gaussian, RLlib's TorchDiagGaussian.
+
+    RLModuleSpec(module_class=ActorCriticRLModule,
+                 model_config={"world_config": dataclasses.asdict(world_cfg), "policy": {...}})
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import ValueFunctionAPI
+from ray.rllib.core.rl_module.torch import TorchRLModule
+
+from policy.networks import ActorCritic, PolicyConfig
+
+
+class ActorCriticRLModule(TorchRLModule, ValueFunctionAPI):
+    """policy.networks.ActorCritic behind RLlib's RLModule interface."""
+
+    def setup(self) -> None:
+        from rollout.world import World, WorldConfig
+
+        config = dict(self.model_config or {})
+        if "world_config" not in config:
+            raise ValueError("ActorCriticRLModule needs model_config['world_config'] (the world's WorldConfig as a dict)")
+        world_cfg = WorldConfig(**config["world_config"])
+        world = World.build(world_cfg, log=lambda line: None)
+        self.net = ActorCritic(world.item_features, world_cfg.history_len, PolicyConfig(**config.get("policy", {})))
+
+    def _state(self, batch: dict[str, Any]) -> torch.Tensor:
+        obs = batch[Columns.OBS]
+        return self.net.encode(obs["history_items"], obs["history_feedback"].float())
+
+    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        state = self._state(batch)
+        mean = self.net.mu_head(state)
+        log_std = self.net.log_std.expand_as(mean)
+        return {Columns.ACTION_DIST_INPUTS: torch.cat([mean, log_std], dim=-1), Columns.EMBEDDINGS: state}
+
+    def compute_values(self, batch: dict[str, Any], embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        state = self._state(batch) if embeddings is None else embeddings
+        return self.net.value_head(state).squeeze(-1)
