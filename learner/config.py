@@ -17,10 +17,16 @@ from rollout.actor import RolloutConfig
 from rollout.world import WorldConfig
 
 
+ALGORITHMS = ("lerl", "ppo")
+
+
 @dataclass
 class RunConfig:
     """What to run, where, and for how long."""
 
+    algorithm: str = "lerl"
+    """What to train: lerl (the planner's category sets mask a PPO policy's items; the planner is
+    chosen by --planner-backend) or ppo (flat PPO over every item, no planner: LERL's baseline)."""
     iterations: int = 300
     """PPO updates to run at most (300 take about 6 minutes on a 2-core laptop with the heuristic
     planner; with an LLM on the CPU, --time-budget-s usually ends training first)."""
@@ -111,6 +117,8 @@ class RunConfig:
     starts in ~20 s on a CPU; the embedded model is converted once, ~30 s more)."""
 
     def validate(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if self.batches_per_iteration < 0:
@@ -150,6 +158,8 @@ class TrainConfig:
     def validate(self) -> None:
         for section in SECTIONS:
             getattr(self, section).validate()
+        if self.run.algorithm == "ppo" and self.rollout.use_planner:
+            self.rollout.use_planner = False  # flat PPO is the policy without the planner's mask
         if self.world.dataset == "synthetic" and self.rollout.plan_categories > self.world.num_categories:
             raise ValueError(f"plan_categories={self.rollout.plan_categories} exceeds "
                              f"num_categories={self.world.num_categories}")

@@ -158,3 +158,15 @@ def test_plan_categories_is_checked_against_the_worlds_categories():
     cfg = parse("--num-categories", "6", "--plan-categories", "7")
     with pytest.raises(ValueError, match="plan_categories=7 exceeds num_categories=6"):
         cfg.validate()
+
+
+def test_algorithm_ppo_is_flat_ppo_and_unknown_algorithms_are_refused() -> None:
+    from learner.config import TrainConfig
+
+    cfg = TrainConfig()
+    cfg.run.algorithm = "ppo"
+    cfg.validate()
+    assert cfg.rollout.use_planner is False
+    cfg.run.algorithm = "dqn"
+    with pytest.raises(ValueError, match="algorithm must be one of lerl, ppo"):
+        cfg.validate()
