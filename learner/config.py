@@ -81,7 +81,8 @@ class RunConfig:
     learner_device: str = "auto"
     """Learner device: auto (CUDA when torch sees a GPU), cpu or cuda."""
     learner_num_gpus: float = -1.0
-    """GPUs the learner actor reserves from Ray; -1 = 1 when the cluster has a GPU, else 0."""
+    """GPUs each learner rank reserves from Ray; -1 = 1 per rank when the cluster has a GPU for every
+    rank (--num-learners), else 0."""
     learner_num_cpus: float = 1.0
     """CPUs the learner actor reserves from Ray."""
     learner_torch_threads: int = 1
