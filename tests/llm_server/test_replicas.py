@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from llm_server.replicas import ReplicaServer
+from llm_server.ray_actor import PlannerServer
 from protos import planner_pb2
 from rollout.contract import check_plan_response
 from rollout.planning import PlannerClient, channel_target, connect_planner, heuristic_plan
@@ -57,8 +57,8 @@ def warm_up(client: PlannerClient, served: Callable[[], list[int]]) -> list[int]
 # --- without Ray: the client's round-robin over two in-process replicas ---------------------------
 
 @pytest.fixture
-def two_servers() -> Iterator[list[ReplicaServer]]:
-    servers = [ReplicaServer(), ReplicaServer()]
+def two_servers() -> Iterator[list[PlannerServer]]:
+    servers = [PlannerServer(), PlannerServer()]
     for server in servers:
         server.start("heuristic", "127.0.0.1", 0)
     try:
@@ -68,7 +68,7 @@ def two_servers() -> Iterator[list[ReplicaServer]]:
             server.stop(grace_s=0.5)
 
 
-def test_client_balances_over_a_list_and_skips_a_stopped_replica(two_servers: list[ReplicaServer]) -> None:
+def test_client_balances_over_a_list_and_skips_a_stopped_replica(two_servers: list[PlannerServer]) -> None:
     first, second = two_servers
     address = f"{first.address()},{second.address()}"
     with PlannerClient(address) as client:
@@ -96,7 +96,7 @@ def test_client_balances_over_a_list_and_skips_a_stopped_replica(two_servers: li
             time.sleep(0.02)
 
 
-def test_single_address_is_used_as_it_is(two_servers: list[ReplicaServer]) -> None:
+def test_single_address_is_used_as_it_is(two_servers: list[PlannerServer]) -> None:
     address = two_servers[0].address()
     assert channel_target(address) == (address, [])  # pick_first, gRPC resolves it: as before lists
     client = connect_planner(address)
