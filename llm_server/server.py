@@ -35,6 +35,7 @@ from rollout.contract import (
     validate_reflect_request,
 )
 from rollout.heuristics import HEURISTIC_BACKEND_NAME
+from rollout.planning import RPC_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +88,12 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
     a server bug, never passed on to the caller. None of these stops the server.
     """
 
-    def __init__(self, backend: PlannerBackend) -> None:
+    def __init__(self, backend: PlannerBackend, requests: dict[str, int] | None = None) -> None:
         self._backend = backend
+        # Validated requests per RPC, when the host wants them counted (how clients spread their
+        # calls over replicas). Written on the server's loop, read as a copy from other threads:
+        # single int updates under the GIL need no lock.
+        self._requests = requests
 
     async def Plan(  # noqa: N802 (the RPC's name in the .proto)
         self, request: planner_pb2.PlanRequest, context: grpc.aio.ServicerContext
@@ -122,6 +127,8 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
             rpc.validate(request)
         except ValueError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        if self._requests is not None:
+            self._requests[rpc.name] += 1
         backend_name = self._backend.name
         size = len(getattr(request, rpc.batch_field))
         try:
@@ -148,16 +155,17 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
 
 
 async def start_server(
-    backend: PlannerBackend, host: str = DEFAULT_HOST, port: int = 0
+    backend: PlannerBackend, host: str = DEFAULT_HOST, port: int = 0, requests: dict[str, int] | None = None
 ) -> tuple[grpc.aio.Server, int]:
-    """Starts the planner service on host:port (port 0 picks a free one).
+    """Starts the planner service on host:port (port 0 picks a free one); `requests`, when
+    given, counts the validated requests per RPC name.
 
     Returns (server, bound_port) once the server accepts calls; stop it with
     `await server.stop(grace)`. Raises OSError when the address cannot be bound. Must be awaited
     on the event loop that will run the server.
     """
     server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS)
-    planner_pb2_grpc.add_PlannerServicer_to_server(PlannerService(backend), server)
+    planner_pb2_grpc.add_PlannerServicer_to_server(PlannerService(backend, requests), server)
     health_servicer = health.aio.HealthServicer()
     for service in (health.OVERALL_HEALTH, PLANNER_SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -267,6 +275,7 @@ class PlannerServerActor:
         self._server: grpc.aio.Server | None = None
         self._backend: PlannerBackend | None = None
         self._address: str | None = None
+        self._requests: dict[str, int] = {}
 
     def start(
         self, backend_name: str = HEURISTIC_BACKEND_NAME, host: str = DEFAULT_HOST, port: int = 0,
@@ -293,13 +302,14 @@ class PlannerServerActor:
         thread = threading.Thread(target=loop.run_forever, name="planner-server", daemon=True)
         thread.start()
         backend = None
+        requests = dict.fromkeys(RPC_NAMES, 0)
 
         async def build_and_serve():
             # Built on the server's own loop: an LLM engine binds its output handler to the loop
             # it is first used from.
             nonlocal backend
             backend = build()
-            return await start_server(backend, host, port)
+            return await start_server(backend, host, port, requests)
 
         try:
             server, bound_port = asyncio.run_coroutine_threadsafe(build_and_serve(), loop).result(
@@ -310,8 +320,23 @@ class PlannerServerActor:
                 backend.close()
             raise
         self._loop, self._thread, self._server, self._backend = loop, thread, server, backend
+        self._requests = requests
         self._address = format_address(host, bound_port)
         return self._address
+
+    def serving(self) -> bool:
+        """Whether this actor serves; False before start, after stop, and in a process Ray
+        restarted after a crash."""
+        return self._address is not None
+
+    def stats(self) -> dict[str, int | float]:
+        """{} when not serving; else `rpcs` (validated requests since this start), `rpcs_<rpc>`
+        per RPC, and the backend's own counters."""
+        if self._backend is None:
+            return {}
+        requests = dict(self._requests)
+        return {**self._backend.stats(), "rpcs": sum(requests.values()),
+                **{f"rpcs_{name.lower()}": count for name, count in requests.items()}}
 
     def address(self) -> str:
         """The "host:port" being served; RuntimeError when not started."""
