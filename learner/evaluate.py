@@ -75,8 +75,9 @@ def evaluate_worker(world: World, cfg: WorldConfig, policy: PolicyConfig, rollou
     return metrics
 
 
-def compare_to_random(world: World, cfg: WorldConfig, policy: PolicyConfig, rollout: RolloutConfig,
-                      planner_address: str | None, weights: dict, users: np.ndarray, seed: int) -> dict[str, dict]:
+def evaluate_against_references(world: World, cfg: WorldConfig, policy: PolicyConfig, rollout: RolloutConfig,
+                                planner_address: str | None, weights: dict, users: np.ndarray,
+                                seed: int) -> dict[str, dict]:
     """The trained policy against every reference policy and random recommendations inside the
     planner's categories, all on the same users and dice."""
     jobs = [(name, lambda name=name: evaluate_reference(world, cfg, name, users, seed)) for name in REFERENCE_POLICIES]

@@ -22,7 +22,7 @@ import numpy as np
 from learner.checkpoint import resume_checkpoint, resumed_config, save_checkpoint, trim_metrics
 from learner.config import SECTIONS, TrainConfig, build_parser, config_from_args, save_config
 from learner.reflection_pool import ReflectionPool
-from learner.evaluate import compare_to_random, evaluation_table, evaluation_users
+from learner.evaluate import evaluate_against_references, evaluation_table, evaluation_users
 from rollout.metrics import episode_metrics
 
 log = logging.getLogger("learner.main")
@@ -266,8 +266,8 @@ def train(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
         if cfg.run.eval_users:
             weights = ray.get(weights_ref)
             users = evaluation_users(world, cfg.run.eval_users, cfg.run.eval_seed)
-            results = compare_to_random(world, cfg.world, cfg.policy, cfg.rollout, planner_address, weights, users,
-                                        cfg.run.eval_seed)
+            results = evaluate_against_references(world, cfg.world, cfg.policy, cfg.rollout, planner_address,
+                                                  weights, users, cfg.run.eval_seed)
             (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
             print(evaluation_table(results), flush=True)
         return results
