@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,3 +142,50 @@ def expand(experiment: Experiment, given: TrainConfig, given_flags: set[str], ru
 def default_run_root(target: str | Path) -> Path:
     target = Path(target)
     return Path("runs") / (target.name if target.is_dir() else target.parent.name)
+
+
+def run_table(target: str | Path, preset: str, cfg: TrainConfig, given: set[str],
+              train: Callable[[TrainConfig, dict | None], object]) -> None:
+    """Every seed of every experiment file of `target` (a file or a table directory), with the
+    `given` command-line options of `cfg` on top: all validated before any run starts; finished
+    runs skipped, unfinished ones resumed from their checkpoint; then the report when there is
+    more than one run. ExperimentError for a bad file or option."""
+    from learner.checkpoint import resume_checkpoint
+    from learner.report import ReportError, write_report
+
+    root = Path(cfg.run.run_dir) if "run.run_dir" in given else default_run_root(target)
+    only_seed = cfg.run.seed if "run.seed" in given else None
+    given = given - {"run.run_dir", "run.seed", "run.resume"}
+    runs = []
+    for path in experiment_files(target):
+        experiment = load_experiment(path, preset)
+        for run_cfg in expand(experiment, cfg, given, root, only_seed):
+            try:
+                run_cfg.validate()
+            except ValueError as exc:
+                raise ExperimentError(f"{path}: {exc}") from None
+            runs.append(run_cfg)
+    print(f"{len(runs)} runs ({', '.join(sorted({r.run.name for r in runs}))}) under {root}", flush=True)
+    for n, run_cfg in enumerate(runs, 1):
+        run_dir = Path(run_cfg.run.run_dir)
+        label = f"[{n}/{len(runs)}] {run_cfg.run.name} seed {run_cfg.run.seed}"
+        if (run_dir / "eval.json").is_file():
+            print(f"{label}: finished before, skipped ({run_dir})", flush=True)
+            continue
+        state = None
+        try:
+            _, state = resume_checkpoint(run_dir)
+        except (FileNotFoundError, ValueError):
+            pass
+        if state is not None and int(state.get("iteration", 0)) < run_cfg.run.iterations:
+            print(f"{label}: resuming the unfinished run from iteration {state['iteration']}", flush=True)
+        else:  # nothing to resume (or it died while evaluating): start over
+            state = None
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        print(f"{label} -> {run_dir}", flush=True)
+        train(run_cfg, state)
+    if len(runs) > 1:
+        try:
+            print(f"report: {write_report([root])}", flush=True)
+        except ReportError as exc:
+            print(f"no report: {exc}", flush=True)

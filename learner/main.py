@@ -344,51 +344,13 @@ def given_flags(argv: list[str] | None) -> set[str]:
 
 
 def run_experiments(target: str, preset: str, cfg: TrainConfig, argv: list[str] | None) -> None:
-    """`--config FILE|DIR`: every seed of every experiment file, finished runs skipped, unfinished
-    ones resumed from their checkpoint; then the report when there is more than one run."""
-    from learner.experiments import ExperimentError, default_run_root, expand, experiment_files, load_experiment
-    from learner.report import ReportError, write_report
+    """`--config FILE|DIR` (learner.experiments.run_table) with this command line's flags on top."""
+    from learner.experiments import ExperimentError, run_table
 
-    given = given_flags(argv)
-    root = Path(cfg.run.run_dir) if "run.run_dir" in given else default_run_root(target)
-    only_seed = cfg.run.seed if "run.seed" in given else None
-    given -= {"run.run_dir", "run.seed", "run.resume"}
-    runs = []
     try:
-        for path in experiment_files(target):
-            experiment = load_experiment(path, preset)
-            for run_cfg in expand(experiment, cfg, given, root, only_seed):
-                try:
-                    run_cfg.validate()
-                except ValueError as exc:
-                    raise ExperimentError(f"{path}: {exc}") from None
-                runs.append(run_cfg)
+        run_table(target, preset, cfg, given_flags(argv), train)
     except ExperimentError as exc:
         raise UsageError(str(exc)) from None
-    print(f"{len(runs)} runs ({', '.join(sorted({r.run.name for r in runs}))}) under {root}", flush=True)
-    for n, run_cfg in enumerate(runs, 1):
-        run_dir = Path(run_cfg.run.run_dir)
-        label = f"[{n}/{len(runs)}] {run_cfg.run.name} seed {run_cfg.run.seed}"
-        if (run_dir / "eval.json").is_file():
-            print(f"{label}: finished before, skipped ({run_dir})", flush=True)
-            continue
-        state = None
-        try:
-            _, state = resume_checkpoint(run_dir)
-        except (FileNotFoundError, ValueError):
-            pass
-        if state is not None and int(state.get("iteration", 0)) < run_cfg.run.iterations:
-            print(f"{label}: resuming the unfinished run from iteration {state['iteration']}", flush=True)
-        else:  # nothing to resume (or it died while evaluating): start over
-            state = None
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        print(f"{label} -> {run_dir}", flush=True)
-        train(run_cfg, state)
-    if len(runs) > 1:
-        try:
-            print(f"report: {write_report([root])}", flush=True)
-        except ReportError as exc:
-            print(f"no report: {exc}", flush=True)
 
 
 def resume_options(cfg: TrainConfig, argv: list[str] | None) -> tuple[TrainConfig, dict]:
