@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from protos import planner_pb2
 from rollout.planning import PlannerClient, heuristic_plan
-
-
-@pytest.fixture
-def local_ray() -> Iterator[None]:
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, include_dashboard=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 @pytest.mark.ray

@@ -111,16 +111,6 @@ def test_single_address_is_used_as_it_is(two_servers: list[PlannerServer]) -> No
 
 # --- with Ray: PlannerReplicas -----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1")
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 @pytest.mark.ray
 def test_two_replicas_share_the_calls_of_one_client(local_ray: None) -> None:
     from llm_server.replicas import PlannerReplicas

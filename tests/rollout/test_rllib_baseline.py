@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 
 import gymnasium
 import pytest
@@ -23,17 +22,6 @@ from rollout.world import WorldConfig
 
 WORLD = WorldConfig(num_items=200, num_categories=8, num_users=100, history_len=12)
 ITERATIONS = 3
-
-
-@pytest.fixture
-def local_ray() -> Iterator[None]:
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 @pytest.mark.slow
