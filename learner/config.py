@@ -11,13 +11,15 @@ import textwrap
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from learner.ilrec import ILRecConfig
+from learner.laac import LAACConfig
 from learner.ppo import PPOConfig
 from policy.networks import PolicyConfig
 from rollout.actor import RolloutConfig
 from rollout.world import WorldConfig
 
 
-ALGORITHMS = ("lerl", "ppo")
+ALGORITHMS = ("lerl", "ppo", "laac", "ilrec")
 
 
 @dataclass
@@ -26,7 +28,9 @@ class RunConfig:
 
     algorithm: str = "lerl"
     """What to train: lerl (the planner's category sets mask a PPO policy's items; the planner is
-    chosen by --planner-backend) or ppo (flat PPO over every item, no planner: LERL's baseline)."""
+    chosen by --planner-backend), ppo (flat PPO over every item, no planner: LERL's baseline), laac
+    (offline actor-critic with the LLM as reference policy; options --laac-*) or ilrec (inverse RL
+    on LLM demonstrations, then RL; options --ilrec-*)."""
     iterations: int = 300
     """PPO updates to run at most (300 take about 6 minutes on a 2-core laptop with the heuristic
     planner; with an LLM on the CPU, --time-budget-s usually ends training first)."""
@@ -155,6 +159,8 @@ class TrainConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    laac: LAACConfig = field(default_factory=LAACConfig)
+    ilrec: ILRecConfig = field(default_factory=ILRecConfig)
 
     def validate(self) -> None:
         for section in SECTIONS:
@@ -184,9 +190,10 @@ class TrainConfig:
         return cfg
 
 
-SECTIONS = ("run", "world", "policy", "ppo", "rollout")
+SECTIONS = ("run", "world", "policy", "ppo", "rollout", "laac", "ilrec")
 _SECTION_TITLES = {"run": "run", "world": "simulated world", "policy": "policy network",
-                   "ppo": "PPO", "rollout": "rollouts and planning"}
+                   "ppo": "PPO", "rollout": "rollouts and planning", "laac": "LAAC (--algorithm laac)",
+                   "ilrec": "IL-Rec (--algorithm ilrec)"}
 
 
 @lru_cache(maxsize=None)

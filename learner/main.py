@@ -141,6 +141,14 @@ def _learner_gpus(ray, cfg: TrainConfig) -> float:
 def train(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
     """The driver loop (continuing `resume_state`, a checkpoint, when given). Returns the final
     evaluation table."""
+    if cfg.run.algorithm == "laac":
+        from learner.laac import train_laac
+
+        return train_laac(cfg)
+    if cfg.run.algorithm == "ilrec":
+        from learner.ilrec import train_ilrec
+
+        return train_ilrec(cfg)
     from torch.utils.tensorboard import SummaryWriter
 
     from learner.distributed import LearnerGroup

@@ -168,5 +168,5 @@ def test_algorithm_ppo_is_flat_ppo_and_unknown_algorithms_are_refused() -> None:
     cfg.validate()
     assert cfg.rollout.use_planner is False
     cfg.run.algorithm = "dqn"
-    with pytest.raises(ValueError, match="algorithm must be one of lerl, ppo"):
+    with pytest.raises(ValueError, match="algorithm must be one of lerl, ppo, laac, ilrec"):
         cfg.validate()
