@@ -1,7 +1,9 @@
 """This loop against RLlib's PPO, in one run on the same machine and the same world:
 
 1. the floor: the simulator plus the policy's forward pass alone, in one process (one
-   `RolloutWorker` collecting with no planner, no Ray, no learner);
+   `RolloutWorker` collecting with no planner, no Ray, no learner), and our rollout path end to
+   end against it: the rollout actors planning every step through the heuristic planner service
+   over gRPC, their Arrow batches fetched through the object store, with no learner;
 2. ours: `python -m learner.main` with the heuristic planner (the actor-learner loop end to end:
    rollout actors, planner service, learner, weight broadcast);
 3. RLlib: PPO (new API stack) on the same world through `rollout.vector_env` (gymnasium
@@ -12,7 +14,8 @@
 
 Reported: environment steps per second end to end (wall time of training, start-up excluded on
 both sides), the mean episode return over the last iterations at the same number of environment
-steps (training episodes on both sides), and the ratios ours/RLlib and ours/floor.
+steps (training episodes on both sides), and the ratios ours/RLlib, our rollout path/floor and
+(for context) our training throughput/floor.
 
     python benchmarks/vs_rllib.py [--actors 2] [--users 64] [--iterations 30]
 
@@ -73,6 +76,41 @@ def floor_rate(users: int, seconds: float, seed: int) -> float:
         _, stats = worker.collect()
         steps += stats.env_steps
     return steps / (time.perf_counter() - t0)
+
+
+def rollout_rate(args) -> dict:
+    """Env steps/s of this loop's rollout path end to end, without the learner: the heuristic
+    planner service as a Ray actor, `--actors` rollout actors planning over gRPC every step and
+    acting with fixed weights, every batch fetched by the driver from the object store."""
+    import ray
+
+    from learner.config import TrainConfig
+    from learner.rollout_pool import start_rollout_actors
+    from llm_server.replicas import PlannerReplicas
+
+    cfg = TrainConfig()
+    cfg.rollout.num_rollout_actors, cfg.rollout.users_per_actor, cfg.rollout.plan_every = args.actors, args.users, 1
+    ray.init(num_cpus=max(2, args.actors + 1), include_dashboard=False, _node_ip_address="127.0.0.1",
+             logging_level=logging.WARNING)
+    try:
+        replicas = PlannerReplicas(1, "heuristic", {}, "127.0.0.1")
+        try:
+            actors = start_rollout_actors(cfg, replicas.target(), args.seed)
+            ray.get([a.collect.options(num_returns=2).remote()[1] for a in actors])  # warm-up
+            pending = {a.collect.options(num_returns=2).remote()[0]: a for a in actors}
+            steps, batches, t0 = 0, 0, time.perf_counter()
+            while time.perf_counter() - t0 < args.floor_seconds:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                actor = pending.pop(ready[0])
+                steps += ray.get(ready[0]).num_rows  # the batch itself, through the object store
+                batches += 1
+                pending[actor.collect.options(num_returns=2).remote()[0]] = actor
+            wall = time.perf_counter() - t0
+        finally:
+            replicas.stop()
+    finally:
+        ray.shutdown()
+    return {"env_steps_per_s": steps / wall, "batches": batches, "wall_s": wall}
 
 
 def run_ours(args) -> dict:
@@ -166,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=64, help="users per actor = envs per env runner (default: 64)")
     parser.add_argument("--iterations", type=int, default=30, help="our training iterations (default: 30)")
     parser.add_argument("--tail", type=int, default=3, help="iterations averaged for the return (default: 3)")
-    parser.add_argument("--floor-seconds", type=float, default=15.0, help="how long the floor is measured")
+    parser.add_argument("--floor-seconds", type=float, default=15.0,
+                        help="how long the floor and our rollout path are measured (default: 15)")
     parser.add_argument("--rllib-network", choices=("ours", "mlp"), default="ours",
                         help="RLlib trains our ActorCritic as an RLModule (ours: the same network, the default) or "
                              "its default MLP of about our parameter count (mlp)")
@@ -177,23 +216,29 @@ def main(argv: list[str] | None = None) -> int:
 
     print("floor (simulator + policy forward, one process) ...", flush=True)
     floor = floor_rate(args.users, args.floor_seconds, args.seed)
-    print(f"  {floor:,.0f} env-steps/s\nours (learner.main, heuristic planner) ...", flush=True)
+    print(f"  {floor:,.0f} env-steps/s\nour rollout path (actors + planner service + object store, no learner) ...",
+          flush=True)
+    rollout = rollout_rate(args)
+    print(f"  {rollout['env_steps_per_s']:,.0f} env-steps/s\nours (learner.main, heuristic planner) ...", flush=True)
     ours = run_ours(args)
     print(f"  {ours['env_steps_per_s']:,.0f} env-steps/s over {ours['env_steps']:,} steps\nRLlib PPO ...", flush=True)
     params = our_param_count()
     rllib = run_rllib(args, ours["env_steps"], params)
     print(f"  {rllib['env_steps_per_s']:,.0f} env-steps/s over {rllib['env_steps']:,} steps", flush=True)
     ratios = {"ours_over_rllib_throughput": (ours["env_steps_per_s"] / rllib["env_steps_per_s"], 2.0),
-              "ours_over_floor": (ours["env_steps_per_s"] / floor, 0.6),
+              "ours_rollout_over_floor": (rollout["env_steps_per_s"] / floor, 0.6),
+              "ours_training_over_floor": (ours["env_steps_per_s"] / floor, None),
               "ours_over_rllib_return": (ours["return_last"] / max(rllib["return_last"], 1e-9), 1.0)}
     print(f"\n{'':<12}{'env-steps/s':>12}{'return':>9}{'length':>8}{'params':>9}")
     print(f"{'ours':<12}{ours['env_steps_per_s']:>12,.0f}{ours['return_last']:>9.3f}{ours['length_last']:>8.2f}{params:>9,}")
     print(f"{'RLlib PPO':<12}{rllib['env_steps_per_s']:>12,.0f}{rllib['return_last']:>9.3f}"
           f"{rllib['length_last']:>8.2f}{rllib['params']:>9,}")
     print(f"{'floor':<12}{floor:>12,.0f}")
+    print(f"{'our rollouts':<12}{rollout['env_steps_per_s']:>12,.0f}  ({args.actors} actors, no learner)")
     for name, (value, goal) in ratios.items():
-        print(f"{name:<30}{value:>8.2f}  (goal >= {goal})")
-    path = write_result("vs_rllib", {"floor_env_steps_per_s": floor, "ours": ours | {"params": params},
+        print(f"{name:<30}{value:>8.2f}" + (f"  (goal >= {goal})" if goal is not None else "  (context)"))
+    path = write_result("vs_rllib", {"floor_env_steps_per_s": floor, "ours_rollout": rollout,
+                                     "ours": ours | {"params": params},
                                      "rllib": rllib, "actors": args.actors, "users": args.users,
                                      "ratios": {k: {"value": v, "goal": g} for k, (v, g) in ratios.items()}})
     print(f"wrote {path}")

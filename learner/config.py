@@ -106,6 +106,20 @@ class RunConfig:
     chaos_kill_planner_every: int = 0
     """Fault injection: kill one planner replica every this many iterations; it is restarted on its
     address while the others (or the heuristic fallback) serve (0 = off)."""
+    chaos_kill_rollout_every_s: float = 0.0
+    """Fault injection: kill one rollout actor (round-robin) every this many seconds of training,
+    wherever the loop is (mid-collect, mid-update); Ray restarts it and its lost batch is requested
+    again (0 = off). For reliability tests."""
+    chaos_planner_hang_every: int = 0
+    """Fault injection: every planner replica holds one Plan request in this many for
+    --chaos-planner-hang-s seconds, past the callers' deadline, so they fall back to the heuristic
+    (counted as planner_chaos_hangs; 0 = off). For reliability tests."""
+    chaos_planner_hang_s: float = 0.0
+    """Fault injection: how long a held Plan request waits (0 = --planner-timeout-s plus one second)."""
+    chaos_corrupt_batch_every: int = 0
+    """Fault injection: every this many iterations, one collected batch is replaced by a copy that
+    breaks the transition schema before it reaches the learner, which must reject and count it
+    (rejected_batches), not learn from it (0 = off). For reliability tests."""
     resume: str = ""
     """Continue the stopped run in this run directory from its newest checkpoint
     (checkpoints/latest.pt or final.pt): weights, optimizer, RNG states, reflection pool and
@@ -124,30 +138,26 @@ class RunConfig:
     def validate(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
-        if self.iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
-        if self.batches_per_iteration < 0:
-            raise ValueError(f"batches_per_iteration must be >= 0, got {self.batches_per_iteration}")
-        if self.time_budget_s < 0:
-            raise ValueError(f"time_budget_s must be >= 0, got {self.time_budget_s}")
-        if self.checkpoint_every < 0 or self.eval_users < 0:
-            raise ValueError("checkpoint_every and eval_users must be >= 0")
+        for name, low in (("iterations", 1), ("planner_replicas", 1), ("num_learners", 1), ("reflection_pool_size", 1),
+                          ("planner_tensor_parallel", 1), ("learner_torch_threads", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        for name in ("batches_per_iteration", "time_budget_s", "checkpoint_every", "eval_users", "learner_num_cpus",
+                     "reflections_per_plan", "max_batches_in_flight", "max_policy_lag",
+                     "chaos_kill_rollout_every", "chaos_kill_planner_every", "chaos_planner_hang_every",
+                     "chaos_corrupt_batch_every", "chaos_kill_rollout_every_s", "chaos_planner_hang_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("learner_timeout_s", "planner_ready_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("learner_num_gpus", "planner_gpus_per_replica"):
+            if getattr(self, name) < 0 and getattr(self, name) != -1:
+                raise ValueError(f"{name} must be >= 0, or -1 for automatic, got {getattr(self, name)}")
         if self.learner_device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"learner_device must be auto, cpu or cuda, got {self.learner_device!r}")
-        if self.learner_num_cpus < 0 or self.learner_torch_threads < 1:
-            raise ValueError("learner_num_cpus must be >= 0 and learner_torch_threads >= 1")
         if self.planner_backend not in ("auto", "vllm", "heuristic", "random"):
             raise ValueError(f"planner_backend must be auto, vllm, heuristic or random, got {self.planner_backend!r}")
-        if self.planner_replicas < 1 or self.num_learners < 1 or self.learner_timeout_s <= 0:
-            raise ValueError("planner_replicas and num_learners must be >= 1, learner_timeout_s > 0")
-        if self.reflection_pool_size < 1 or self.reflections_per_plan < 0 or self.planner_tensor_parallel < 1:
-            raise ValueError("reflection_pool_size and planner_tensor_parallel must be >= 1, reflections_per_plan >= 0")
-        if self.chaos_kill_rollout_every < 0 or self.chaos_kill_planner_every < 0:
-            raise ValueError("chaos_kill_rollout_every and chaos_kill_planner_every must be >= 0")
-        if self.max_batches_in_flight < 0 or self.max_policy_lag < 0:
-            raise ValueError("max_batches_in_flight and max_policy_lag must be >= 0")
-        if self.planner_ready_timeout_s <= 0:
-            raise ValueError("planner_ready_timeout_s must be > 0")
 
 
 @dataclass
@@ -170,6 +180,31 @@ class TrainConfig:
         if self.world.dataset == "synthetic" and self.rollout.plan_categories > self.world.num_categories:
             raise ValueError(f"plan_categories={self.rollout.plan_categories} exceeds "
                              f"num_categories={self.world.num_categories}")
+        if self.run.max_batches_in_flight > self.rollout.num_rollout_actors:
+            raise ValueError(f"max_batches_in_flight={self.run.max_batches_in_flight} exceeds "
+                             f"num_rollout_actors={self.rollout.num_rollout_actors} (one collect per actor)")
+        if self.run.chaos_planner_hang_s and self.run.chaos_planner_hang_s <= self.rollout.planner_timeout_s:
+            raise ValueError(f"chaos_planner_hang_s={self.run.chaos_planner_hang_s:g} must exceed "
+                             f"planner_timeout_s={self.rollout.planner_timeout_s:g} (the fault is a hang past the "
+                             "deadline), or be 0 for one second past it")
+
+    def validate_world(self, world) -> None:
+        """The checks that need the built world (a logged data set's catalog is known only once
+        loaded); run before any process starts. ValueError naming the option."""
+        name = self.world.dataset
+        if not self.rollout.use_planner or self.run.algorithm == "ppo":
+            return
+        if self.rollout.plan_categories > world.num_categories:
+            raise ValueError(f"plan_categories={self.rollout.plan_categories} exceeds the {world.num_categories} "
+                             f"categories of the {name} world")
+        # The most items any mask of plan_categories categories can allow: the largest ones together.
+        sizes = sorted(world.item_category_matrix.sum(axis=0), reverse=True)
+        largest = int(sum(sizes[:self.rollout.plan_categories]))
+        if largest < self.world.slate_size:
+            raise ValueError(f"plan_categories={self.rollout.plan_categories}: the largest {self.rollout.plan_categories} "
+                             f"categories of the {name} world hold {largest} items, fewer than slate_size="
+                             f"{self.world.slate_size}, so no planner mask could ever fill a slate; raise "
+                             "--plan-categories or lower --slate-size")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -239,7 +274,7 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
             kind = _bool if isinstance(default, bool) else type(default)
             group.add_argument(_flag(f.name), dest=f"{section}.{f.name}", type=kind, default=default,
                                metavar=type(default).__name__.upper(),
-                               help=f"{docs.get(f.name, '')} (default: {default!r})")
+                               help=f"{docs.get(f.name, '')} (default: {default!r})".replace("%", "%%"))
 
 
 def build_parser(prog: str = "python -m learner.main", description: str = "") -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ import torch
 from learner.ppo import DataParallel, PPOConfig, gae, ppo_update
 from policy.networks import ActorCritic, PolicyConfig, load_numpy_weights, weights_to_numpy
 from rollout.actor import batch_dims
-from rollout.batch_schema import column, validate_batch
+from rollout.batch_schema import IncompatibleBatchError, column, validate_batch
 from rollout.world import World, WorldConfig
 
 
@@ -53,14 +53,30 @@ class Learner:
         return weights_to_numpy(self.model), self.version
 
     def update(self, *batches: pa.RecordBatch) -> dict:
-        """One PPO update on these batches (each checked against the schema); returns metrics,
-        including the policy lag of every batch (learner version - version that acted)."""
+        """One PPO update on these batches; returns metrics, including the policy lag of every
+        batch learned from (learner version - version that acted).
+
+        Each batch is checked against the schema first. One that fails (a corrupted batch:
+        wrong column types, non-finite values, several ids) is rejected: not learned from, its id
+        not recorded, and counted (`rejected`, `rejected_batch_ids`, `rejected_reasons`; keys
+        present only when something was rejected). A batch of another schema version or world
+        (IncompatibleBatchError) means the run's processes disagree, so that raises, before
+        anything is recorded. A batch whose id was seen before is skipped (`duplicates`)."""
         if not batches:
             raise ValueError("update needs at least one batch")
+        valid, rejected_ids, reasons = [], [], []
         for batch in batches:  # all of them before any id is recorded: a bad one must not spoil the rest
-            validate_batch(batch, self.dims)
+            try:
+                validate_batch(batch, self.dims)
+            except IncompatibleBatchError:
+                raise
+            except ValueError as exc:
+                rejected_ids.append(_batch_id(batch))
+                reasons.append(str(exc)[:300])
+                continue
+            valid.append(batch)
         parts, lags, duplicates = [], [], 0
-        for batch in batches:
+        for batch in valid:
             batch_id = batch.column("batch_id")[0].as_py() if batch.num_rows else ""
             if batch_id in self.seen_batch_ids:
                 duplicates += 1  # a retried actor call delivered a batch twice: learn from it once
@@ -73,15 +89,17 @@ class Learner:
                            self.ppo.gamma, self.ppo.gae_lambda)
             cols["advantages"], cols["returns"] = adv, ret
             parts.append(cols)
+        rejected = ({"rejected": len(rejected_ids), "rejected_batch_ids": rejected_ids, "rejected_reasons": reasons}
+                    if rejected_ids else {})
         if not parts:
-            return {"rows": 0, "duplicates": duplicates, "policy_lags": [], "version": self.version}
+            return {"rows": 0, "duplicates": duplicates, "policy_lags": [], "version": self.version, **rejected}
         data = {}
         for name in ("history_items", "history_feedback", "action", "behaviour_logp", "advantages", "returns"):
             data[name] = torch.from_numpy(np.concatenate([p[name] for p in parts])).to(self.device)
         losses = ppo_update(self.model, self.optimizer, self.ppo, data, self.generator, self.data_parallel)
         self.version += 1
         return {"rows": int(data["action"].shape[0]), "duplicates": duplicates, "policy_lags": lags,
-                "version": self.version, **losses}
+                "version": self.version, **losses, **rejected}
 
     def update_and_publish(self, *batches: pa.RecordBatch) -> tuple[dict, list]:
         """`update`, then one `ray.put` of the new weights; the ref comes back inside a list so Ray
@@ -112,6 +130,14 @@ class Learner:
         self.version = int(state["version"])
         self.generator.set_state(state["generator"])
         self.seen_batch_ids = set(state["seen_batch_ids"])
+
+
+def _batch_id(batch) -> str:
+    """The id of a batch that failed validation, when it can still be read ("" otherwise)."""
+    try:
+        return str(batch.column("batch_id")[0].as_py()) if batch.num_rows else ""
+    except Exception:  # noqa: BLE001 - a corrupted batch may not even be a RecordBatch
+        return ""
 
 
 def make_learner_actor_class(num_cpus: float, num_gpus: float):

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from learner.checkpoint import resume_checkpoint, resumed_config, save_checkpoint, trim_metrics
+from learner.chaos import DriverChaos
+from learner.checkpoint import (check_compatible, resume_checkpoint, resumed_config, save_checkpoint, trim_metrics,
+                                work_lost)
 from learner.config import SECTIONS, TrainConfig, build_parser, config_from_args, save_config
-from learner.reflection_pool import ReflectionPool
 from learner.evaluate import evaluate_against_references, evaluation_table, evaluation_users
-from rollout.metrics import episode_metrics
+from learner.metrics_row import iteration_metrics, progress_line
+from learner.reflection_pool import ReflectionPool
 
 log = logging.getLogger("learner.main")
 # plan_every=0 (auto) with an LLM planner: once per session, at its start (RolloutConfig.plan_every).
@@ -96,7 +98,7 @@ def start_planner(ray, cfg: TrainConfig):
               "first start converts the embedded model once)", flush=True)
     try:
         replicas = PlannerReplicas(cfg.run.planner_replicas, backend, options, cfg.run.planner_host,
-                                   resources={"num_gpus": gpus} if gpus else None)
+                                   resources={"num_gpus": gpus} if gpus else None, chaos=planner_chaos(cfg))
     except Exception as exc:  # noqa: BLE001 - any start failure ends the run with its reason
         raise UsageError(f"the {backend} planner could not start: {exc}") from None
     cfg.run.planner_backend = backend
@@ -108,6 +110,17 @@ def start_planner(ray, cfg: TrainConfig):
               "other nodes cannot reach it and will use the heuristic fallback; pass --planner-host node-ip",
               file=sys.stderr, flush=True)
     return replicas, replicas.target()
+
+
+def planner_chaos(cfg: TrainConfig):
+    """FAULT INJECTION asked for with --chaos-planner-hang-every (None when off): hold one Plan
+    request in N for --chaos-planner-hang-s seconds (0: one second past --planner-timeout-s)."""
+    if not cfg.run.chaos_planner_hang_every:
+        return None
+    from llm_server.chaos import PlannerChaos
+
+    return PlannerChaos(cfg.run.chaos_planner_hang_every,
+                        cfg.run.chaos_planner_hang_s or cfg.rollout.planner_timeout_s + 1.0)
 
 
 def wait_for_planner(address: str | None, timeout_s: float) -> None:
@@ -162,9 +175,14 @@ def train(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
     start = int(resumed.get("iteration", 0)) + 1
     if start > cfg.run.iterations:
         raise UsageError(f"the run is at iteration {start - 1} already; pass --iterations > {start - 1} to go on")
-    # Built here first so a user model is trained (and cached) once, before any actor needs it.
+    # Everything below is checked before Ray starts: a bad checkpoint, data file or setting ends
+    # the run with one line, having started nothing.
     try:
+        if resumed:
+            check_compatible(resumed, cfg)
+        # Built here first so a user model is trained (and cached) once, before any actor needs it.
         world = World.build(cfg.world)
+        cfg.validate_world(world)
     except ValueError as exc:  # DataError included: missing or malformed data, or settings it cannot meet
         raise UsageError(str(exc)) from None
     print(f"world: {cfg.world.dataset}, {world.num_items:,} items in {world.num_categories} categories, "
@@ -190,13 +208,19 @@ def train(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     reflections = ReflectionPool(cfg.run.reflection_pool_size, cfg.run.reflection_temperature, cfg.run.seed)
+    # What resumes cost (carried from resume to resume): see learner.checkpoint.work_lost.
+    lost = {"resumes": 0, "resume_iterations_redone": 0, "resume_seconds_lost": 0.0, **driver.get("resume", {})}
     if resumed:
         learner.load_state(resumed["learner"])
         if "reflection_pool" in resumed:
             reflections.load_state(resumed["reflection_pool"])
+        redone, seconds_lost = work_lost(run_dir / "metrics.jsonl", start - 1, float(driver.get("wall_seconds", 0.0)))
         dropped = trim_metrics(run_dir / "metrics.jsonl", start - 1)
+        lost = {"resumes": lost["resumes"] + 1, "resume_iterations_redone": lost["resume_iterations_redone"] + redone,
+                "resume_seconds_lost": lost["resume_seconds_lost"] + seconds_lost}
         print(f"resumed from iteration {start - 1} (policy v{resumed['learner']['version']}); "
-              f"{dropped} metrics rows after it dropped", flush=True)
+              f"{dropped} metrics rows after it dropped ({redone} iterations to redo, {seconds_lost:.1f} s of "
+              f"training lost)", flush=True)
     actors = start_rollout_actors(cfg, planner_address, rollout_seed(cfg.run.seed, start))
     weights_ref, version = learner.publish()
     per_iteration = cfg.run.batches_per_iteration or len(actors)
@@ -207,10 +231,11 @@ def train(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
                        reflections=lambda: reflections.sample(cfg.run.reflections_per_plan))
     for key, value in driver.get("rollout", {}).items():
         setattr(pool.counters, key, value)
+    chaos = DriverChaos(ray, cfg.run, actors, planner_replicas, driver.get("chaos"))
 
     writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start if resumed else None)
     metrics_file = open(run_dir / "metrics.jsonl", "a")
-    totals = {"env_steps": int(driver.get("env_steps_total", 0))}
+    totals = {**driver.get("totals", {}), "env_steps": int(driver.get("env_steps_total", 0))}
     wall_before = float(driver.get("wall_seconds", 0.0))
     t_start = time.perf_counter()
 
@@ -219,25 +244,15 @@ def train(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
                  "reflection_pool": reflections.state(),
                  "driver": {"iteration": iteration, "env_steps_total": totals["env_steps"],
                             "wall_seconds": wall_before + time.perf_counter() - t_start,
-                            "rollout": pool.counters.to_dict()}}
-        return save_checkpoint(run_dir / "checkpoints" / name, state)
-
-    kills = {"rollout": 0, "planner": 0}
-
-    def chaos(iteration: int) -> None:
-        """--chaos-kill-*: kill an actor as a crash would (Ray restarts it); counted in the metrics."""
-        every = cfg.run.chaos_kill_rollout_every
-        if every and iteration % every == 0:
-            ray.kill(actors[kills["rollout"] % len(actors)], no_restart=False)
-            kills["rollout"] += 1
-        every = cfg.run.chaos_kill_planner_every
-        if every and iteration % every == 0 and planner_replicas is not None:
-            ray.kill(planner_replicas.actors[kills["planner"] % len(planner_replicas.actors)], no_restart=False)
-            kills["planner"] += 1
+                            "rollout": pool.counters.to_dict(), "totals": dict(totals), "resume": dict(lost),
+                            "chaos": dict(chaos.counts)}}
+        return save_checkpoint(run_dir / "checkpoints" / name, state,
+                               previous="previous.pt" if name == "latest.pt" else None)
 
     try:
+        chaos.start()
         for iteration in range(start, cfg.run.iterations + 1):
-            chaos(iteration)  # before collecting: the kill hits collects in flight
+            chaos.before_iteration(iteration)  # before collecting: a kill hits collects in flight
             t_iter = time.perf_counter()
             collected, dropped_before = [], len(pool.dropped_batch_ids)
             while len(collected) < per_iteration:
@@ -245,14 +260,15 @@ def train(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
                 for critique, session_return in collected[-1].stats.critiques:
                     reflections.add(critique, session_return)
             t_update = time.perf_counter()
-            update, (weights_ref, version) = learner.update_and_publish([c.batch_ref for c in collected])
+            update, (weights_ref, version) = learner.update_and_publish(
+                chaos.corrupt(iteration, [c.batch_ref for c in collected]))
             update["update_seconds"] = time.perf_counter() - t_update
             pool.set_weights(weights_ref, version)
             elapsed = time.perf_counter() - t_iter
-            row = _iteration_metrics(iteration, [c.stats for c in collected], update, elapsed, totals,
-                                     wall_before + time.perf_counter() - t_start)
-            row.update(pool.counters.to_dict(), dropped_batch_ids=pool.dropped_batch_ids[dropped_before:],
-                       chaos_rollout_kills=kills["rollout"], chaos_planner_kills=kills["planner"],
+            row = iteration_metrics(iteration, [c.stats for c in collected], update, elapsed, totals,
+                                    wall_before + time.perf_counter() - t_start)
+            row.update(pool.counters.to_dict(), **chaos.row(), **lost,
+                       dropped_batch_ids=pool.dropped_batch_ids[dropped_before:],
                        batches_in_flight=pool.in_flight, reflection_pool_size=len(reflections))
             if planner_replicas is not None:
                 planner_replicas.ensure_serving()  # brings back replicas Ray restarted
@@ -262,12 +278,13 @@ def train(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
                     writer.add_scalar(key, value, iteration)
             metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
-            print(_progress_line(row, cfg.run.iterations), flush=True)
+            print(progress_line(row, cfg.run.iterations), flush=True)
             if cfg.run.checkpoint_every and iteration % cfg.run.checkpoint_every == 0:
                 checkpoint(iteration, "latest.pt")
             if cfg.run.time_budget_s and time.perf_counter() - t_start > cfg.run.time_budget_s:
                 print(f"time budget of {cfg.run.time_budget_s:g} s reached after {iteration} iterations", flush=True)
                 break
+        chaos.stop()
         final = checkpoint(iteration, "final.pt")
         print(f"checkpoint: {final}", flush=True)
         results = {}
@@ -280,6 +297,7 @@ def train(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
             print(evaluation_table(results), flush=True)
         return results
     finally:
+        chaos.stop()
         writer.close()
         metrics_file.close()
         for stop in (learner.shutdown, planner_replicas.stop if planner_replicas is not None else None):
@@ -289,50 +307,6 @@ def train(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
             except Exception:  # noqa: BLE001 - the run is over either way; the actors die with Ray
                 pass
         ray.shutdown()
-
-
-def _iteration_metrics(iteration: int, stats: list, update: dict, elapsed: float, totals: dict,
-                       wall: float) -> dict:
-    lengths = np.concatenate([s.episode_lengths for s in stats])
-    returns = np.concatenate([s.episode_returns for s in stats])
-    steps = sum(s.env_steps for s in stats)
-    calls = sum(s.planner_calls for s in stats)
-    fallbacks = sum(s.planner_fallbacks for s in stats)
-    totals["env_steps"] += steps
-    lags = update.get("policy_lags", [])
-    rollout_seconds = sum(s.seconds_total for s in stats)
-    return {
-        "iteration": iteration,
-        **episode_metrics(lengths, returns),
-        "env_steps": steps,
-        "env_steps_total": totals["env_steps"],
-        "env_steps_per_s": steps / max(elapsed, 1e-9),
-        "planner_latency_ms": 1000 * sum(s.seconds_planner for s in stats) / max(calls, 1),
-        "planner_wait_share": sum(s.seconds_planner for s in stats) / max(rollout_seconds, 1e-9),
-        "planner_fallback_rate": fallbacks / max(calls, 1),
-        "plan_age_mean": sum(s.plan_age_sum for s in stats) / max(sum(s.plan_age_count for s in stats), 1),
-        "reflect_calls": sum(s.reflect_calls for s in stats),
-        "reflect_fallbacks": sum(s.reflect_fallbacks for s in stats),
-        "masks_widened": sum(s.masks_widened for s in stats),
-        "policy_lag_mean": float(np.mean(lags)) if lags else 0.0,
-        "policy_lag_max": int(max(lags)) if lags else 0,
-        "policy_lags": lags,
-        "batch_ids": [s.batch_id for s in stats],
-        "duplicate_batches": update.get("duplicates", 0),
-        "policy_version": update.get("version", 0),
-        "seconds": elapsed,
-        "update_seconds": update.get("update_seconds", 0.0),
-        "wall_seconds": wall,
-        **{k: update[k] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac") if k in update},
-    }
-
-
-def _progress_line(row: dict, total: int) -> str:
-    return (f"iter {row['iteration']:>4}/{total} | Tint {row['Tint']:5.2f}  Rcum {row['Rcum']:6.3f}  "
-            f"Rsin {row['Rsin']:.3f} | {row['env_steps_per_s']:8,.0f} env-steps/s | "
-            f"plan {row['planner_latency_ms']:6.1f} ms (fallback {100 * row['planner_fallback_rate']:.0f}%) | "
-            f"lag {row['policy_lag_mean']:.2f} (max {row['policy_lag_max']}; {row['lagged_batches']} lagged, "
-            f"{row['dropped_stale_batches']} dropped) | restarts {row['rollout_restarts']} | v{row['policy_version']}")
 
 
 def load_resume(run_dir: str) -> tuple[Path, dict]:
@@ -393,11 +367,9 @@ def cli(argv: list[str] | None = None) -> int:
             cfg, resume_state = resume_options(cfg, argv)
         try:
             cfg.validate()
-            if cfg.run.max_batches_in_flight > cfg.rollout.num_rollout_actors:
-                raise ValueError(f"max_batches_in_flight={cfg.run.max_batches_in_flight} exceeds "
-                                 f"num_rollout_actors={cfg.rollout.num_rollout_actors} (one collect per actor)")
-        except ValueError as exc:
-            parser.error(str(exc))
+        except ValueError as exc:  # one line naming the option (not argparse's 50-line usage)
+            print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         train(cfg, resume_state)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

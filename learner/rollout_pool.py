@@ -13,7 +13,9 @@ whichever batch finishes first (`ray.wait`).
   constructor again) and `max_task_retries=0` (a call lost with its actor surfaces as an error
   instead of being replayed behind our back). The pool counts the death (`rollout_restarts`) and
   submits that actor's collect again (`resubmitted_batches`), with a backoff while Ray restarts it
-  (calls to a restarting actor fail too), giving up after `restart_timeout_s`. A collect's batch and stats are the two results of one task: they exist only once the
+  (calls to a restarting actor fail too), giving up after `restart_timeout_s`. The actor-seconds
+  a death cost (from submitting the collect that died to submitting the one that then succeeded:
+  the lost work plus the restart) are summed in `restart_seconds_lost`. A collect's batch and stats are the two results of one task: they exist only once the
   whole call returned, and Ray objects are immutable, so a dead actor's call yields an error,
   never part of a batch.
 """
@@ -31,11 +33,13 @@ import numpy as np
 class PoolCounters:
     """Totals since the run started (carried over a resume)."""
 
+    batches_collected: int = 0      # every finished collect: used (handed to the learner) + dropped
     batches_used: int = 0
     lagged_batches: int = 0
     dropped_stale_batches: int = 0
     rollout_restarts: int = 0
     resubmitted_batches: int = 0
+    restart_seconds_lost: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,6 +104,8 @@ class RolloutPool:
         self.retry_at: dict[int, float] = {}         # failed actors -> when to submit again
         self.failures = [0] * len(actors)            # consecutive failed calls per actor
         self.failing_since = [0.0] * len(actors)
+        self.submitted_at = [0.0] * len(actors)      # when each actor's current collect was submitted
+        self.lost_since = [0.0] * len(actors)        # submission time of the collect a death lost
 
     @property
     def in_flight(self) -> int:
@@ -115,6 +121,7 @@ class RolloutPool:
         batch_ref, stats_ref = actor.collect.options(num_returns=2).remote(
             self.weights_ref, self.version, reflections=self.reflections())
         self.pending[stats_ref] = (index, batch_ref)
+        self.submitted_at[index] = time.monotonic()
         if self.failures[index]:
             self.counters.resubmitted_batches += 1
 
@@ -133,6 +140,7 @@ class RolloutPool:
         if self.failures[index] == 1:
             self.counters.rollout_restarts += 1
             self.failing_since[index] = now
+            self.lost_since[index] = self.submitted_at[index]
         elif now - self.failing_since[index] > self.restart_timeout_s:
             raise RuntimeError(f"rollout actor {index} has failed every call for {now - self.failing_since[index]:.0f} s "
                                f"({self.failures[index]} calls; Ray could not bring it back); last error: {exc}") from exc
@@ -158,8 +166,11 @@ class RolloutPool:
             except ray.exceptions.RayActorError as exc:  # died (or unreachable) mid-call: no batch
                 self._failed(index, exc)
                 continue
+            if self.failures[index]:  # back after a death: what it cost, up to this collect's start
+                self.counters.restart_seconds_lost += self.submitted_at[index] - self.lost_since[index]
             self.failures[index] = 0
             self.idle.append(index)
+            self.counters.batches_collected += 1
             lag = self.version - int(stats.policy_version)
             if lag > self.max_policy_lag:
                 self.counters.dropped_stale_batches += 1

@@ -1,5 +1,5 @@
-"""`python -m llm_server`: runs the planner service (see llm_server.server.cli)."""
+"""`python -m llm_server`: runs the planner service (see llm_server.cli)."""
 
-from llm_server.server import cli
+from llm_server.cli import cli
 
 raise SystemExit(cli())

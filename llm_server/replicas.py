@@ -24,6 +24,11 @@ got: gRPC servers set SO_REUSEADDR, so the port can be bound again at once after
 With host="node-ip" a replica binds its node's cluster IP. If its node dies Ray restarts it on
 another node, so its host changes: `addresses` and `target()` then say so (and it is logged);
 clients built from the old target keep using the surviving replicas.
+
+FAULT INJECTION (reliability tests only; off by default): `chaos=PlannerChaos(hang_every,
+hang_s)` starts the replicas as `llm_server.chaos.ChaosPlannerServer`, which holds one Plan
+request in `hang_every` for `hang_s` seconds. Its `chaos_*` counters are kept across replica
+restarts (the other counters count from each replica's last start).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from dataclasses import dataclass
 import ray
 from ray.actor import ActorHandle
 
+from llm_server.chaos import PlannerChaos, chaos_server_class
 from llm_server.ray_actor import RemotePlannerServer
 from llm_server.server import BACKEND_START_TIMEOUT_S, DEFAULT_HOST
 from rollout.planning import HEURISTIC_BACKEND_NAME
@@ -52,6 +58,10 @@ STOP_TIMEOUT_S = 10.0
 _CACHED_SUFFIX = "cached_prompt_tokens"
 _PROMPT_SUFFIX = "prompt_tokens"
 _RATE_SUFFIX = "prefix_cache_hit_rate"
+# Float counters summed over replicas (integers always are; rates are recomputed, not summed).
+_SECONDS_SUFFIX = "_seconds"
+# Counters carried over a replica's restart (fault-injection totals must not vanish with the replica).
+_CARRIED_PREFIX = "chaos_"
 
 
 @dataclass
@@ -76,7 +86,7 @@ class PlannerReplicas:
     def __init__(self, num_replicas: int, backend: str = HEURISTIC_BACKEND_NAME,
                  backend_options: dict | None = None, host: str = DEFAULT_HOST,
                  resources: dict | None = None, max_restarts: int = -1,
-                 start_timeout_s: float = BACKEND_START_TIMEOUT_S) -> None:
+                 start_timeout_s: float = BACKEND_START_TIMEOUT_S, chaos: PlannerChaos | None = None) -> None:
         """Starts `num_replicas` replicas of `backend` (built with backend_options) bound to
         `host` ("node-ip": each its node's cluster IP), all at once, and returns when every one
         serves. `resources` are Ray options per replica (e.g. {"num_gpus": tp} for vLLM on CUDA);
@@ -84,14 +94,23 @@ class PlannerReplicas:
 
         Raises ValueError for num_replicas < 1; whatever a replica's start raised (OSError for an
         address that cannot be bound, a backend that cannot be built), or ray's GetTimeoutError
-        after start_timeout_s, having killed the replicas it created.
+        after start_timeout_s, having killed the replicas it created. `chaos` injects faults
+        (see the module's docstring); None or an inactive one starts plain replicas.
         """
         if num_replicas < 1:
             raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
         self._backend, self._options, self._host = backend, dict(backend_options or {}), host
         self.restarts = 0
         actor_options = {"max_restarts": max_restarts, **(resources or {})}
-        actors = [RemotePlannerServer.options(**actor_options).remote() for _ in range(num_replicas)]
+        self._last_seen: dict[int, dict] = {}  # each replica's latest counters (to carry over a restart)
+        self._carried: dict[str, float] = {}
+        if chaos is not None and chaos.active:
+            logger.warning("FAULT INJECTION: planner replicas hold one Plan request in %d for %.1f s",
+                           chaos.hang_every, chaos.hang_s)
+            cls = chaos_server_class()
+            actors = [cls.options(**actor_options).remote(chaos) for _ in range(num_replicas)]
+        else:
+            actors = [RemotePlannerServer.options(**actor_options).remote() for _ in range(num_replicas)]
         try:
             addresses = ray.get([actor.start.remote(backend, host, 0, self._options) for actor in actors],
                                 timeout=start_timeout_s)
@@ -168,6 +187,10 @@ class PlannerReplicas:
                         replica.address, self.restarts)
             return 1
         if not result:  # a fresh process: Ray restarted the actor after it died
+            index = self._replicas.index(replica)
+            for key, value in self._last_seen.pop(index, {}).items():
+                if key.startswith(_CARRIED_PREFIX):
+                    self._carried[key] = self._carried.get(key, 0) + value
             logger.warning("planner replica %s was restarted by Ray; starting its service again",
                            replica.address)
             replica.pending = replica.actor.start.remote(self._backend, self._host, replica.port,
@@ -181,8 +204,9 @@ class PlannerReplicas:
         replica, and the backends' integer counters summed (vllm: tokens, prefix-cache hits,
         with the hit rates recomputed from the sums).
 
-        A replica counts from its last (re)start. One that does not answer within timeout_s, or
-        is being brought back, counts as not serving.
+        A replica counts from its last (re)start, except for the `chaos_*` fault-injection
+        counters, which add up over restarts. Float counters named `*_seconds` are summed too.
+        One that does not answer within timeout_s, or is being brought back, counts as not serving.
         """
         asked = {i: replica.actor.stats.remote() for i, replica in enumerate(self._replicas)
                  if not replica.starting}  # a start in flight would hold the stats call behind it
@@ -192,14 +216,17 @@ class PlannerReplicas:
             if ref in ready:
                 try:
                     if counters := ray.get(ref):
-                        per_replica[i] = counters
+                        per_replica[i] = self._last_seen[i] = counters
                 except ray.exceptions.RayError:
                     pass  # died since: not serving
         totals: dict[str, int | float] = {}
         for counters in per_replica.values():
             for key, value in counters.items():
-                if isinstance(value, int) and not isinstance(value, bool):
+                if ((isinstance(value, int) and not isinstance(value, bool))
+                        or (isinstance(value, float) and key.endswith(_SECONDS_SUFFIX))):
                     totals[key] = totals.get(key, 0) + value
+        for key, value in self._carried.items():
+            totals[key] = totals.get(key, 0) + value
         for key in [key for key in totals if key.endswith(_CACHED_SUFFIX)]:
             prefix = key[:-len(_CACHED_SUFFIX)]
             if totals.get(prefix + _PROMPT_SUFFIX):

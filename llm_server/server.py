@@ -3,15 +3,15 @@ the gRPC health service.
 
 Run it with `python -m llm_server` (or `llmrec-planner`), start it inside a program with
 `start_server`, or host it in a Ray actor with `llm_server.ray_actor.RemotePlannerServer`.
-The service has no authentication: it binds 127.0.0.1 unless told otherwise.
+It binds 127.0.0.1 unless told otherwise; on an address others can reach, require a token and TLS
+(`llm_server.security`). Requests arrive as bytes and are parsed here, so that undecodable ones
+(garbage, truncation, invalid UTF-8) get INVALID_ARGUMENT naming the field, like invalid ones.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +20,9 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from llm_server.backends import PlannerBackend, backend_names, make_backend
+from llm_server.backends import PlannerBackend, make_backend
+from llm_server.request_decoding import parse_request
+from llm_server.security import ServerSecurity
 from protos import planner_pb2, planner_pb2_grpc
 from rollout.contract import (
     GRPC_MESSAGE_OPTIONS,
@@ -61,6 +63,7 @@ class _RpcSpec:
     """What the service does for one RPC: validate, ask the backend, check the answer."""
 
     name: str  # the RPC's name in the .proto
+    request_type: type[Message]
     validate: Callable[[Message], None]  # raises ValueError for an invalid request
     backend_method: str  # the PlannerBackend coroutine that answers it
     response_type: type[Message]
@@ -68,14 +71,15 @@ class _RpcSpec:
     batch_field: str  # the request's repeated field that sizes it, for log lines
 
 
-_PLAN = _RpcSpec("Plan", validate_plan_request, "plan", planner_pb2.PlanResponse,
-                 check_plan_response, "users")
-_REFLECT = _RpcSpec("Reflect", validate_reflect_request, "reflect", planner_pb2.ReflectResponse,
-                    check_reflect_response, "sessions")
-_PROPOSE = _RpcSpec("Propose", validate_propose_request, "propose", planner_pb2.ProposeResponse,
-                    check_propose_response, "queries")
-_EXPLAIN = _RpcSpec("Explain", validate_explain_request, "explain", planner_pb2.ExplainResponse,
-                    check_explain_response, "slate")
+_PLAN = _RpcSpec("Plan", planner_pb2.PlanRequest, validate_plan_request, "plan",
+                 planner_pb2.PlanResponse, check_plan_response, "users")
+_REFLECT = _RpcSpec("Reflect", planner_pb2.ReflectRequest, validate_reflect_request, "reflect",
+                    planner_pb2.ReflectResponse, check_reflect_response, "sessions")
+_PROPOSE = _RpcSpec("Propose", planner_pb2.ProposeRequest, validate_propose_request, "propose",
+                    planner_pb2.ProposeResponse, check_propose_response, "queries")
+_EXPLAIN = _RpcSpec("Explain", planner_pb2.ExplainRequest, validate_explain_request, "explain",
+                    planner_pb2.ExplainResponse, check_explain_response, "slate")
+_RPCS = (_PLAN, _REFLECT, _PROPOSE, _EXPLAIN)
 
 
 class PlannerService(planner_pb2_grpc.PlannerServicer):
@@ -153,113 +157,64 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
             )
         return response
 
+    async def handle_bytes(self, rpc: _RpcSpec, data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        """Parses the request bytes of `rpc` (INVALID_ARGUMENT naming the field when they do not
+        decode), then answers as `_handle` does."""
+        try:
+            request = parse_request(rpc.request_type, data)
+        except ValueError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        return await self._handle(rpc, request, context)
+
+
+def _service_handler(service: PlannerService) -> grpc.GenericRpcHandler:
+    """The Planner service's methods, taking raw request bytes (see `PlannerService.handle_bytes`)."""
+
+    def method(rpc: _RpcSpec) -> grpc.RpcMethodHandler:
+        async def call(data: bytes, context: grpc.aio.ServicerContext) -> Message:
+            return await service.handle_bytes(rpc, data, context)
+
+        return grpc.unary_unary_rpc_method_handler(call, response_serializer=rpc.response_type.SerializeToString)
+
+    return grpc.method_handlers_generic_handler(PLANNER_SERVICE_NAME, {rpc.name: method(rpc) for rpc in _RPCS})
+
 
 async def start_server(
-    backend: PlannerBackend, host: str = DEFAULT_HOST, port: int = 0, requests: dict[str, int] | None = None
+    backend: PlannerBackend, host: str = DEFAULT_HOST, port: int = 0, requests: dict[str, int] | None = None,
+    security: ServerSecurity | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Starts the planner service on host:port (port 0 picks a free one); `requests`, when
-    given, counts the validated requests per RPC name.
+    given, counts the validated requests per RPC name; `security` (default: none) adds TLS and
+    the token every Planner call must carry.
 
     Returns (server, bound_port) once the server accepts calls; stop it with
     `await server.stop(grace)`. Raises OSError when the address cannot be bound. Must be awaited
     on the event loop that will run the server.
     """
-    server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS)
-    planner_pb2_grpc.add_PlannerServicer_to_server(PlannerService(backend, requests), server)
+    security = security or ServerSecurity()
+    server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS, interceptors=security.interceptors())
+    server.add_generic_rpc_handlers((_service_handler(PlannerService(backend, requests)),))
     health_servicer = health.aio.HealthServicer()
     for service in (health.OVERALL_HEALTH, PLANNER_SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = format_address(host, port)
     try:
-        bound_port = server.add_insecure_port(address)
+        bound_port = security.bind(server, address)
     except RuntimeError as error:
         raise OSError(f"cannot bind the planner service to {address}: {error}") from None
     if bound_port == 0:
         raise OSError(f"cannot bind the planner service to {address}")
+    security.warn_if_exposed(host)
     await server.start()
     return server, bound_port
 
 
-async def _serve_until_signal(backend: PlannerBackend, host: str, port: int) -> None:
-    """Serves until SIGINT or SIGTERM, then stops the server and closes the backend."""
-    stop_requested = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop_requested.set)
-    try:
-        server, bound_port = await start_server(backend, host, port)
-        try:
-            print(f"planner serving on {format_address(host, bound_port)} "
-                  f"(backend={backend.name})", flush=True)
-            await stop_requested.wait()
-            logger.info("stopping the planner service")
-        finally:
-            await server.stop(SHUTDOWN_GRACE_S)
-    finally:
-        backend.close()
-
-
-def _port_number(text: str) -> int:
-    """argparse type for --port: an integer in 0..65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is outside 0..65535")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser of `python -m llm_server`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m llm_server",
-        description="Run the planner gRPC service (Plan, Reflect, Propose, Explain and the gRPC "
-        "health service).",
-    )
-    parser.add_argument(
-        "--host", default=DEFAULT_HOST,
-        help=f"address to bind (default {DEFAULT_HOST}). The service has no authentication: "
-        "any other address exposes it, unauthenticated, to everyone who can reach it.",
-    )
-    parser.add_argument(
-        "--port", type=_port_number, default=DEFAULT_PORT,
-        help=f"port to bind (default {DEFAULT_PORT}; 0 picks a free one and prints it)",
-    )
-    parser.add_argument(
-        "--backend", choices=backend_names(), default=HEURISTIC_BACKEND_NAME,
-        help=f"what answers the requests of every role (default {HEURISTIC_BACKEND_NAME}); "
-        "vllm runs an LLM (needs the cpu or gpu extra)",
-    )
-    parser.add_argument("--model", default="smollm2",
-                        help="vllm backend: smollm2 (the embedded SmolLM2-135M-Instruct), a local Hugging "
-                        "Face folder, or a hub id (needs a network)")
-    parser.add_argument("--tensor-parallel", type=int, default=1,
-                        help="vllm backend: GPUs to spread the model over (default 1)")
-    parser.add_argument("--max-model-len", type=int, default=2048,
-                        help="vllm backend: longest prompt + answer in tokens (default 2048)")
-    return parser
-
-
 def cli(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m llm_server` and `llmrec-planner`; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    options = ({"model": args.model, "tensor_parallel_size": args.tensor_parallel,
-                "max_model_len": args.max_model_len} if args.backend == "vllm" else {})
-    try:
-        backend = make_backend(args.backend, **options)
-    except (RuntimeError, ValueError) as error:
-        parser.error(str(error))
-    try:
-        asyncio.run(_serve_until_signal(backend, args.host, args.port))
-    except OSError as error:
-        parser.error(str(error))
-    return 0
+    """Entry point of `llmrec-planner` (see llm_server.cli)."""
+    from llm_server.cli import cli as run_cli  # the CLI imports this module
+
+    return run_cli(argv)
 
 
 class PlannerServerActor:
@@ -279,23 +234,29 @@ class PlannerServerActor:
 
     def start(
         self, backend_name: str = HEURISTIC_BACKEND_NAME, host: str = DEFAULT_HOST, port: int = 0,
-        backend_options: dict | None = None,
+        backend_options: dict | None = None, *, token_file: str | None = None,
+        tls_cert: str | None = None, tls_key: str | None = None,
     ) -> str:
         """Starts serving with the backend called backend_name (built with backend_options,
-        e.g. {"model": ..., "tensor_parallel_size": ...} for vllm); returns "host:port"."""
-        return self._start(lambda: make_backend(backend_name, **(backend_options or {})), host, port)
+        e.g. {"model": ..., "tensor_parallel_size": ...} for vllm); returns "host:port".
+        Token and TLS: the files given, else the PLANNER_* environment variables of this process
+        (`llm_server.security`); ValueError when they cannot be read."""
+        security = ServerSecurity.from_env(token_file=token_file, tls_cert=tls_cert, tls_key=tls_key)
+        return self._start(lambda: make_backend(backend_name, **(backend_options or {})), host, port, security)
 
     def start_with_backend(
-        self, backend: PlannerBackend, host: str = DEFAULT_HOST, port: int = 0
+        self, backend: PlannerBackend, host: str = DEFAULT_HOST, port: int = 0,
+        security: ServerSecurity | None = None,
     ) -> str:
-        """Starts serving with a backend built by the caller, which the actor then owns.
+        """Starts serving with a backend built by the caller, which the actor then owns;
+        `security` defaults to the PLANNER_* environment variables, as `start`.
 
         Returns "host:port" once the server accepts calls. Raises RuntimeError when already
         serving and OSError when the address cannot be bound.
         """
-        return self._start(lambda: backend, host, port)
+        return self._start(lambda: backend, host, port, security or ServerSecurity.from_env())
 
-    def _start(self, build, host: str, port: int) -> str:
+    def _start(self, build, host: str, port: int, security: ServerSecurity) -> str:
         if self._address is not None:
             raise RuntimeError(f"the planner service is already serving on {self._address}")
         loop = asyncio.new_event_loop()
@@ -309,7 +270,7 @@ class PlannerServerActor:
             # it is first used from.
             nonlocal backend
             backend = build()
-            return await start_server(backend, host, port, requests)
+            return await start_server(backend, host, port, requests, security)
 
         try:
             server, bound_port = asyncio.run_coroutine_threadsafe(build_and_serve(), loop).result(

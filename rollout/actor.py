@@ -6,6 +6,7 @@ batch, the latest policy weights acting, and an Arrow RecordBatch of transitions
 """
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -59,6 +60,11 @@ class RolloutConfig:
     """Torch intra-op threads per rollout actor (keep actors x threads <= cores)."""
     rollout_num_cpus: float = 1.0
     """Ray CPUs reserved per rollout actor."""
+    rollout_nice: int = 5
+    """Niceness added to each rollout actor's process (0-19): where actors share cores with the
+    learner and the planner (a laptop, a small node), the learner's update, the loop's critical
+    path, gets the CPU first and rollouts fill the idle time; on nodes of their own it changes
+    nothing. 0 = the default priority."""
 
     def validate(self) -> None:
         if self.num_rollout_actors < 1:
@@ -69,12 +75,15 @@ class RolloutConfig:
             raise ValueError(f"plan_categories must be >= 1, got {self.plan_categories}")
         if self.plan_pool < self.plan_categories:
             raise ValueError(f"plan_pool={self.plan_pool} must be >= plan_categories={self.plan_categories}")
-        if self.plan_every < 0 or self.reflect_sessions < 0:
-            raise ValueError("plan_every and reflect_sessions must be >= 0")
-        if self.planner_timeout_s <= 0:
+        for name in ("plan_every", "reflect_sessions", "rollout_num_cpus"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.planner_timeout_s > 0:  # also refuses NaN
             raise ValueError(f"planner_timeout_s must be > 0, got {self.planner_timeout_s}")
-        if self.rollout_torch_threads < 1 or self.rollout_num_cpus < 0:
-            raise ValueError("rollout_torch_threads must be >= 1 and rollout_num_cpus >= 0")
+        if self.rollout_torch_threads < 1:
+            raise ValueError(f"rollout_torch_threads must be >= 1, got {self.rollout_torch_threads}")
+        if not 0 <= self.rollout_nice <= 19:
+            raise ValueError(f"rollout_nice must be in [0, 19], got {self.rollout_nice}")
 
 
 @dataclass
@@ -107,6 +116,16 @@ def worker_seeds(seed: int, worker_index: int) -> tuple[int, int, int]:
     return int(env_seed), int(torch_seed), int(plan_seed)
 
 
+def _in_ray_actor() -> bool:
+    """True inside a Ray actor's process (False in the driver, serial mode and tests)."""
+    try:
+        import ray
+
+        return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+    except Exception:  # noqa: BLE001 - Ray missing or not started
+        return False
+
+
 def _restarted_by_ray() -> bool:
     """True inside a Ray actor that Ray re-created after it died (False outside Ray)."""
     try:
@@ -129,6 +148,8 @@ class RolloutWorker:
     def __init__(self, world: WorldConfig, policy: PolicyConfig, rollout: RolloutConfig,
                  planner_address: str | None, worker_index: int, seed: int):
         torch.set_num_threads(rollout.rollout_torch_threads)
+        if rollout.rollout_nice and _in_ray_actor():  # the actor's own process; never the driver's
+            os.nice(rollout.rollout_nice)
         self.world_cfg, self.rollout, self.worker_index = world, rollout, worker_index
         self.world = World.build(world)
         self.dims = batch_dims(world, self.world)

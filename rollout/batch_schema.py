@@ -16,6 +16,11 @@ import pyarrow as pa
 SCHEMA_VERSION = "1"
 
 
+class IncompatibleBatchError(ValueError):
+    """The batch was made by other code (schema version) or for another world (dims): every batch
+    of the run would fail the same way, so this is a configuration error, not one bad batch."""
+
+
 @dataclass(frozen=True)
 class BatchDims:
     """The world-dependent widths of the list columns."""
@@ -85,14 +90,14 @@ def validate_batch(batch: pa.RecordBatch, dims: BatchDims | None = None) -> Batc
     meta = {k.decode(): v.decode() for k, v in (batch.schema.metadata or {}).items()}
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise ValueError(f"batch schema_version {version!r} != expected {SCHEMA_VERSION!r}: "
+        raise IncompatibleBatchError(f"batch schema_version {version!r} != expected {SCHEMA_VERSION!r}: "
                          "rollout actors and learner run different code versions")
     try:
         found = BatchDims(*(int(meta[k]) for k in ("history_len", "num_categories", "action_dim", "slate_size")))
     except (KeyError, ValueError) as exc:
         raise ValueError(f"batch schema metadata is incomplete: {meta}") from exc
     if dims is not None and found != dims:
-        raise ValueError(f"batch dims {found} != learner's {dims}: the world configs differ")
+        raise IncompatibleBatchError(f"batch dims {found} != learner's {dims}: the world configs differ")
     expected = transition_schema(found)
     if not batch.schema.equals(expected, check_metadata=False):
         diffs = [f"{e.name}: expected {e.type}, got "
@@ -102,6 +107,18 @@ def validate_batch(batch: pa.RecordBatch, dims: BatchDims | None = None) -> Batc
     for name in ("reward", "value", "behaviour_logp"):
         if not np.isfinite(column(batch, name)).all():
             raise ValueError(f"batch column {name!r} has non-finite values")
+    if batch.num_rows:
+        # One batch = one collect: one id (the learner's duplicate check keys on it) and one
+        # policy version (the lag correction assumes it); slates index the catalog.
+        ids = batch.column("batch_id").unique()
+        if len(ids) != 1 or not ids[0].as_py():
+            raise ValueError(f"batch column 'batch_id' must hold one non-empty id, got {ids.to_pylist()[:3]}")
+        versions = column(batch, "policy_version")
+        if versions.min() != versions.max():
+            raise ValueError("batch column 'policy_version' must be one version for the whole batch, got "
+                             f"{versions.min()} to {versions.max()}")
+        if column(batch, "slate").min() < 0:
+            raise ValueError("batch column 'slate' has negative item ids")
     return found
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from protos import planner_pb2
 
 # --- limits documented in protos/planner.proto ---------------------------------------------
@@ -127,15 +129,28 @@ def _check_category_names(names: Sequence[str]) -> int:
 
 
 def _validate_history(field: str, history, n_names: int, limit: int) -> None:
-    """Checks a list of HistoryEntry called `field` (e.g. "users[3].history")."""
-    if len(history) > limit:
-        raise ValueError(f"{field} has {len(history)} entries; at most {limit}")
-    for j, entry in enumerate(history):
-        prefix = f"{field}[{j}]"
+    """Checks a list of HistoryEntry called `field` (e.g. "users[3].history").
+
+    Vectorised: one pass reads the fields into arrays, numpy checks them all, and only a failing
+    entry is looked at again, with the per-field checks, for the message that names it (a plan
+    request of 64 users with 60-entry histories is validated several times faster this way)."""
+    n = len(history)
+    if n > limit:
+        raise ValueError(f"{field} has {n} entries; at most {limit}")
+    if not n:
+        return
+    rows = [(e.item_id, e.category_id, e.feedback, e.step, len(e.title)) for e in history]
+    items, categories, feedback, steps, title_chars = (np.array(col) for col in zip(*rows))
+    bad = ((items < 0) | (categories < 0) | (categories >= n_names) | (steps < 0)
+           | ~((feedback >= MIN_FEEDBACK) & (feedback <= MAX_FEEDBACK))  # NaN fails the range too
+           | (title_chars > MAX_TITLE_BYTES // _MAX_UTF8_BYTES_PER_CHAR))  # maybe over: check exactly
+    for j in np.flatnonzero(bad).tolist():
+        entry, prefix = history[j], f"{field}[{j}]"
         _check_non_negative(f"{prefix}.item_id", entry.item_id)
         _check_category_id(f"{prefix}.category_id", entry.category_id, n_names)
         _check_feedback(f"{prefix}.feedback", entry.feedback)
         _check_bytes(f"{prefix}.title", entry.title, MAX_TITLE_BYTES)
+        _check_non_negative(f"{prefix}.step", entry.step)
 
 
 def _validate_items(field: str, items, n_names: int, low: int, high: int, distinct: bool) -> None:

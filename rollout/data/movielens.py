@@ -19,6 +19,12 @@ _RATING_FIELDS = ("user_id", "item_id", "rating", "timestamp")
 _ITEM_FIXED_FIELDS = 5  # movie id | title | release date | video release date | IMDb URL
 
 
+def _show(text: str, limit: int = 60) -> str:
+    """A field or line as quoted in an error message: repr, cut at `limit` characters (garbled
+    binary data must not turn the one-line message into a screenful)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
 def _missing_hint(path: Path) -> str:
     return (f"missing {path}: MovieLens-100K needs {', '.join(ML100K_FILES[:-1])} and {ML100K_FILES[-1]}; "
             f"get it with `python -m rollout.data.download ml-100k --dest DIR` or from {ML100K_URL}")
@@ -48,7 +54,7 @@ def _parse_genres(path: Path) -> list[str]:
             continue
         parts = line.split("|")
         if len(parts) != 2 or not parts[1].strip().isdigit():
-            raise DataError(f"{path}: line {lineno}: expected 'genre name|index', got {line!r}")
+            raise DataError(f"{path}: line {lineno}: expected 'genre name|index', got {_show(line)}")
         if int(parts[1]) != len(names):
             raise DataError(f"{path}: line {lineno}: expected genre index {len(names)}, got {parts[1]!r}")
         names.append(parts[0])
@@ -67,10 +73,10 @@ def _parse_items(path: Path, num_genres: int) -> tuple[np.ndarray, list[str], np
             raise DataError(f"{path}: line {lineno}: expected {expected} '|'-separated fields (movie id, title, "
                             f"release date, video release date, URL, {num_genres} genre flags), got {len(parts)}")
         if not parts[0].isdigit():
-            raise DataError(f"{path}: line {lineno}: expected an integer movie id, got {parts[0]!r}")
+            raise DataError(f"{path}: line {lineno}: expected an integer movie id, got {_show(parts[0])}")
         bad = [f for f in parts[_ITEM_FIXED_FIELDS:] if f not in ("0", "1")]
         if bad:
-            raise DataError(f"{path}: line {lineno}: genre flags must be 0 or 1, got {bad[0]!r}")
+            raise DataError(f"{path}: line {lineno}: genre flags must be 0 or 1, got {_show(bad[0])}")
         ids.append(int(parts[0]))
         titles.append(parts[1])
         flags.append(parts[_ITEM_FIXED_FIELDS:])
@@ -87,11 +93,18 @@ def _parse_ratings(path: Path) -> np.ndarray:
     does it walk the lines to say which one is wrong.
     """
     lines = _read_lines(path, "ascii")
+    with open(path, "rb") as fh:  # the published file ends with a line end; a cut-off copy mid-line does not
+        fh.seek(-1, 2)
+        if fh.read(1) not in (b"\n", b"\r"):
+            raise DataError(f"{path}: line {len(lines)}: the file ends in the middle of a line "
+                            f"({_show(lines[-1])}): it looks truncated; get it again with "
+                            "`python -m rollout.data.download ml-100k`")
     rows = [line.split("\t") for line in lines]
     for lineno, row in enumerate(rows, 1):
         if len(row) != len(_RATING_FIELDS):
+            last = " (the last line: the file looks truncated)" if lineno == len(rows) else ""
             raise DataError(f"{path}: line {lineno}: expected {len(_RATING_FIELDS)} tab-separated fields "
-                            f"{', '.join(_RATING_FIELDS)}, got {len(row)}")
+                            f"{', '.join(_RATING_FIELDS)}, got {len(row)}{last}")
     try:
         return np.asarray(rows).astype(np.int64)
     except ValueError:
@@ -101,8 +114,28 @@ def _parse_ratings(path: Path) -> np.ndarray:
             try:
                 int(value)
             except ValueError:
-                raise DataError(f"{path}: line {lineno}: {name} must be an integer, got {value!r}") from None
+                raise DataError(f"{path}: line {lineno}: {name} must be an integer, got {_show(value)}") from None
     raise DataError(f"{path}: cannot convert the fields to integers")  # unreachable in practice
+
+
+def _check_counts(info_path: Path, found: dict[str, tuple[int, Path]]) -> None:
+    """Compare what was read with the counts `u.info` publishes ("943 users", ...), when it is
+    there: a file cut short at a line boundary parses cleanly, and only the totals show it."""
+    if not info_path.is_file():
+        return
+    try:
+        lines = info_path.read_text(encoding="latin-1").splitlines()
+    except OSError as exc:
+        raise DataError(f"{info_path}: cannot be read: {exc}") from exc
+    published = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and parts[1] in found:
+            published[parts[1]] = int(parts[0])
+    for kind, (count, path) in found.items():  # ratings first: the count a truncation shows most plainly
+        if kind in published and count != published[kind]:
+            raise DataError(f"{path}: {count:,} {kind} read, but {info_path.name} says {published[kind]:,}: the file is "
+                            "truncated or damaged; get it again with `python -m rollout.data.download ml-100k`")
 
 
 def load_movielens_100k(data_dir: str | Path) -> Dataset:
@@ -144,6 +177,8 @@ def load_movielens_100k(data_dir: str | Path) -> Dataset:
         line = int(np.flatnonzero(out_of_scale)[0]) + 1
         raise DataError(f"{data_path}: line {line}: rating must be in 1..5, got {int(rating_col[line - 1])}")
     user_raw, user_dense = np.unique(user_col, return_inverse=True)
+    _check_counts(root / "u.info", {"ratings": (len(ratings), data_path), "items": (len(item_raw), item_path),
+                                    "users": (len(user_raw), data_path)})
     item_dense = np.searchsorted(item_raw, item_col)
 
     order = np.lexsort((time_col, user_dense))  # stable: ties keep file order

@@ -1,0 +1,240 @@
+"""IL-Rec's demonstrations: whole sessions in the simulated world in which the LLM picks the items.
+
+Each step, every active user of a group is one `ProposeQuery` of one batched `Propose` RPC (one
+call carries the whole group; DESIGN.md): the user's last `recent` items with their feedback and
+`candidates` items drawn at random from the catalog (those the user may still be shown); the
+LLM's answers, best first, form the slate (topped up from the candidates, in their random order,
+when it names fewer than a slate). The same loop evaluates the LLM policy alone (`llm-propose`).
+
+A demonstration set is an Arrow table in the transition schema of `rollout/batch_schema.py` (the
+one contract for trajectories, one batch per set: `batch_id` "demo/seed-<seed>", `policy_version` 0, `action` the
+slate's centroid in item-feature space, `behaviour_logp` and `value` 0, every category allowed),
+written as Parquet atomically and cached, keyed by the world's fingerprint and settings, the
+planner backend and model, the seed, the count and the query settings.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from protos import planner_pb2
+from rollout.actor import batch_dims
+from rollout.batch_schema import build_batch, transition_schema, validate_batch
+from rollout.contract import MAX_PROPOSED_ITEMS, MAX_QUERIES, MAX_RECENT, MAX_TITLE_BYTES, truncate_utf8
+from rollout.world import UserBatchEnv, World, WorldConfig
+
+DEMO_FORMAT = 1
+COLUMNS = ("episode_id", "user_id", "step", "history_items", "history_feedback", "category_mask", "action",
+           "slate", "behaviour_logp", "value", "reward", "done")
+
+
+@dataclass(frozen=True)
+class ProposeSettings:
+    """How the LLM is asked for slates (see ILRecConfig for each one's meaning)."""
+
+    candidates: int = 50
+    recent: int = 5
+    group_size: int = 64
+    timeout_s: float = 120.0
+
+    def validate(self) -> None:
+        if not 1 <= self.recent <= MAX_RECENT:
+            raise ValueError(f"ilrec_demo_recent must be in [1, {MAX_RECENT}] (the Propose contract), got {self.recent}")
+        if not 1 <= self.group_size <= MAX_QUERIES:
+            raise ValueError(f"ilrec_demo_group_size must be in [1, {MAX_QUERIES}] (queries per Propose call), "
+                             f"got {self.group_size}")
+        if not 1 <= self.candidates <= 256:
+            raise ValueError(f"ilrec_demo_candidates must be in [1, 256] (the Propose contract), got {self.candidates}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"ilrec_propose_timeout_s must be > 0, got {self.timeout_s}")
+
+
+@dataclass
+class SessionRun:
+    """What one group of LLM-driven sessions produced."""
+
+    columns: dict[str, np.ndarray]
+    lengths: np.ndarray
+    returns: np.ndarray
+    calls: int = 0
+    fallbacks: int = 0
+    backends: tuple[str, ...] = ()
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def run_propose_sessions(world: World, cfg: WorldConfig, client, env: UserBatchEnv, user_ids: np.ndarray | None,
+                         settings: ProposeSettings, seed: int) -> SessionRun:
+    """One session per slot of `env` (reset to `user_ids`, or users its RNG draws), the slates
+    picked by `client.propose` (PlannerClient or InProcessPlanner), to the end of every session."""
+    k, h = cfg.slate_size, cfg.history_len
+    if settings.candidates < k:
+        raise ValueError(f"ilrec_demo_candidates={settings.candidates} must be >= slate_size={k}")
+    env.reset(user_ids)
+    rng = np.random.default_rng(_seed(seed, 0xD3E0))
+    names = [truncate_utf8(n, MAX_TITLE_BYTES) for n in world.category_names]
+    titles = [truncate_utf8(t or "", MAX_TITLE_BYTES) for t in world.item_titles]
+    num_items = min(k, settings.candidates, MAX_PROPOSED_ITEMS)
+    rows: dict[str, list] = {name: [] for name in COLUMNS}
+    lengths = np.zeros(env.batch_size, np.int32)
+    returns = np.zeros(env.batch_size, np.float64)
+    calls = fallbacks = 0
+    backends: set[str] = set()
+    for step in range(cfg.max_steps):
+        active = env.active.copy()
+        if not active.any():
+            break
+        idx = np.flatnonzero(active)
+        available = env.available_items()
+        slates = np.zeros((env.batch_size, k), np.int32)
+        for start in range(0, idx.size, settings.group_size):
+            part = idx[start:start + settings.group_size]
+            req = planner_pb2.ProposeRequest(category_names=names, seed=_seed(seed, step, start))
+            cands = []
+            for row in part:
+                pool = np.arange(world.num_items) if available is None else np.flatnonzero(available[row])
+                chosen = rng.choice(pool, size=min(settings.candidates, pool.size), replace=False)
+                cands.append(chosen)
+                query = req.queries.add(user_id=int(env.user_ids[row]), num_items=num_items)
+                items, feedback = env.history_items[row], env.history_feedback[row]
+                for j in range(h - settings.recent, h):
+                    if items[j] >= 0:
+                        query.recent.add(item_id=int(items[j]), category_id=int(world.item_category[items[j]]),
+                                         feedback=float(np.clip(feedback[j], 0.0, 1.0)), title=titles[items[j]],
+                                         step=max(step - 1 - (h - 1 - j) // k, 0))
+                for item in chosen:
+                    query.candidates.add(item_id=int(item), category_id=int(world.item_category[item]),
+                                         title=titles[item])
+            response, fell_back = client.propose(req, settings.timeout_s)
+            calls += 1
+            fallbacks += int(fell_back)
+            backends.add(response.backend)
+            for row, chosen, proposal in zip(part, cands, response.proposals):
+                picked = [int(i) for i in proposal.item_ids][:k]
+                if len(picked) < k:  # top up from the candidates, in their (random) order
+                    taken = set(picked)
+                    picked += [int(i) for i in chosen if int(i) not in taken][: k - len(picked)]
+                slates[row] = picked
+        hist_items, hist_fb = env.history_items.copy(), env.history_feedback.copy()
+        result = env.step(slates)
+        for name, values in (
+            ("episode_id", idx.astype(np.int64)), ("user_id", env.user_ids[idx]),
+            ("step", np.full(idx.size, step, np.int32)), ("history_items", hist_items[idx]),
+            ("history_feedback", hist_fb[idx]),
+            ("category_mask", np.ones((idx.size, world.num_categories), bool)),
+            ("action", world.item_features[slates[idx]].mean(axis=1).astype(np.float32)),
+            ("slate", slates[idx]), ("behaviour_logp", np.zeros(idx.size, np.float32)),
+            ("value", np.zeros(idx.size, np.float32)), ("reward", result.reward[idx]), ("done", result.done[idx]),
+        ):
+            rows[name].append(values)
+        lengths += active
+        returns += result.reward
+    columns = {name: np.concatenate(parts) for name, parts in rows.items()}
+    order = np.lexsort((columns["step"], columns["episode_id"]))  # episodes contiguous, steps in order
+    return SessionRun({name: col[order] for name, col in columns.items()}, lengths, returns, calls, fallbacks,
+                      tuple(sorted(backends)))
+
+
+def demo_key(world: World, cfg: WorldConfig, backend: str, model: str, seed: int, sessions: int,
+             settings: ProposeSettings) -> dict:
+    """Everything a demonstration set depends on (the cache key)."""
+    world_settings = {k: v for k, v in asdict(cfg).items() if k != "data_dir"}
+    return {"format": DEMO_FORMAT, "dataset": world.data.name, "fingerprint": world.data.fingerprint(),
+            "world": world_settings, "backend": backend, "model": model if backend == "vllm" else "",
+            "seed": int(seed), "sessions": int(sessions), "candidates": settings.candidates,
+            "recent": settings.recent, "group_size": settings.group_size}
+
+
+def demo_path(key: dict, cache: Path) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return cache / "ilrec" / f"demos-{key['dataset']}-{digest}.parquet"
+
+
+def generate_demonstrations(world: World, cfg: WorldConfig, client, sessions: int, seed: int,
+                            settings: ProposeSettings, key: dict | None = None, log=print) -> pa.Table:
+    """`sessions` LLM-driven sessions, `settings.group_size` users stepped together (one Propose
+    call per step per group); the users are drawn from the pool by the seed."""
+    settings.validate()
+    if sessions < 1:
+        raise ValueError(f"ilrec_demo_sessions must be >= 1, got {sessions}")
+    dims = batch_dims(cfg, world)
+    batches, lengths, returns = [], [], []
+    calls = fallbacks = 0
+    backends: set[str] = set()
+    t0 = time.perf_counter()
+    for group, start in enumerate(range(0, sessions, settings.group_size)):
+        size = min(settings.group_size, sessions - start)
+        env = UserBatchEnv(world, cfg, size, _seed(seed, group, 0xE11))
+        run = run_propose_sessions(world, cfg, client, env, None, settings, _seed(seed, group))
+        columns = dict(run.columns)
+        columns["episode_id"] = columns["episode_id"] + start  # unique across groups
+        columns["batch_id"] = np.array([f"demo/seed-{seed}"] * len(columns["step"]), dtype=object)
+        columns["policy_version"] = np.zeros(len(columns["step"]), np.int64)
+        batches.append(build_batch(dims, columns))
+        lengths.append(run.lengths)
+        returns.append(run.returns)
+        calls, fallbacks = calls + run.calls, fallbacks + run.fallbacks
+        backends.update(run.backends)
+        log(f"ilrec: demonstrations {start + size}/{sessions} sessions ({time.perf_counter() - t0:.0f} s, "
+            f"{calls} Propose calls, {fallbacks} fallbacks)")
+    lengths_all, returns_all = np.concatenate(lengths), np.concatenate(returns)
+    info = {"key": key or {}, "answered_by": sorted(backends), "propose_calls": calls, "fallbacks": fallbacks,
+            "seconds": time.perf_counter() - t0, "Tint": float(lengths_all.mean()), "Rcum": float(returns_all.mean()),
+            "steps": int(lengths_all.sum())}
+    schema = transition_schema(dims)
+    meta = {**(schema.metadata or {}), b"ilrec_demo": json.dumps(info, sort_keys=True).encode()}
+    table = pa.Table.from_batches(batches, schema=schema).combine_chunks()
+    validate_batch(demo_batch(table), dims)
+    return table.replace_schema_metadata(meta)
+
+
+def demo_info(table: pa.Table) -> dict:
+    """The generation facts stored with a demonstration table (key, backends, calls, fallbacks)."""
+    return json.loads((table.schema.metadata or {}).get(b"ilrec_demo", b"{}"))
+
+
+def write_atomically(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)  # readers never see a half-written file
+
+
+def read_demonstrations(path: Path, world: World, cfg: WorldConfig) -> pa.Table:
+    """A demonstration Parquet file, checked against this world's transition schema."""
+    table = pq.read_table(path, memory_map=True)
+    if demo_info(table).get("key", {}).get("format") != DEMO_FORMAT:
+        raise ValueError(f"{path} is not a demonstration set of format {DEMO_FORMAT}; delete it to regenerate")
+    validate_batch(demo_batch(table), batch_dims(cfg, world))
+    return table
+
+
+def demo_batch(table: pa.Table) -> pa.RecordBatch:
+    """A demonstration table as the one RecordBatch of transitions it is."""
+    batches = table.combine_chunks().to_batches()
+    if len(batches) != 1:
+        raise ValueError(f"a demonstration set must hold transitions, got {table.num_rows} rows")
+    return batches[0]
+
+
+def load_or_generate(world: World, cfg: WorldConfig, client, backend: str, model: str, sessions: int, seed: int,
+                     settings: ProposeSettings, cache: Path, log=print) -> tuple[pa.Table, Path, bool]:
+    """The cached demonstration set for these settings, generated and written the first time.
+    Returns (table, its Parquet path, whether it came from the cache)."""
+    key = demo_key(world, cfg, backend, model, seed, sessions, settings)
+    path = demo_path(key, cache)
+    if path.is_file():
+        return read_demonstrations(path, world, cfg), path, True
+    table = generate_demonstrations(world, cfg, client, sessions, seed, settings, key, log)
+    write_atomically(table, path)
+    return read_demonstrations(path, world, cfg), path, False

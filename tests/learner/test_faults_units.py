@@ -1,0 +1,77 @@
+"""The pieces behind test_faults.py, each checked on its own and fast (no Ray): the learner rejects
+and counts a corrupted batch instead of learning from it, and the planner's fault injection holds
+requests past the caller's deadline, which falls back and counts it."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from learner.chaos import corrupt_batch
+from learner.learner_actor import Learner
+from learner.ppo import PPOConfig
+from llm_server.backends import HeuristicBackend
+from llm_server.chaos import PlanHang, PlannerChaos
+from llm_server.server import PlannerServerActor
+from policy.networks import PolicyConfig
+from rollout.actor import RolloutConfig, RolloutWorker
+from rollout.batch_schema import validate_batch
+from rollout.world import WorldConfig
+
+WORLD = WorldConfig(num_items=200, num_categories=8, num_users=100, history_len=12)
+ROLLOUT = RolloutConfig(users_per_actor=8, plan_categories=4, plan_every=1)
+
+
+def _batches(n: int):
+    worker = RolloutWorker(WORLD, PolicyConfig(), ROLLOUT, "in-process", 0, seed=1)
+    return [worker.collect()[0] for _ in range(n)]
+
+
+def test_a_corrupted_batch_is_rejected_counted_and_not_learned_from():
+    learner = Learner(WORLD, PolicyConfig(), PPOConfig(epochs=1, minibatch_size=128), seed=0, device="cpu")
+    good, victim = _batches(2)
+    bad = corrupt_batch(victim)
+    with pytest.raises(ValueError, match="reward: expected float, got double"):
+        validate_batch(bad)
+    before = {k: v.copy() for k, v in learner.weights()[0].items()}
+
+    m = learner.update(bad)  # nothing valid: no update, the version stays
+    assert (m["rows"], m["version"], m["rejected"]) == (0, 0, 1)
+    assert m["rejected_batch_ids"] == [victim.column("batch_id")[0].as_py()]
+    assert "reward" in m["rejected_reasons"][0]
+    assert all(np.array_equal(v, before[k]) for k, v in learner.weights()[0].items())
+
+    m = learner.update(good, bad)  # the good one is learned from, the bad one only counted
+    assert (m["rows"], m["version"], m["rejected"], m["duplicates"]) == (good.num_rows, 1, 1, 0)
+    assert learner.seen_batch_ids == {good.column("batch_id")[0].as_py()}
+    m = learner.update(victim)  # the intact original of the rejected batch is new to the learner
+    assert m["version"] == 2 and "rejected" not in m and m["duplicates"] == 0
+
+
+def test_the_planner_fault_holds_plan_requests_until_the_callers_deadline():
+    hang = PlanHang(PlannerChaos(hang_every=4, hang_s=5.0))
+    host = PlannerServerActor()
+    address = host.start_with_backend(hang.install(HeuristicBackend()), "127.0.0.1", 0)
+    try:
+        rollout = RolloutConfig(users_per_actor=8, plan_categories=4, plan_every=1, planner_timeout_s=0.3)
+        worker = RolloutWorker(WORLD, PolicyConfig(), rollout, address, 0, seed=0)
+        started = time.monotonic()
+        _, stats = worker.collect()
+        elapsed = time.monotonic() - started
+    finally:
+        host.stop(0.5)
+    counters = hang.stats()
+    assert counters["chaos_plan_requests"] == stats.planner_calls >= 8
+    assert counters["chaos_hangs"] == stats.planner_calls // 4 == stats.planner_fallbacks
+    # Each hold ended at the 0.3 s deadline (the caller gave up; gRPC cancelled it), not at 5 s.
+    assert 0.25 * counters["chaos_hangs"] <= counters["chaos_hang_seconds"] <= 0.6 * counters["chaos_hangs"]
+    assert elapsed < 5.0
+
+
+def test_chaos_settings_are_checked():
+    with pytest.raises(ValueError, match="hang_every must be >= 0"):
+        PlannerChaos(hang_every=-1, hang_s=1.0)
+    with pytest.raises(ValueError, match="hang_s must be > 0"):
+        PlannerChaos(hang_every=3, hang_s=0.0)
+    assert not PlannerChaos().active

@@ -1,0 +1,230 @@
+"""IL-Rec (--algorithm ilrec): embeddings cache, demonstrations, discriminator reward, learner, and
+the real entry point on a tiny budget with the heuristic planner backend."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from learner.demonstrations import (ProposeSettings, demo_batch, demo_info, demo_key, demo_path, generate_demonstrations,
+                                    load_or_generate)
+from learner.ilrec import ILRecConfig
+from learner.ilrec_reward import SlateDiscriminator, discriminator_step
+from learner.text_embeddings import cached_embeddings, item_texts
+from rollout.actor import batch_dims
+from rollout.batch_schema import column, validate_batch
+from rollout.planning import connect_planner
+from rollout.world import World, WorldConfig
+
+TINY_WORLD = WorldConfig(num_items=60, num_categories=6, num_users=50, max_steps=6, slate_size=3, history_len=9)
+SMALL_PROPOSE = ProposeSettings(candidates=12, recent=4, group_size=4, timeout_s=30.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_world() -> World:
+    return World.build(TINY_WORLD)
+
+
+# --- text embeddings -------------------------------------------------------------------------
+
+def test_item_texts_use_titles_and_fall_back_to_category_names():
+    matrix = np.array([[True, False, True], [False, True, False]])
+    texts = item_texts(["Toy Story (1995)", ""], matrix, ["Animation", "Drama", "Comedy"])
+    assert texts == ["Toy Story (1995) (Animation, Comedy)", "an item about Drama"]
+
+
+def test_embeddings_are_computed_once_and_then_read_from_the_cache(tmp_path):
+    calls = []
+
+    def encoder(texts):
+        calls.append(list(texts))
+        return np.stack([np.full(4, len(t), np.float32) for t in texts])
+
+    texts = ["a (x)", "bb (y)", "ccc (z)"]
+    first, path = cached_embeddings(texts, encoder, "fake", tmp_path, log=lambda *_: None)
+    again, path_again = cached_embeddings(texts, encoder, "fake", tmp_path, log=lambda *_: None)
+    assert len(calls) == 1 and path == path_again and path.is_file() and path.suffix == ".npy"
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first[:, 0], [5, 6, 7])
+    cached_embeddings(texts + ["d"], encoder, "fake", tmp_path, log=lambda *_: None)  # another catalog: new vectors
+    cached_embeddings(texts, encoder, "other-encoder", tmp_path, log=lambda *_: None)  # another encoder too
+    assert len(calls) == 3
+    assert not list(tmp_path.rglob("*.tmp-*"))  # written atomically: no temporary left behind
+
+
+# --- demonstrations ----------------------------------------------------------------------------
+
+def test_demonstrations_follow_the_transition_schema(tiny_world):
+    table = generate_demonstrations(tiny_world, TINY_WORLD, connect_planner("in-process"), 10, 0, SMALL_PROPOSE,
+                                    log=lambda *_: None)
+    dims = batch_dims(TINY_WORLD, tiny_world)
+    batches = [demo_batch(table)]  # one batch of transitions, one id
+    validate_batch(batches[0], dims)
+    assert column(batches[0], "batch_id")[0] == "demo/seed-0"
+    slates = np.concatenate([column(b, "slate") for b in batches])
+    assert slates.shape[1] == TINY_WORLD.slate_size
+    assert all(len(set(s)) == len(s) for s in slates.tolist())
+    episodes = np.concatenate([column(b, "episode_id") for b in batches])
+    steps = np.concatenate([column(b, "step") for b in batches])
+    done = np.concatenate([column(b, "done") for b in batches])
+    assert len(np.unique(episodes)) == 10 and done.sum() == 10  # every session ends exactly once
+    for e in np.unique(episodes):  # each session's steps are contiguous, in order, from 0
+        np.testing.assert_array_equal(steps[episodes == e], np.arange((episodes == e).sum()))
+    info = demo_info(table)
+    assert info["answered_by"] == ["heuristic"] and info["fallbacks"] == 0 and info["steps"] == table.num_rows
+    # groups of 4, 4 and 2 users, one Propose call per group and step: at least 3, at most 3 x max_steps
+    assert 3 <= info["propose_calls"] <= 3 * TINY_WORLD.max_steps
+
+
+def test_same_seed_same_demonstrations_other_seed_other_ones(tiny_world):
+    make = lambda seed: generate_demonstrations(tiny_world, TINY_WORLD, connect_planner("in-process"), 6, seed,  # noqa: E731
+                                                SMALL_PROPOSE, log=lambda *_: None)
+    a, b, c = make(3), make(3), make(4)
+    assert a.equals(b)
+    assert not a.equals(c)
+
+
+def test_demonstrations_are_cached_as_parquet_keyed_by_backend_and_seed(tiny_world, tmp_path):
+    client = connect_planner("in-process")
+    table, path, cached = load_or_generate(tiny_world, TINY_WORLD, client, "heuristic", "smollm2", 5, 0, SMALL_PROPOSE,
+                                           tmp_path, log=lambda *_: None)
+    assert not cached and path.suffix == ".parquet" and pq.read_table(path).equals(table)
+    again, path_again, cached_again = load_or_generate(tiny_world, TINY_WORLD, client, "heuristic", "smollm2", 5, 0,
+                                                       SMALL_PROPOSE, tmp_path, log=lambda *_: None)
+    assert cached_again and path_again == path and again.equals(table)
+    keys = [demo_key(tiny_world, TINY_WORLD, backend, "smollm2", seed, count, SMALL_PROPOSE)
+            for backend, seed, count in (("heuristic", 0, 5), ("vllm", 0, 5), ("heuristic", 1, 5), ("heuristic", 0, 6))]
+    assert len({demo_path(k, tmp_path) for k in keys}) == 4
+    other_world = demo_key(tiny_world, replace(TINY_WORLD, rho=0.5), "heuristic", "smollm2", 0, 5, SMALL_PROPOSE)
+    assert demo_path(other_world, tmp_path) != path
+
+
+def test_propose_settings_reject_values_the_contract_forbids():
+    with pytest.raises(ValueError, match="ilrec_demo_recent"):
+        ProposeSettings(recent=17).validate()
+    with pytest.raises(ValueError, match="ilrec_demo_group_size"):
+        ProposeSettings(group_size=2000).validate()
+    with pytest.raises(ValueError, match="ilrec_demo_ratio"):
+        ILRecConfig(ilrec_demo_ratio=1.0).validate()
+    with pytest.raises(ValueError, match="ilrec_awr_beta"):
+        ILRecConfig(ilrec_awr_beta=0.0).validate()
+
+
+# --- discriminator reward ----------------------------------------------------------------------
+
+def test_discriminator_rewards_demonstration_pairs_above_random_pairs():
+    """A separable toy: users like the first half of a catalog of 40 items; demonstrations recommend
+    items of that half, the (random) policy items of the other half."""
+    gen = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
+    embeddings = rng.standard_normal((40, 16)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    torch.manual_seed(0)
+    disc = SlateDiscriminator(embeddings, hidden=32)
+    opt = torch.optim.Adam(disc.parameters(), lr=3e-3)
+
+    def sample(n, demo):
+        hist = torch.randint(0, 20, (n, 5), generator=gen)
+        fb = torch.ones(n, 5)
+        slates = torch.randint(0, 20, (n, 3), generator=gen) + (0 if demo else 20)
+        return hist, fb, slates
+
+    test_demo, test_random = sample(200, True), sample(200, False)
+    before = disc.slate_reward(*test_demo, clip=5.0).mean() - disc.slate_reward(*test_random, clip=5.0).mean()
+    for _ in range(60):
+        stats = discriminator_step(disc, opt, sample(64, True), sample(64, False))
+    demo_r, random_r = disc.slate_reward(*test_demo, clip=5.0), disc.slate_reward(*test_random, clip=5.0)
+    assert demo_r.mean() - random_r.mean() > 1.0 > abs(float(before))
+    assert stats["disc_acc_demo"] > 0.7 and np.isfinite(stats["disc_loss"])
+    assert demo_r.abs().max() <= 5.0 and disc.slate_reward(*test_demo, clip=0.5).abs().max() <= 0.5
+
+
+# --- the learner (plain class, no Ray) ----------------------------------------------------------
+
+def test_learner_clones_demonstrations_and_updates_on_env_plus_learned_reward(tiny_world, tmp_path):
+    from learner.ilrec_learner import ILRecLearner
+    from learner.ppo import PPOConfig
+    from policy.networks import PolicyConfig
+    from rollout.actor import RolloutConfig, RolloutWorker
+
+    _, demos, _ = load_or_generate(tiny_world, TINY_WORLD, connect_planner("in-process"), "heuristic", "", 12, 0,
+                                   SMALL_PROPOSE, tmp_path, log=lambda *_: None)
+    embeddings = np.random.default_rng(0).standard_normal((tiny_world.num_items, 8)).astype(np.float32)
+    np.save(tmp_path / "emb.npy", embeddings)
+    policy = PolicyConfig(model_dim=16)
+    ilrec = ILRecConfig(ilrec_pretrain_steps=40, ilrec_disc_batch=16, ilrec_disc_hidden=16, ilrec_demo_ratio=0.5)
+    learner = ILRecLearner(TINY_WORLD, policy, PPOConfig(minibatch_size=32, epochs=1), 0, ilrec, str(demos),
+                           str(tmp_path / "emb.npy"), "cpu")
+    idx = torch.arange(len(learner.demo["reward"]))
+    with torch.no_grad():
+        before = learner._bc_loss(idx, torch.ones(len(idx))).item()
+    learner.pretrain()
+    with torch.no_grad():
+        after = learner._bc_loss(idx, torch.ones(len(idx))).item()
+    assert after < before  # the warm start makes the demonstrated slates likelier
+
+    worker = RolloutWorker(TINY_WORLD, policy, RolloutConfig(use_planner=False, users_per_actor=8), None, 0, 0)
+    weights, version = learner.weights()
+    batch, _ = worker.collect(weights, version)
+    metrics = learner.update(batch)
+    assert metrics["version"] == 1 and metrics["rows"] == batch.num_rows
+    assert metrics["ilrec_demo_rows"] == batch.num_rows  # ratio 0.5: as many demonstration rows as env rows
+    for key in ("ilrec_disc_loss", "ilrec_disc_acc_demo", "ilrec_learned_reward_mean", "ilrec_bc_loss",
+                "ilrec_awr_weight_mean", "policy_loss"):
+        assert np.isfinite(metrics[key]), key
+    assert 0 < metrics["ilrec_awr_weight_mean"] <= 20.0
+    assert learner.update(batch)["duplicates"] == 1  # a batch is learned from once
+    assert "discriminator" in learner.state()
+
+
+# --- the real entry point ------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_cli_ilrec_tiny_budget_writes_metrics_checkpoints_and_eval(tmp_path, monkeypatch):
+    from learner.main import cli
+    from learner.report import load_run
+
+    monkeypatch.setenv("LLMREC_CACHE_DIR", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    argv = ["--algorithm", "ilrec", "--planner-backend", "heuristic", "--num-items", "60", "--num-categories", "6",
+            "--num-users", "50", "--max-steps", "6", "--iterations", "2", "--users-per-actor", "8",
+            "--eval-users", "12", "--checkpoint-every", "1", "--ilrec-demo-sessions", "8",
+            "--ilrec-demo-candidates", "12", "--ilrec-pretrain-steps", "5", "--ilrec-llm-eval-users", "0",
+            "--minibatch-size", "64", "--run-dir", str(run_dir)]
+    assert cli(argv) == 0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2]
+    for row in rows:
+        for key in ("Tint", "Rcum", "Rsin", "env_steps_total", "wall_seconds", "ilrec_disc_loss",
+                    "ilrec_learned_reward_mean", "ilrec_demo_env_steps"):
+            assert key in row, key
+        assert 1 <= row["Tint"] <= 6 and row["env_steps"] > 0
+    assert rows[1]["env_steps_total"] > rows[0]["env_steps_total"]
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    assert {"trained", "llm-propose", "random", "greedy"} <= set(evaluation)
+    assert "random+planner" not in evaluation  # the IL-Rec policy is flat: no planner mask
+    assert all(m["episodes"] == 12 for m in evaluation.values())
+    assert evaluation["llm-propose"]["planner_fallbacks"] == 0
+    final = torch.load(run_dir / "checkpoints" / "final.pt", weights_only=False)
+    assert final["iteration"] == 2 and final["learner"]["version"] == 2 and "discriminator" in final["learner"]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["run"]["algorithm"] == "ilrec" and config["ilrec"]["ilrec_demo_sessions"] == 8
+    demos = json.loads((run_dir / "demonstrations.json").read_text())
+    assert Path(demos["path"]).is_file() and not demos["cached"] and demos["answered_by"] == ["heuristic"]
+    assert load_run(run_dir)["eval"]["trained"]["Rcum"] >= 0  # learner.report reads the run
+    assert len(list((tmp_path / "cache" / "ilrec").glob("item-embeddings-*.npy"))) == 1
+
+
+def test_cli_rejects_a_bad_ilrec_option_naming_it(capsys):
+    from learner.main import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli(["--algorithm", "ilrec", "--ilrec-demo-ratio", "1.5"])
+    assert exc.value.code == 2
+    assert "ilrec_demo_ratio must be in [0, 1)" in capsys.readouterr().err
