@@ -381,4 +381,9 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    # Under `python -m` this file is __main__, a second copy of the module: the algorithm modules
+    # import learner.main (UsageError, the start-up helpers), and their UsageError must be the one
+    # cli catches, so run the imported copy's cli.
+    from learner.main import cli as imported_cli
+
+    sys.exit(imported_cli())

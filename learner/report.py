@@ -96,7 +96,7 @@ def plot_curves(runs: list[dict], path: Path) -> Path | None:
 
     by_name: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
-        if run["curve"]:
+        if run["curve"] and "Rcum" in run["curve"][0]:  # offline runs (LAAC) log losses, not episodes
             by_name[run["name"]].append(run)
     if not by_name:
         return None
@@ -159,6 +159,9 @@ def write_report(roots: list[Path], out: Path | None = None) -> Path:
     gains = _gains(rows)
     if gains:
         lines += ["", *gains, ""]
+    from learner.laac_report import offline_section  # runs with offline_eval.json (LAAC): R@10, NCV@10
+
+    lines += offline_section(runs, out)
     if curves:
         lines += [f"![learning curves]({curves.name})", ""]
     lines += [f"![diversity versus return]({scatter.name})", "", "Runs:", ""]

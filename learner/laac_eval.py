@@ -1,0 +1,162 @@
+"""LAAC's evaluations: offline ranking metrics on held-out users, and the simulated world.
+
+Offline, on every held-out transition (state s, logged next item a, reward r = rating / 5, or the
+click), a policy ranks the whole catalog by its scores and we read its top 10:
+
+- R@10 (reward at 10, LAAC's accuracy metric): r if a is in the top 10, else 0; mean over the
+  held-out transitions (recall of the next item weighted by its rating; in [0, 1]).
+- HR@10: the same without the weight (`rollout.metrics.hit_rate_at_k`).
+- NCV@10 (LAAC's novelty metric): the share of the top 10 that is novel for the user, i.e. neither
+  among the items the user rated before s nor among the 10 % most-rated items of the training
+  users (the long tail); mean over the held-out transitions (`rollout.metrics.ncv_at_k` with every
+  item counted relevant). The paper names the metric without a formula we could obtain; this is
+  SMORL's novelty notion (long-tail items the user has not seen) read per list.
+- CV@10: catalog coverage, the share of items in at least one top 10 (`catalog_coverage`).
+
+The LLM reference policy cannot rank a whole catalog: it is asked about a seeded sample of held-out
+states with 99 random candidates plus the true next item (`include_target`), and scores hit@5 (the
+true item among its first 5), R@10 and NCV@10 of its answer. The trained policy is scored on the
+same candidate lists (its top 10 among the 100) beside it, like for like ("@100 candidates").
+
+In the simulated world (built from the same data set, so item ids match) the policy's slate is the
+top slate_size available items by its scores given the user's last items in the episode; the
+reference policies meet the same users and dice as in `learner.evaluate`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rollout.metrics import catalog_coverage, episode_metrics, hit_rate_at_k, ncv_at_k, slate_metrics
+
+K = 10
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, 1)
+
+
+def user_sequences(arrays) -> dict[int, np.ndarray]:
+    """Each user's items in time order, rebuilt from the transitions (position 0 is the last item
+    of the step-1 state, position t >= 1 the action at step t)."""
+    seqs: dict[int, np.ndarray] = {}
+    order = np.lexsort((arrays.step, arrays.user))
+    users, starts = np.unique(arrays.user[order], return_index=True)
+    for user, begin, end in zip(users, starts, np.r_[starts[1:], len(order)]):
+        rows = order[begin:end]
+        seqs[int(user)] = np.r_[arrays.items[rows[0], -1], arrays.action[rows]]
+    return seqs
+
+
+def seen_before(arrays, rows: np.ndarray, seqs: dict[int, np.ndarray], num_items: int) -> np.ndarray:
+    """[R, N] bool: the items each row's user rated before the row's step."""
+    seen = np.zeros((len(rows), num_items), bool)
+    for i, row in enumerate(rows):
+        seen[i, seqs[int(arrays.user[row])][: arrays.step[row]]] = True
+    return seen
+
+
+def list_metrics(top: np.ndarray, arrays, rows: np.ndarray, seqs, popularity: np.ndarray) -> dict[str, float]:
+    """R@10, HR@10 and NCV@10 (module doc) of ranked lists `top` [R, <=10] for `rows`."""
+    target, reward = arrays.action[rows], arrays.reward[rows]
+    hits = (top[:, :K] == target[:, None]).any(1)
+    seen = seen_before(arrays, rows, seqs, len(popularity))
+    ncv = ncv_at_k(top, np.ones_like(seen), seen, popularity, K)
+    return {"R@10": float((reward * hits).mean()), "HR@10": hit_rate_at_k(top, target, K), "NCV@10": ncv}
+
+
+def offline_metrics(score_fn, arrays, rows: np.ndarray, seqs, popularity: np.ndarray, chunk: int = 512) -> dict:
+    """Full-catalog R@10, HR@10, NCV@10 and CV@10 of a policy (`score_fn(items, feedback)` -> [R, N]
+    numpy scores) on the transitions `rows`."""
+    parts, tops = [], []
+    for begin in range(0, len(rows), chunk):
+        part = rows[begin:begin + chunk]
+        top = _top_k(score_fn(arrays.items[part], arrays.feedback[part]), K)
+        parts.append((len(part), list_metrics(top, arrays, part, seqs, popularity)))
+        tops.append(top)
+    total = sum(n for n, _ in parts)
+    out = {key: sum(n * m[key] for n, m in parts) / total for key in parts[0][1]}
+    out["CV@10"] = catalog_coverage(np.concatenate(tops), len(popularity))
+    out["states"] = int(total)
+    return out
+
+
+def candidate_metrics(top: np.ndarray, arrays, rows: np.ndarray, seqs, popularity: np.ndarray) -> dict:
+    """Metrics of top-10 lists drawn from the 100-candidate lists (the LLM's protocol), plus hit@5."""
+    out = list_metrics(top, arrays, rows, seqs, popularity)
+    out["HR@5"] = hit_rate_at_k(top, arrays.action[rows], 5)
+    out["states"] = int(len(rows))
+    return out
+
+
+def top_among(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """[R, 10] the best 10 of each row's candidates by `scores` [R, N]."""
+    picked = np.take_along_axis(scores, candidates, 1)
+    return np.take_along_axis(candidates, _top_k(picked, K), 1)
+
+
+def torch_scorer(agent, device: torch.device):
+    """`score_fn` of an agent: numpy state in, numpy [R, N] scores out."""
+    def score(items: np.ndarray, feedback: np.ndarray) -> np.ndarray:
+        return agent.scores(torch.as_tensor(items, device=device),
+                            torch.as_tensor(feedback, device=device)).cpu().numpy()
+    return score
+
+
+def evaluate_in_world(world, world_cfg, score_fn, history_len: int, users: np.ndarray, seed: int) -> dict:
+    """Episode and slate metrics of a scoring policy in the simulated world, with the reference
+    policies' users and dice (`learner.evaluate.evaluate_reference`). The state is the episode's
+    last `history_len` shown items with their feedback (clicks; the policy learned on ratings
+    scaled to [0, 1], where a click reads as a liked item)."""
+    from learner.evaluate import EVAL_WORKER_INDEX
+    from rollout.actor import worker_seeds
+    from rollout.world import UserBatchEnv
+
+    env = UserBatchEnv(world, world_cfg, len(users), worker_seeds(seed, EVAL_WORKER_INDEX)[0])
+    env.reset(users)
+    lengths = np.zeros(len(users), np.int64)
+    returns = np.zeros(len(users), np.float64)
+    shown = []
+    while env.active.any():
+        active = env.active.copy()
+        items = env.history_items[:, -history_len:].astype(np.int64)
+        feedback = np.where(items >= 0, env.history_feedback[:, -history_len:], 0.0).astype(np.float32)
+        if items.shape[1] < history_len:  # a world history shorter than the policy's state: empty slots first
+            pad = history_len - items.shape[1]
+            items = np.pad(items, ((0, 0), (pad, 0)), constant_values=-1)
+            feedback = np.pad(feedback, ((0, 0), (pad, 0)))
+        scores = score_fn(items, feedback).astype(np.float64)
+        available = env.available_items()
+        if available is not None:
+            scores = np.where(available, scores, -np.inf)
+        slates = _top_k(scores, world_cfg.slate_size)
+        result = env.step(slates)
+        shown.append(slates[active])
+        lengths += active
+        returns += result.reward
+    slates = np.concatenate(shown)
+    metrics = episode_metrics(lengths, returns)
+    metrics.update(slate_metrics(slates, world.item_category, world.num_categories, world.similarity_vectors,
+                                 world.item_popularity, world.num_items))
+    return metrics
+
+
+OFFLINE_COLUMNS = ("R@10", "HR@10", "NCV@10", "CV@10")
+
+
+def offline_table(results: dict) -> str:
+    """The offline evaluation as a fixed-width table (full catalog, then the 100-candidate protocol)."""
+    lines = [f"offline evaluation on {results['full']['trained']['states']:,} held-out transitions (full catalog):",
+             f"  {'policy':<22}" + "".join(f"{c:>9}" for c in OFFLINE_COLUMNS)]
+    for name, m in results["full"].items():
+        lines.append(f"  {name:<22}" + "".join(f"{m[c]:9.4f}" for c in OFFLINE_COLUMNS))
+    if results.get("candidates"):
+        cols = ("HR@5", "R@10", "HR@10", "NCV@10")
+        first = next(iter(results["candidates"].values()))
+        lines += [f"on {first['states']:,} held-out states with 100 candidates (99 random + the true next item):",
+                  f"  {'policy':<22}" + "".join(f"{c:>9}" for c in cols)]
+        for name, m in results["candidates"].items():
+            lines.append(f"  {name:<22}" + "".join(f"{m[c]:9.4f}" for c in cols))
+    return "\n".join(lines)
