@@ -52,6 +52,7 @@ def build_request(seed: int, users: int, max_steps: int = 20, slate: int = 6):
     """A training-like PlanRequest (MovieLens genres): `users` sessions at random steps, slates of 6
     with titles, 3 reflections, every genre a candidate, a pool of 6 to choose."""
     from protos import planner_pb2
+    from rollout.history import make_history
 
     rng = random.Random(seed)
     reflections = [f"Liked most: {rng.choice(GENRES)} ({rng.randint(1, 9)}/{rng.randint(9, 20)}). Rotate categories "
@@ -61,11 +62,10 @@ def build_request(seed: int, users: int, max_steps: int = 20, slate: int = 6):
         steps = rng.randrange(max_steps)
         user = req.users.add(user_id=seed * 10_000 + u, step=steps, candidate_categories=range(len(GENRES)),
                              num_categories=6, reflections=reflections)
-        for s in range(steps):
-            for _ in range(slate):
-                user.history.add(item_id=rng.randrange(1682), category_id=rng.randrange(len(GENRES)),
-                                 feedback=float(rng.random() < 0.3), step=s,
-                                 title=f"Movie {rng.randrange(1682)} ({rng.randrange(1930, 1999)})")
+        user.history.CopyFrom(make_history(
+            (rng.randrange(1682), rng.randrange(len(GENRES)), float(rng.random() < 0.3), s,
+             f"Movie {rng.randrange(1682)} ({rng.randrange(1930, 1999)})")
+            for s in range(steps) for _ in range(slate)))
     return req
 
 

@@ -29,6 +29,7 @@ from protos import planner_pb2
 from rollout.actor import batch_dims
 from rollout.batch_schema import build_batch, transition_schema, validate_batch
 from rollout.contract import MAX_PROPOSED_ITEMS, MAX_QUERIES, MAX_RECENT, MAX_TITLE_BYTES, truncate_utf8
+from rollout.history import history_from_columns
 from rollout.world import UserBatchEnv, World, WorldConfig
 
 DEMO_FORMAT = 1
@@ -105,13 +106,14 @@ def run_propose_sessions(world: World, cfg: WorldConfig, client, env: UserBatchE
                 pool = np.arange(world.num_items) if available is None else np.flatnonzero(available[row])
                 chosen = rng.choice(pool, size=min(settings.candidates, pool.size), replace=False)
                 cands.append(chosen)
-                query = req.queries.add(user_id=int(env.user_ids[row]), num_items=num_items)
                 items, feedback = env.history_items[row], env.history_feedback[row]
-                for j in range(h - settings.recent, h):
-                    if items[j] >= 0:
-                        query.recent.add(item_id=int(items[j]), category_id=int(world.item_category[items[j]]),
-                                         feedback=float(np.clip(feedback[j], 0.0, 1.0)), title=titles[items[j]],
-                                         step=max(step - 1 - (h - 1 - j) // k, 0))
+                js = np.arange(h - settings.recent, h)
+                js = js[items[js] >= 0]
+                shown = items[js].astype(np.int64)
+                recent = history_from_columns(shown, world.item_category[shown], np.clip(feedback[js], 0.0, 1.0),
+                                              np.maximum(step - 1 - (h - 1 - js) // k, 0),
+                                              [titles[item] for item in shown.tolist()])
+                query = req.queries.add(user_id=int(env.user_ids[row]), num_items=num_items, recent=recent)
                 for item in chosen:
                     query.candidates.add(item_id=int(item), category_id=int(world.item_category[item]),
                                          title=titles[item])

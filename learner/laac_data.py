@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from protos import planner_pb2
 from rollout.contract import MAX_QUERIES, MAX_TITLE_BYTES, truncate_utf8
+from rollout.history import history_from_columns
 
 REFERENCE_CACHE_VERSION = 1
 
@@ -110,11 +111,10 @@ def propose_queries(arrays: OfflineArrays, rows: np.ndarray, candidates: np.ndar
     for i, row in enumerate(rows):
         state = arrays.items[row]
         kept = np.flatnonzero(state >= 0)[-recent:]
-        query = planner_pb2.ProposeQuery(user_id=int(arrays.user[row]), num_items=proposals)
-        for step, j in enumerate(kept):
-            item = int(state[j])
-            query.recent.add(item_id=item, category_id=int(categories[item]),
-                             feedback=float(np.clip(arrays.feedback[row, j], 0.0, 1.0)), title=titles[item], step=step)
+        items = state[kept].astype(np.int64)
+        recent_items = history_from_columns(items, categories[items], np.clip(arrays.feedback[row, kept], 0.0, 1.0),
+                                            range(len(kept)), [titles[item] for item in items.tolist()])
+        query = planner_pb2.ProposeQuery(user_id=int(arrays.user[row]), num_items=proposals, recent=recent_items)
         for item in candidates[i]:
             query.candidates.add(item_id=int(item), category_id=int(categories[item]), title=titles[item])
         queries.append(query)

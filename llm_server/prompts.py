@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from protos import planner_pb2
+from rollout.history import Entry, history_entries
 
 LETTERS = "ABCDEFGHIJKLMNOPQRST"  # vLLM returns at most 20 log-probabilities per token
 MAX_TITLE_CHARS = 60
@@ -77,10 +78,10 @@ def category_block(names: Sequence[str], candidates: Sequence[int]) -> str:
                                        for i, c in enumerate(candidates))
 
 
-def history_lines(history: Sequence[planner_pb2.HistoryEntry], names: Sequence[str]) -> list[str]:
+def history_lines(history: planner_pb2.History, names: Sequence[str]) -> list[str]:
     """One line per session step, oldest first: liked items with their titles, the rest by category."""
-    steps: dict[int, list[planner_pb2.HistoryEntry]] = defaultdict(list)
-    for entry in history:
+    steps: dict[int, list[Entry]] = defaultdict(list)
+    for entry in history_entries(history):
         steps[entry.step].append(entry)
     lines = []
     for step in sorted(steps):
@@ -126,7 +127,7 @@ def propose_prompt(query: planner_pb2.ProposeQuery, names: Sequence[str], templa
     """Candidates are numbered 0..n-1 in the prompt; the answer is a JSON list of those numbers."""
     recent = "\n".join(f"- {quoted(e.title, MAX_TITLE_CHARS) if e.title else 'item'} "
                        f"({clean(names[e.category_id], MAX_NAME_CHARS)}), "
-                       f"{'liked' if e.feedback >= 0.5 else 'not liked'}" for e in query.recent)
+                       f"{'liked' if e.feedback >= 0.5 else 'not liked'}" for e in history_entries(query.recent))
     cands = "\n".join(f"{i}: {quoted(c.title, MAX_TITLE_CHARS) if c.title else 'item'} "
                       f"({clean(names[c.category_id], MAX_NAME_CHARS)})"
                       for i, c in enumerate(query.candidates[:MAX_PROMPT_CANDIDATES]))
@@ -136,7 +137,7 @@ def propose_prompt(query: planner_pb2.ProposeQuery, names: Sequence[str], templa
 
 
 def explain_prompt(req: planner_pb2.ExplainRequest, names: Sequence[str], template=None) -> str:
-    liked = [e for e in req.history if e.feedback >= 0.5][-5:]
+    liked = [e for e in history_entries(req.history) if e.feedback >= 0.5][-5:]
     likes = ", ".join(f"{quoted(e.title, MAX_TITLE_CHARS)}" if e.title else clean(names[e.category_id], MAX_NAME_CHARS)
                       for e in liked) or "nothing yet"
     slate = ", ".join(f"{quoted(c.title, MAX_TITLE_CHARS) if c.title else 'item'} "

@@ -2,7 +2,7 @@
 
 The service receives raw bytes and parses them here, so that bytes protobuf cannot decode
 (truncated or garbage wire format, invalid UTF-8 in a string field) get INVALID_ARGUMENT with a
-message naming the place, e.g. "users[2].history[0].title is not valid UTF-8", rather than gRPC's
+message naming the place, e.g. "users[2].history.titles[0] is not valid UTF-8", rather than gRPC's
 UNKNOWN "Unexpected DecodeError". The wire-format walk runs only after protobuf has refused the
 bytes, to find where and why; a valid request costs one ordinary parse.
 """
@@ -32,7 +32,7 @@ def parse_request(message_type: type[Message], data: bytes) -> Message:
 
 
 def describe_decode_error(descriptor: Descriptor, data: bytes) -> str | None:
-    """Where and why `data` is not a valid `descriptor` message ("users[0].history[3].title is not
+    """Where and why `data` is not a valid `descriptor` message ("users[0].history.titles[3] is not
     valid UTF-8", "users[1]: truncated length-delimited field at byte 57"); None when the walk finds
     nothing wrong (then protobuf's own message is used)."""
     try:

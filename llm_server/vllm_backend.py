@@ -206,8 +206,9 @@ class VLLMBackend(PlannerBackend):
             letters = prompts.LETTERS[: len(candidates)]
             # What was just shown is not offered again (LERL's users lose patience over repeats),
             # unless too little would be left to choose from.
-            last = max((e.step for e in user.history), default=None)
-            just_shown = {e.category_id for e in user.history if e.step == last}
+            steps = user.history.steps
+            last = max(steps, default=None)
+            just_shown = {c for c, s in zip(user.history.category_ids, steps) if s == last}
             allowed = [letters[i] for i, c in enumerate(candidates) if c not in just_shown]
             if len(allowed) < user.num_categories:
                 allowed = list(letters)

@@ -6,19 +6,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class HistoryEntry(_message.Message):
-    __slots__ = ("item_id", "category_id", "feedback", "title", "step")
-    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
-    CATEGORY_ID_FIELD_NUMBER: _ClassVar[int]
+class History(_message.Message):
+    __slots__ = ("item_ids", "category_ids", "feedback", "steps", "titles")
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_IDS_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_FIELD_NUMBER: _ClassVar[int]
-    TITLE_FIELD_NUMBER: _ClassVar[int]
-    STEP_FIELD_NUMBER: _ClassVar[int]
-    item_id: int
-    category_id: int
-    feedback: float
-    title: str
-    step: int
-    def __init__(self, item_id: _Optional[int] = ..., category_id: _Optional[int] = ..., feedback: _Optional[float] = ..., title: _Optional[str] = ..., step: _Optional[int] = ...) -> None: ...
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    TITLES_FIELD_NUMBER: _ClassVar[int]
+    item_ids: _containers.RepeatedScalarFieldContainer[int]
+    category_ids: _containers.RepeatedScalarFieldContainer[int]
+    feedback: _containers.RepeatedScalarFieldContainer[float]
+    steps: _containers.RepeatedScalarFieldContainer[int]
+    titles: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, item_ids: _Optional[_Iterable[int]] = ..., category_ids: _Optional[_Iterable[int]] = ..., feedback: _Optional[_Iterable[float]] = ..., steps: _Optional[_Iterable[int]] = ..., titles: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UserContext(_message.Message):
     __slots__ = ("user_id", "step", "history", "candidate_categories", "num_categories", "reflections")
@@ -30,11 +30,11 @@ class UserContext(_message.Message):
     REFLECTIONS_FIELD_NUMBER: _ClassVar[int]
     user_id: int
     step: int
-    history: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
+    history: History
     candidate_categories: _containers.RepeatedScalarFieldContainer[int]
     num_categories: int
     reflections: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_id: _Optional[int] = ..., step: _Optional[int] = ..., history: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., candidate_categories: _Optional[_Iterable[int]] = ..., num_categories: _Optional[int] = ..., reflections: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, user_id: _Optional[int] = ..., step: _Optional[int] = ..., history: _Optional[_Union[History, _Mapping]] = ..., candidate_categories: _Optional[_Iterable[int]] = ..., num_categories: _Optional[int] = ..., reflections: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
     __slots__ = ("users", "category_names", "seed")
@@ -109,10 +109,10 @@ class ProposeQuery(_message.Message):
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     NUM_ITEMS_FIELD_NUMBER: _ClassVar[int]
     user_id: int
-    recent: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
+    recent: History
     candidates: _containers.RepeatedCompositeFieldContainer[CandidateItem]
     num_items: int
-    def __init__(self, user_id: _Optional[int] = ..., recent: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., candidates: _Optional[_Iterable[_Union[CandidateItem, _Mapping]]] = ..., num_items: _Optional[int] = ...) -> None: ...
+    def __init__(self, user_id: _Optional[int] = ..., recent: _Optional[_Union[History, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[CandidateItem, _Mapping]]] = ..., num_items: _Optional[int] = ...) -> None: ...
 
 class ProposeRequest(_message.Message):
     __slots__ = ("queries", "category_names", "seed")
@@ -146,11 +146,11 @@ class ExplainRequest(_message.Message):
     CATEGORY_NAMES_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     user_id: int
-    history: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
+    history: History
     slate: _containers.RepeatedCompositeFieldContainer[CandidateItem]
     category_names: _containers.RepeatedScalarFieldContainer[str]
     seed: int
-    def __init__(self, user_id: _Optional[int] = ..., history: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ..., slate: _Optional[_Iterable[_Union[CandidateItem, _Mapping]]] = ..., category_names: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ...) -> None: ...
+    def __init__(self, user_id: _Optional[int] = ..., history: _Optional[_Union[History, _Mapping]] = ..., slate: _Optional[_Iterable[_Union[CandidateItem, _Mapping]]] = ..., category_names: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
     __slots__ = ("explanation", "backend")

@@ -35,22 +35,22 @@ class PlannerStub:
             channel: A grpc.Channel.
         """
         self.Plan = channel.unary_unary(
-                '/recrl.planner.v1.Planner/Plan',
+                '/recrl.planner.v2.Planner/Plan',
                 request_serializer=protos_dot_planner__pb2.PlanRequest.SerializeToString,
                 response_deserializer=protos_dot_planner__pb2.PlanResponse.FromString,
                 _registered_method=True)
         self.Reflect = channel.unary_unary(
-                '/recrl.planner.v1.Planner/Reflect',
+                '/recrl.planner.v2.Planner/Reflect',
                 request_serializer=protos_dot_planner__pb2.ReflectRequest.SerializeToString,
                 response_deserializer=protos_dot_planner__pb2.ReflectResponse.FromString,
                 _registered_method=True)
         self.Propose = channel.unary_unary(
-                '/recrl.planner.v1.Planner/Propose',
+                '/recrl.planner.v2.Planner/Propose',
                 request_serializer=protos_dot_planner__pb2.ProposeRequest.SerializeToString,
                 response_deserializer=protos_dot_planner__pb2.ProposeResponse.FromString,
                 _registered_method=True)
         self.Explain = channel.unary_unary(
-                '/recrl.planner.v1.Planner/Explain',
+                '/recrl.planner.v2.Planner/Explain',
                 request_serializer=protos_dot_planner__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=protos_dot_planner__pb2.ExplainResponse.FromString,
                 _registered_method=True)
@@ -109,9 +109,9 @@ def add_PlannerServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'recrl.planner.v1.Planner', rpc_method_handlers)
+            'recrl.planner.v2.Planner', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('recrl.planner.v1.Planner', rpc_method_handlers)
+    server.add_registered_method_handlers('recrl.planner.v2.Planner', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -132,7 +132,7 @@ class Planner:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/recrl.planner.v1.Planner/Plan',
+            '/recrl.planner.v2.Planner/Plan',
             protos_dot_planner__pb2.PlanRequest.SerializeToString,
             protos_dot_planner__pb2.PlanResponse.FromString,
             options,
@@ -159,7 +159,7 @@ class Planner:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/recrl.planner.v1.Planner/Reflect',
+            '/recrl.planner.v2.Planner/Reflect',
             protos_dot_planner__pb2.ReflectRequest.SerializeToString,
             protos_dot_planner__pb2.ReflectResponse.FromString,
             options,
@@ -186,7 +186,7 @@ class Planner:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/recrl.planner.v1.Planner/Propose',
+            '/recrl.planner.v2.Planner/Propose',
             protos_dot_planner__pb2.ProposeRequest.SerializeToString,
             protos_dot_planner__pb2.ProposeResponse.FromString,
             options,
@@ -213,7 +213,7 @@ class Planner:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/recrl.planner.v1.Planner/Explain',
+            '/recrl.planner.v2.Planner/Explain',
             protos_dot_planner__pb2.ExplainRequest.SerializeToString,
             protos_dot_planner__pb2.ExplainResponse.FromString,
             options,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import warnings
 import time
 from dataclasses import dataclass, field
 
@@ -131,7 +132,11 @@ def _restarted_by_ray() -> bool:
     try:
         import ray
 
-        return ray.is_initialized() and bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        if not ray.is_initialized():
+            return False
+        with warnings.catch_warnings():  # Ray's own property reads its deprecated actor_id inside
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return bool(ray.get_runtime_context().was_current_actor_reconstructed)
     except Exception:  # noqa: BLE001 - not in an actor (plain worker, tests, evaluation)
         return False
 

@@ -1,8 +1,8 @@
 """The rollout side of planning: turns a batch of users' sessions into planner requests and the
 answers into category masks, and finished sessions into reflections.
 
-- The request carries each user's whole session so far (one HistoryEntry per shown item, with its
-  step), not a sliding window: the prompt for step t+1 then extends the prompt for step t, which
+- The request carries each user's whole session so far (a History: one entry per shown item, with
+  its step, as packed columns), not a sliding window: the prompt for step t+1 then extends the prompt for step t, which
   is what lets the LLM's prefix cache serve most of it (DESIGN.md; VLLM_CPU.md).
 - The planner answers a ranked pool of `pool_size` categories per user, every `plan_every` steps
   (the slow, high-level decision: what this user is into); each step the mask is the best
@@ -17,6 +17,7 @@ answers into category masks, and finished sessions into reflections.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 
 import numpy as np
 
@@ -38,7 +39,8 @@ class SessionPlanner:
         self._pending = None  # (step it is for, rows, submitted at, future)
         self.n = min(num_categories, world.num_categories)
         self.plan_every, self.reflect_sessions, self.timeout_s, self.seed = plan_every, reflect_sessions, timeout_s, seed
-        self.titles = [truncate_utf8(t, MAX_TITLE_BYTES) if send_titles else "" for t in world.item_titles]
+        self.send_titles = send_titles
+        self.titles = [truncate_utf8(t, MAX_TITLE_BYTES) for t in world.item_titles] if send_titles else []
         self.category_names = [truncate_utf8(name, MAX_TITLE_BYTES) for name in world.category_names]
         self.max_steps_sent = max(1, MAX_HISTORY // slate_size)
         self.reflections: list[str] = []
@@ -57,9 +59,11 @@ class SessionPlanner:
         self.shown_at: list[np.ndarray] = []
         self.pools = np.full((batch_size, self.pool_size), -1, np.int64)   # ranked, best first
         self.planned_at = np.zeros(batch_size, np.int64)
-        # Each user's session so far as protobuf entries, grown by one step in `record`: a request
-        # copies them in C (MergeFrom) instead of rebuilding every entry in Python at every plan.
-        self.histories = [planner_pb2.UserContext() for _ in range(batch_size)]
+        # Each user's session so far as the History columns (item ids, category ids, feedback,
+        # steps, titles when sent), grown by one step in `record`: a request extends its History
+        # with whole columns, with no Python object per entry.
+        self.histories: list[tuple[list, list, list, list, list]] = [
+            ([], [], [], [], []) for _ in range(batch_size)]
         self.stats = self._empty_stats()
         if self._pending is not None:  # a plan for the last batch's sessions: no longer wanted
             self._pending[3].cancel()
@@ -71,11 +75,21 @@ class SessionPlanner:
         self.slates.append(slates)
         self.clicks.append(clicks)
         self.shown_at.append(active.copy())
-        categories = self.world.item_category[slates]
-        for row in np.flatnonzero(active).tolist():
-            history = self.histories[row].history
-            for item, category, fb in zip(slates[row].tolist(), categories[row].tolist(), clicks[row].tolist()):
-                history.add(item_id=item, category_id=category, feedback=fb, title=self.titles[item], step=step)
+        rows = np.flatnonzero(active)
+        if not rows.size:
+            return
+        shown = slates[rows]
+        steps = [step] * shown.shape[1]
+        for row, items, categories, feedback in zip(rows.tolist(), shown.tolist(),
+                                                    self.world.item_category[shown].tolist(),
+                                                    np.asarray(clicks[rows], np.float64).tolist()):
+            item_ids, category_ids, feedbacks, shown_at, titles = self.histories[row]
+            item_ids.extend(items)
+            category_ids.extend(categories)
+            feedbacks.extend(feedback)
+            shown_at.extend(steps)
+            if self.send_titles:
+                titles.extend([self.titles[item] for item in items])
 
     def _request(self, rows: np.ndarray, user_ids: np.ndarray, step: int) -> planner_pb2.PlanRequest:
         world = self.world
@@ -86,13 +100,19 @@ class SessionPlanner:
             user = req.users.add(user_id=int(user_ids[row]), step=step, num_categories=self.pool_size,
                                  reflections=self.reflections)
             user.candidate_categories.extend(candidates)
-            history = self.histories[row].history
-            stale = 0  # entries from before the window the contract allows (long sessions only)
-            while stale < len(history) and history[stale].step < first:
-                stale += 1
-            if stale:
-                del history[:stale]
-            user.history.MergeFrom(history)
+            columns = self.histories[row]
+            stale = bisect_left(columns[3], first)  # entries from before the window the contract allows
+            if stale:  # long sessions only
+                for column in columns:
+                    del column[:stale]
+            item_ids, category_ids, feedback, steps, titles = columns
+            history = user.history
+            history.item_ids.extend(item_ids)
+            history.category_ids.extend(category_ids)
+            history.feedback.extend(feedback)
+            history.steps.extend(steps)
+            if titles:
+                history.titles.extend(titles)
         return req
 
     def _apply(self, response, fell_back: bool, rows: np.ndarray, planned_at: int) -> None:

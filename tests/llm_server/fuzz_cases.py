@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import grpc
 
 from protos import planner_pb2
+from rollout.history import make_history
 
 OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -46,10 +47,10 @@ def _text(rng: random.Random) -> str:
     return rng.choice(HOSTILE) if rng.random() < 0.3 else f"Film {rng.randrange(10_000)} ({rng.randrange(1930, 2024)})"
 
 
-def _history(rng: random.Random, n_names: int, length: int) -> list[planner_pb2.HistoryEntry]:
-    return [planner_pb2.HistoryEntry(item_id=rng.randrange(5000), category_id=rng.randrange(n_names),
-                                     feedback=rng.choice([0.0, 1.0, 0.25]), title=_text(rng) if rng.random() < 0.6 else "",
-                                     step=k // 6) for k in range(length)]
+def _history(rng: random.Random, n_names: int, length: int) -> planner_pb2.History:
+    """`length` entries, 6 a step; the titles column (when any entry has a title) holds some empty ones."""
+    return make_history((rng.randrange(5000), rng.randrange(n_names), rng.choice([0.0, 1.0, 0.25]), k // 6,
+                         _text(rng) if rng.random() < 0.6 else "") for k in range(length))
 
 
 def _names(rng: random.Random, low: int = 3, high: int = 20) -> list[str]:
@@ -106,18 +107,47 @@ VALID: dict[str, Callable[[random.Random], object]] = {
 NAN = float("nan")
 
 
-def _first_user_with_history(r):
-    user = r.users[0]
-    if not user.history:
-        user.history.add(item_id=1, category_id=0, feedback=1.0, step=0)
-    return user.history[0]
+def _append(history: planner_pb2.History, count: int = 1, category_id: int = 0, feedback: float = 1.0) -> None:
+    """Appends `count` entries to every column of `history` (titles too when it is sent): still well formed."""
+    history.item_ids.extend([1] * count)
+    history.category_ids.extend([category_id] * count)
+    history.feedback.extend([feedback] * count)
+    history.steps.extend([0] * count)
+    if history.titles:
+        history.titles.extend([""] * count)
 
 
-def _some_recent(r):
-    query = r.queries[0]
-    if not query.recent:
-        query.recent.add(item_id=1, category_id=0, feedback=1.0, step=0)
-    return query.recent[0]
+def _non_empty(history: planner_pb2.History) -> planner_pb2.History:
+    if not history.item_ids:
+        _append(history)
+    return history
+
+
+def _first_user_with_history(r) -> planner_pb2.History:
+    return _non_empty(r.users[0].history)
+
+
+def _some_recent(r) -> planner_pb2.History:
+    return _non_empty(r.queries[0].recent)
+
+
+def _put(history: planner_pb2.History, column: str, value) -> None:
+    """Sets entry 0 of one column of a non-empty history (filling the titles column first if not sent)."""
+    if column == "titles" and not history.titles:
+        history.titles.extend([""] * len(history.item_ids))
+    getattr(history, column)[0] = value
+
+
+def _unequal_columns(history: planner_pb2.History, g: random.Random) -> None:
+    """Makes one column of a non-empty history the wrong length (a column longer or shorter than
+    item_ids, item_ids longer than the rest, or titles neither empty nor one per entry)."""
+    column = g.choice(["category_ids", "feedback", "steps", "titles", "item_ids"])
+    if column == "titles":
+        history.titles.extend(["t"] * (len(history.item_ids) + 1))
+    elif column == "item_ids" or g.random() < 0.5:
+        getattr(history, column).append(0)
+    else:
+        getattr(history, column).pop()
 
 
 # RPC -> [(mutation, the field its error must name)]: each breaks exactly one documented limit.
@@ -127,12 +157,13 @@ MUTATIONS: dict[str, list[tuple[Callable, str]]] = {
         (lambda r, g: [r.users.add(candidate_categories=[0], num_categories=1) for _ in range(4097)], "users"),
         (lambda r, g: setattr(r.users[0], "user_id", -g.randrange(1, 2**63)), "user_id"),
         (lambda r, g: setattr(r.users[0], "step", -1), "step"),
-        (lambda r, g: setattr(_first_user_with_history(r), "step", -7), "step"),
-        (lambda r, g: setattr(_first_user_with_history(r), "item_id", -1), "item_id"),
-        (lambda r, g: setattr(_first_user_with_history(r), "category_id", len(r.category_names) + g.randrange(99)), "category_id"),
-        (lambda r, g: setattr(_first_user_with_history(r), "category_id", -3), "category_id"),
-        (lambda r, g: setattr(_first_user_with_history(r), "feedback", g.choice([NAN, math.inf, -math.inf, -0.5, 1.5])), "feedback"),
-        (lambda r, g: setattr(_first_user_with_history(r), "title", "é" * 101 if g.random() < 0.5 else "x" * 100_000), "title"),
+        (lambda r, g: _put(_first_user_with_history(r), "steps", -7), "steps"),
+        (lambda r, g: _put(_first_user_with_history(r), "item_ids", -1), "item_ids"),
+        (lambda r, g: _put(_first_user_with_history(r), "category_ids", len(r.category_names) + g.randrange(99)), "category_ids"),
+        (lambda r, g: _put(_first_user_with_history(r), "category_ids", -3), "category_ids"),
+        (lambda r, g: _put(_first_user_with_history(r), "feedback", g.choice([NAN, math.inf, -math.inf, -0.5, 1.5])), "feedback"),
+        (lambda r, g: _put(_first_user_with_history(r), "titles", "é" * 101 if g.random() < 0.5 else "x" * 100_000), "titles"),
+        (lambda r, g: _unequal_columns(_first_user_with_history(r), g), "history"),
         (lambda r, g: r.users[0].candidate_categories.append(len(r.category_names) + 5), "candidate_categories"),
         (lambda r, g: r.users[0].candidate_categories.append(-1), "candidate_categories"),
         (lambda r, g: r.users[0].candidate_categories.append(r.users[0].candidate_categories[0]), "candidate_categories"),
@@ -141,7 +172,7 @@ MUTATIONS: dict[str, list[tuple[Callable, str]]] = {
         (lambda r, g: setattr(r.users[0], "num_categories", len(r.users[0].candidate_categories) + 1), "num_categories"),
         (lambda r, g: r.users[0].reflections.extend(["ok"] * 9), "reflections"),
         (lambda r, g: r.users[0].reflections.append("y" * 1001), "reflections"),
-        (lambda r, g: r.users[0].history.extend(planner_pb2.HistoryEntry(category_id=0) for _ in range(257)), "history"),
+        (lambda r, g: _append(r.users[0].history, 257), "history"),
         (lambda r, g: r.category_names.extend(f"n{k}" for k in range(1025)), "category_names"),
     ],
     "Reflect": [
@@ -163,8 +194,10 @@ MUTATIONS: dict[str, list[tuple[Callable, str]]] = {
         (lambda r, g: setattr(r.queries[0], "num_items", len(r.queries[0].candidates) + 1), "num_items"),
         (lambda r, g: r.queries[0].ClearField("candidates"), "candidates"),
         (lambda r, g: r.queries[0].candidates.extend(planner_pb2.CandidateItem(item_id=10_000 + k) for k in range(257)), "candidates"),
-        (lambda r, g: r.queries[0].recent.extend(planner_pb2.HistoryEntry() for _ in range(17)), "recent"),
-        (lambda r, g: setattr(_some_recent(r), "feedback", NAN), "feedback"),
+        (lambda r, g: _append(r.queries[0].recent, 17), "recent"),
+        (lambda r, g: _put(_some_recent(r), "feedback", NAN), "feedback"),
+        (lambda r, g: _put(_some_recent(r), "item_ids", -4), "item_ids"),
+        (lambda r, g: _unequal_columns(_some_recent(r), g), "recent"),
         (lambda r, g: setattr(r.queries[0].candidates[0], "category_id", 10_000), "category_id"),
         (lambda r, g: setattr(r.queries[0].candidates[0], "title", "t" * 201), "title"),
         (lambda r, g: setattr(r.queries[0].candidates[0], "item_id", -2), "item_id"),
@@ -173,18 +206,19 @@ MUTATIONS: dict[str, list[tuple[Callable, str]]] = {
         (lambda r, g: r.ClearField("slate"), "slate"),
         (lambda r, g: r.slate.extend(planner_pb2.CandidateItem() for _ in range(33)), "slate"),
         (lambda r, g: setattr(r, "user_id", -1), "user_id"),
-        (lambda r, g: r.history.add(category_id=len(r.category_names)), "category_id"),
+        (lambda r, g: _append(r.history, category_id=len(r.category_names)), "category_ids"),
         (lambda r, g: setattr(r.slate[0], "title", "🙂" * 51), "title"),
-        (lambda r, g: r.history.extend(planner_pb2.HistoryEntry() for _ in range(257)), "history"),
+        (lambda r, g: _append(r.history, 257), "history"),
+        (lambda r, g: _unequal_columns(_non_empty(r.history), g), "history"),
         (lambda r, g: setattr(r.slate[0], "item_id", -9), "item_id"),
-        (lambda r, g: r.history.add(feedback=NAN), "feedback"),
+        (lambda r, g: _append(r.history, feedback=NAN), "feedback"),
     ],
 }
 
 
 def _with_marker(rpc: str, req, rng: random.Random) -> str:
     """Puts MARKER into one string field of `req`; returns the word naming that field."""
-    choices = {"Plan": ["title", "reflections", "category_names"], "Reflect": ["category_names"],
+    choices = {"Plan": ["titles", "reflections", "category_names"], "Reflect": ["category_names"],
                "Propose": ["title", "category_names"], "Explain": ["title", "category_names"]}[rpc]
     where = rng.choice(choices)
     if where == "category_names":
@@ -192,7 +226,7 @@ def _with_marker(rpc: str, req, rng: random.Random) -> str:
     elif where == "reflections":
         req.users[0].reflections.append(MARKER)
     elif rpc == "Plan":
-        _first_user_with_history(req).title = MARKER
+        _put(_first_user_with_history(req), "titles", MARKER)
     elif rpc == "Propose":
         req.queries[0].candidates[0].title = MARKER
     else:

@@ -192,14 +192,16 @@ def test_undecodable_bytes_name_the_field_or_the_byte() -> None:
     from protos import planner_pb2
 
     req = planner_pb2.PlanRequest(category_names=["a", "b"])
-    req.users.add(candidate_categories=[0], num_categories=1, history=[planner_pb2.HistoryEntry(title="ok")])
+    req.users.add(candidate_categories=[0], num_categories=1,
+                  history=planner_pb2.History(item_ids=[0], category_ids=[0], feedback=[1], steps=[0], titles=["ok"]))
     req.users.add(candidate_categories=[1], num_categories=1,
-                  history=[planner_pb2.HistoryEntry(title="ok"), planner_pb2.HistoryEntry(title="XX")])
+                  history=planner_pb2.History(item_ids=[0, 1], category_ids=[1, 1], feedback=[1, 0], steps=[0, 0],
+                                              titles=["ok", "XX"]))
     bad = req.SerializeToString().replace(b"XX", b"\xc3\x28")
-    with pytest.raises(ValueError, match=r"users\[1\]\.history\[1\]\.title is not valid UTF-8"):
+    with pytest.raises(ValueError, match=r"users\[1\]\.history\.titles\[1\] is not valid UTF-8"):
         parse_request(planner_pb2.PlanRequest, bad)
     data = req.SerializeToString()
-    with pytest.raises(ValueError, match=r"not a valid recrl\.planner\.v1\.PlanRequest: users\[1\]: length \d+ "
+    with pytest.raises(ValueError, match=r"not a valid recrl\.planner\.v2\.PlanRequest: users\[1\]: length \d+ "
                                          r"runs past the end at byte"):
         parse_request(planner_pb2.PlanRequest, data[: data.index(b"XX") + 1])
     with pytest.raises(ValueError, match="invalid wire type 7"):

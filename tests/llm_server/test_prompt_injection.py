@@ -17,6 +17,7 @@ from llm_server.backends import make_backend
 from llm_server.server import PlannerServerActor
 from protos import planner_pb2
 from rollout import contract
+from rollout.history import make_history, slice_history
 from rollout.planner_security import ClientSecurity
 from rollout.planning import PlannerClient
 
@@ -45,16 +46,15 @@ def hostile_plan(names=NAMES) -> planner_pb2.PlanRequest:
     for u, text in enumerate(HOSTILE):
         user = req.users.add(user_id=u, step=3, candidate_categories=range(len(names)), num_categories=2,
                              reflections=[text if CUT not in text else "Rotate.", LONG_REFLECTION])
-        for k in range(9):
-            user.history.add(item_id=k, category_id=(u + k) % len(names), feedback=float(k % 2 == 0),
-                             title=HOSTILE[(u + k) % len(HOSTILE)], step=k // 3)
+        user.history.CopyFrom(make_history((k, (u + k) % len(names), float(k % 2 == 0), k // 3,
+                                            HOSTILE[(u + k) % len(HOSTILE)]) for k in range(9)))
     return req
 
 
 def hostile_propose(names=NAMES) -> planner_pb2.ProposeRequest:
     req = planner_pb2.ProposeRequest(category_names=names, seed=3)
     for u in range(3):
-        req.queries.add(user_id=u, num_items=5, recent=hostile_plan(names).users[u].history[:5],
+        req.queries.add(user_id=u, num_items=5, recent=slice_history(hostile_plan(names).users[u].history, 0, 5),
                         candidates=[planner_pb2.CandidateItem(item_id=100 + k, category_id=k % len(names),
                                                               title=HOSTILE[k % len(HOSTILE)]) for k in range(12)])
     return req
@@ -92,21 +92,28 @@ def defanged(req):
     """`req` with every title and reflection replaced by harmless text of no special shape."""
     copy = type(req)()
     copy.CopyFrom(req)
-    for entry in _entries(copy):
-        if entry.title:
-            entry.title = "harmless title"
+    for history in _histories(copy):
+        history.titles[:] = ["harmless title" if title else "" for title in history.titles]
+    for item in _items(copy):
+        if item.title:
+            item.title = "harmless title"
     for user in getattr(copy, "users", ()):
         user.reflections[:] = ["harmless advice"] * len(user.reflections)
     return copy
 
 
-def _entries(req):
+def _histories(req):
     for user in getattr(req, "users", ()):
-        yield from user.history
+        yield user.history
     for query in getattr(req, "queries", ()):
-        yield from query.recent
+        yield query.recent
+    if isinstance(req, planner_pb2.ExplainRequest):
+        yield req.history
+
+
+def _items(req):
+    for query in getattr(req, "queries", ()):
         yield from query.candidates
-    yield from getattr(req, "history", ())
     yield from getattr(req, "slate", ())
 
 

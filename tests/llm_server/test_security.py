@@ -42,7 +42,7 @@ def plan_request() -> planner_pb2.PlanRequest:
     req = planner_pb2.PlanRequest(category_names=["a", "b", "c", "d"], seed=3)
     for u in range(3):
         req.users.add(user_id=u, candidate_categories=[0, 1, 2, 3], num_categories=2,
-                      history=[planner_pb2.HistoryEntry(item_id=1, category_id=u, feedback=1.0)])
+                      history=planner_pb2.History(item_ids=[1], category_ids=[u], feedback=[1.0], steps=[0]))
     return req
 
 
@@ -267,7 +267,7 @@ def test_the_token_never_shows_in_logs_or_in_ps(pki, caplog) -> None:
         process.terminate()
         out, err = process.communicate(timeout=15)
     assert "--token-file" in cmdline and TOKEN not in cmdline and TOKEN not in ps
-    assert "refused a /recrl.planner.v1.Planner/Plan call without a token" in err
+    assert "refused a /recrl.planner.v2.Planner/Plan call without a token" in err
     assert "with a wrong token" in err and "TLS, token required" in err
     assert TOKEN not in out + err
     assert all(TOKEN not in record.getMessage() for record in caplog.records)

@@ -30,6 +30,7 @@ from llm_server.server import PlannerServerActor
 from protos import planner_pb2, planner_pb2_grpc
 from rollout.contract import check_plan_response
 from rollout.heuristics import heuristic_explain, heuristic_propose, heuristic_reflect
+from rollout.history import slice_history
 from rollout.planning import (
     GRPC_MESSAGE_OPTIONS,
     PLANNER_SERVICE_NAME,
@@ -48,11 +49,10 @@ def plan_request(num_users: int = 4, seed: int = 11) -> planner_pb2.PlanRequest:
     for user_id in range(num_users):
         req.users.add(
             user_id=user_id, step=user_id % 3,
-            history=[
-                planner_pb2.HistoryEntry(item_id=k, category_id=(user_id + k) % 6,
-                                         feedback=float(k % 2), title=f"item {k}")
-                for k in range(10)
-            ],
+            history=planner_pb2.History(
+                item_ids=range(10), category_ids=[(user_id + k) % 6 for k in range(10)],
+                feedback=[float(k % 2) for k in range(10)], steps=[0] * 10,
+                titles=[f"item {k}" for k in range(10)]),
             candidate_categories=[0, 1, 2, 3, 4, 5], num_categories=3,
         )
     return req
@@ -71,7 +71,7 @@ def propose_request() -> planner_pb2.ProposeRequest:
     """A valid request of 3 LAAC-shaped queries: 5 recent items, 100 candidates, 10 answers."""
     req = planner_pb2.ProposeRequest(category_names=[f"c{c}" for c in range(6)], seed=4)
     for user, recent in enumerate(plan_request(num_users=3).users):
-        req.queries.add(user_id=user, recent=recent.history[-5:], num_items=10, candidates=[
+        req.queries.add(user_id=user, recent=slice_history(recent.history, -5), num_items=10, candidates=[
             planner_pb2.CandidateItem(item_id=k, category_id=k % 6) for k in range(100)])
     return req
 

@@ -19,6 +19,7 @@ import pytest
 
 from protos import planner_pb2
 from rollout.contract import check_plan_response
+from rollout.history import history_entries, make_history
 
 pytestmark = [
     pytest.mark.slow,
@@ -107,10 +108,9 @@ def hostile_batch(num_users: int, steps: int, seed: int = 0) -> planner_pb2.Plan
         user = req.users.add(user_id=u, step=steps, candidate_categories=range(len(GENRES)),
                              num_categories=rng.randint(2, 4),
                              reflections=[rng.choice(HOSTILE_TITLES), "Favour Comedy; avoid repeating Drama."])
-        for s in range(steps):
-            for k in range(6):
-                user.history.add(item_id=rng.randrange(1682), category_id=rng.randrange(len(GENRES)),
-                                 feedback=float(rng.random() < 0.4), title=rng.choice(HOSTILE_TITLES), step=s)
+        user.history.CopyFrom(make_history(
+            (rng.randrange(1682), rng.randrange(len(GENRES)), float(rng.random() < 0.4), s, rng.choice(HOSTILE_TITLES))
+            for s in range(steps) for _ in range(6)))
     return req
 
 
@@ -120,8 +120,9 @@ def check(req: planner_pb2.PlanRequest, resp: planner_pb2.PlanResponse) -> None:
     for i, (user, plan) in enumerate(zip(req.users, resp.plans)):
         ids = list(plan.category_ids)
         assert len(ids) == len(set(ids)) == user.num_categories
-        last = max((e.step for e in user.history), default=None)
-        shown = {e.category_id for e in user.history if e.step == last}
+        entries = history_entries(user.history)
+        last = max((e.step for e in entries), default=None)
+        shown = {e.category_id for e in entries if e.step == last}
         if len(user.candidate_categories) - len(shown) >= user.num_categories:
             assert not set(ids) & shown, f"user {i}: just-shown categories {set(ids) & shown} chosen"
 
@@ -153,9 +154,9 @@ def test_smollm2_plans_a_hostile_batch(engine: Engine) -> None:
 def test_smollm2_plans_a_batch_with_one_long_session(engine: Engine) -> None:
     req = hostile_batch(4, steps=3, seed=1)
     long = hostile_batch(1, steps=30, seed=2).users[0]
-    for k, entry in enumerate(long.history):
-        entry.title = "Star Wars: Episode IV (1977)"
-        entry.feedback = float(k % 10 < 7)
+    n = len(long.history.item_ids)
+    long.history.titles[:] = ["Star Wars: Episode IV (1977)"] * n
+    long.history.feedback[:] = [float(k % 10 < 7) for k in range(n)]
     req.users.add().CopyFrom(long)
     before = engine.backend.stats()
     check(req, engine.plan(req))
@@ -170,10 +171,9 @@ def longest_valid_user() -> planner_pb2.UserContext:
     titles), 8 reflections of 1,000 bytes, 20 candidates with 40-character names."""
     user = planner_pb2.UserContext(user_id=9, step=42, candidate_categories=range(len(GENRES)), num_categories=3,
                                    reflections=["Favour the categories the user liked. " * 26][:1] * 8)
-    for s in range(42):
-        for k in range(6):
-            user.history.add(item_id=s * 6 + k, category_id=(s + k) % len(GENRES), feedback=1.0, step=s,
-                             title=("Star Wars: Episode IV - A New Hope (1977), " * 5)[:200])
+    user.history.CopyFrom(make_history((s * 6 + k, (s + k) % len(GENRES), 1.0, s,
+                                        ("Star Wars: Episode IV - A New Hope (1977), " * 5)[:200])
+                                       for s in range(42) for k in range(6)))
     return user
 
 

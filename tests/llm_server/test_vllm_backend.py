@@ -25,6 +25,7 @@ from rollout.contract import (
     check_propose_response,
     check_reflect_response,
 )
+from rollout.history import Entry, extend_history, history_entries, make_history
 from rollout.planning import PlannerClient
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
@@ -105,12 +106,14 @@ def make_user(req: planner_pb2.PlanRequest, rng: random.Random, user_id: int, ca
     user = req.users.add(user_id=user_id, step=steps, candidate_categories=candidates,
                          num_categories=num_categories, reflections=list(reflections))
     n_names = len(req.category_names)
+    entries = []
     for s in range(steps):
         for k in range(slate):
             title = rng.choice(titles) if titles else (f"Film {rng.randrange(1000)} ({1950 + rng.randrange(70)})"
                                                        if rng.random() < 0.7 else "")
-            user.history.add(item_id=rng.randrange(10_000), category_id=rng.randrange(n_names),
-                             feedback=rng.choice([0.0, 1.0, 1.0, 0.5, 0.25]), title=title, step=s)
+            entries.append(Entry(item_id=rng.randrange(10_000), category_id=rng.randrange(n_names),
+                                 feedback=rng.choice([0.0, 1.0, 1.0, 0.5, 0.25]), step=s, title=title))
+    extend_history(user.history, entries)
     return user
 
 
@@ -130,10 +133,11 @@ def varied_request(rng: random.Random, num_users: int, num_candidates: int, max_
 
 
 def just_shown(user: planner_pb2.UserContext) -> set[int]:
-    if not user.history:
+    steps = user.history.steps
+    if not steps:
         return set()
-    last = max(e.step for e in user.history)
-    return {e.category_id for e in user.history if e.step == last}
+    last = max(steps)
+    return {c for c, s in zip(user.history.category_ids, steps) if s == last}
 
 
 def check_plan(req: planner_pb2.PlanRequest, resp: planner_pb2.PlanResponse, fell_back: bool) -> None:
@@ -186,7 +190,7 @@ def test_users_with_the_same_prompt_share_one_engine_request(served: Served) -> 
         req.users.add(user_id=user_id, step=0, num_categories=3, candidate_categories=range(6),
                       reflections=["Rotate categories."])
     odd = req.users.add(user_id=99, step=1, num_categories=3, candidate_categories=range(6))
-    odd.history.add(item_id=5, category_id=2, feedback=1.0, step=0)
+    extend_history(odd.history, [Entry(item_id=5, category_id=2, feedback=1.0, step=0)])
     before = served.backend.stats()
     resp, fell_back = served.client.plan(req, TIMEOUT_S)
     check_plan(req, resp, fell_back)
@@ -205,7 +209,7 @@ def test_long_histories_fit(served: Served) -> None:
     long_titles = ["A long title " + "x" * 187, "Another film " + "y" * 187]
     make_user(req, rng, 0, list(range(10)), 3, steps=42, slate=6, titles=long_titles)  # 252 entries
     make_user(req, rng, 1, list(range(10)), 2, steps=3, slate=6)
-    assert len(req.users[0].history) == 252
+    assert len(req.users[0].history.item_ids) == 252
     before = served.backend.stats()
     resp, fell_back = served.client.plan(req, TIMEOUT_S)
     check_plan(req, resp, fell_back)
@@ -230,15 +234,15 @@ def test_just_shown_categories_are_avoided_when_others_remain(served: Served) ->
     for u in range(8):
         user = make_user(req, rng, u, list(range(8)), 3, steps=2, slate=4)
         # The last step showed 4 distinct categories: 4 others remain, 3 to choose.
-        for k, entry in enumerate(e for e in user.history if e.step == 1):
-            entry.category_id = (u + k) % 8
+        last_step = [j for j, s in enumerate(user.history.steps) if s == 1]
+        for k, j in enumerate(last_step):
+            user.history.category_ids[j] = (u + k) % 8
     resp, fell_back = served.client.plan(req, TIMEOUT_S)
     check_plan(req, resp, fell_back)
     # When too few others remain, the answer is still num_categories valid ids.
     req2 = planner_pb2.PlanRequest(category_names=["a", "b", "c", "d"], seed=3)
     user = make_user(req2, rng, 0, [0, 1, 2, 3], 3, steps=1, slate=3)
-    for k, entry in enumerate(user.history):
-        entry.category_id = k  # 0, 1, 2 just shown: only 3 remains
+    user.history.category_ids[:] = range(len(user.history.item_ids))  # 0, 1, 2 just shown: only 3 remains
     resp2, fell_back = served.client.plan(req2, TIMEOUT_S)
     check_plan(req2, resp2, fell_back)
     assert 3 in resp2.plans[0].category_ids
@@ -267,8 +271,8 @@ def hostile_request(rng: random.Random) -> planner_pb2.PlanRequest:
     for u in range(len(texts)):
         user = make_user(req, rng, u, [0, 1, 2, 3, 4, 5], rng.randint(1, 3), steps=3, slate=3,
                          reflections=(texts[u], texts[(u + 1) % len(texts)]), titles=[texts[u]])
-        for entry in user.history[::2]:
-            entry.feedback = 1.0  # liked: titles go into the prompt
+        for j in range(0, len(user.history.feedback), 2):
+            user.history.feedback[j] = 1.0  # liked: titles go into the prompt
     return req
 
 
@@ -297,15 +301,14 @@ def test_rendered_prompt_quotes_untrusted_text_and_drops_chat_markers() -> None:
         # the same user's prompt with harmless texts.
         harmless = planner_pb2.UserContext()
         harmless.CopyFrom(user)
-        for entry in harmless.history:
-            entry.title = "harmless title" if entry.title else ""
+        harmless.history.titles[:] = ["harmless title" if title else "" for title in harmless.history.titles]
         harmless.reflections[:] = ["harmless advice"] * len(user.reflections)
         harmless_body = prompts.plan_prompt(harmless, safe_names, list(user.candidate_categories), body_only)
         assert body.count("\n") == harmless_body.count("\n"), body
         # Every title of a liked item and every reflection sits inside « », and once the quoted
         # spans are removed no untrusted text is left.
         quoted = re.findall(r"«([^«»]*)»", body)
-        liked_titled = [e for e in user.history if e.feedback >= 0.5 and e.title]
+        liked_titled = [e for e in history_entries(user.history) if e.feedback >= 0.5 and e.title]
         assert len(quoted) == len(liked_titled) + len(user.reflections)
         outside = re.sub(r"«[^«»]*»", "", body)
         for needle in ("ignore", "answer X", "evil", "INST", "closing the quote", "tabbed", "Step 99"):
@@ -342,8 +345,8 @@ def propose_request(shapes: list[tuple[int, int]]) -> planner_pb2.ProposeRequest
     for u, (num_candidates, num_items) in enumerate(shapes):
         req.queries.add(
             user_id=u, num_items=num_items,
-            recent=[planner_pb2.HistoryEntry(item_id=k, category_id=k % 6, feedback=float(k % 2),
-                                             title=rng.choice(HOSTILE), step=k) for k in range(5)],
+            recent=make_history(Entry(item_id=k, category_id=k % 6, feedback=float(k % 2), step=k,
+                                      title=rng.choice(HOSTILE)) for k in range(5)),
             candidates=[planner_pb2.CandidateItem(item_id=1000 + 7 * k, category_id=rng.randrange(6),
                                                   title=f"Item {k}") for k in range(num_candidates)])
     return req
@@ -382,8 +385,8 @@ def test_explain_answers_one_bounded_sentence(served: Served) -> None:
     rng = random.Random(51)
     req = planner_pb2.ExplainRequest(
         user_id=3, category_names=["Action", "Comedy", "Drama <|im_end|>", "Horror"], seed=5,
-        history=[planner_pb2.HistoryEntry(item_id=k, category_id=k % 4, feedback=1.0,
-                                          title=rng.choice(HOSTILE), step=k) for k in range(8)],
+        history=make_history(Entry(item_id=k, category_id=k % 4, feedback=1.0, step=k,
+                                   title=rng.choice(HOSTILE)) for k in range(8)),
         slate=[planner_pb2.CandidateItem(item_id=k, category_id=k % 4, title=junk200(rng)) for k in range(6)])
     resp, fell_back = served.client.explain(req, TIMEOUT_S)
     assert not fell_back and resp.backend == "vllm"
@@ -408,8 +411,12 @@ BAD_PLANS = {
                                "exceeds len(candidate_categories)=4"),
     "unknown candidate": (lambda r: r.users[0].candidate_categories.append(9), "candidate_categories[4]=9"),
     "duplicate candidate": (lambda r: r.users[0].candidate_categories.append(1), "is a duplicate"),
-    "NaN feedback": (lambda r: r.users[0].history.add(category_id=1, feedback=float("nan")), "feedback=nan"),
-    "long title": (lambda r: r.users[0].history.add(category_id=1, title="t" * 201), "201 bytes"),
+    "NaN feedback": (lambda r: extend_history(r.users[0].history, [(0, 1, float("nan"), 0)]),
+                     "users[0].history.feedback[0]=nan"),
+    "long title": (lambda r: extend_history(r.users[0].history, [(0, 1, 0.0, 0, "t" * 201)]),
+                   "users[0].history.titles[0] is 201 bytes"),
+    "unequal columns": (lambda r: r.users[0].history.steps.append(0),
+                        "users[0].history.steps has 1 entries; need len(item_ids)=0"),
     "negative user": (lambda r: setattr(r.users[0], "user_id", -1), "user_id=-1 is negative"),
     "too many reflections": (lambda r: r.users[0].reflections.extend(["r"] * 9), "at most 8"),
 }
@@ -466,9 +473,8 @@ def test_stats_count_requests_tokens_and_prefix_cache_hits(served: Served) -> No
     assert 0.0 <= s1["prefix_cache_hit_rate"] <= 1.0
 
     # The next step of the same session: the same prompt with one more history line.
-    for k in range(6):
-        user.history.add(item_id=rng.randrange(10_000), category_id=rng.randrange(12), feedback=1.0,
-                         title=f"Next film {k}", step=10)
+    extend_history(user.history, [Entry(item_id=rng.randrange(10_000), category_id=rng.randrange(12), feedback=1.0,
+                                        step=10, title=f"Next film {k}") for k in range(6)])
     user.step = 11
     resp, fell_back = served.client.plan(req, TIMEOUT_S)
     check_plan(req, resp, fell_back)

@@ -21,4 +21,5 @@ def test_stale_check_notices_an_edit(tmp_path, monkeypatch):
 
 
 def test_contract_is_versioned():
-    assert planner_pb2.DESCRIPTOR.package == "recrl.planner.v1"
+    # v2: histories travel as packed columns (History) instead of one HistoryEntry per item.
+    assert planner_pb2.DESCRIPTOR.package == "recrl.planner.v2"

@@ -25,13 +25,27 @@ from rollout.contract import (
 from rollout.heuristics import (
     heuristic_explain, heuristic_plan, heuristic_propose, heuristic_reflect,
 )
+from rollout.history import make_history
 
 Case = tuple[Callable, str | None]
 NAMES = ["a", "b", "c", "d"]
 
 
-def entry(category: int, feedback: float, item: int = 0) -> planner_pb2.HistoryEntry:
-    return planner_pb2.HistoryEntry(item_id=item, category_id=category, feedback=feedback)
+def history(*entries: tuple[int, float, int]) -> planner_pb2.History:
+    """A History of (category, feedback, item) entries, all at step 0, no titles."""
+    return make_history((item_id, category, feedback, 0) for category, feedback, item_id in entries)
+
+
+def grow(h: planner_pb2.History, count: int, category: int, feedback: float) -> None:
+    """Appends `count` entries of item 0 at step 0 (every column, so the History stays valid)."""
+    h.MergeFrom(history(*[(category, feedback, 0)] * count))
+
+
+def put(h: planner_pb2.History, column: str, index: int, value) -> None:
+    """Sets one value of one column (the titles column is first filled with "" when not sent)."""
+    if column == "titles" and not h.titles:
+        h.titles.extend([""] * len(h.item_ids))
+    getattr(h, column)[index] = value
 
 
 def item(item_id: int, category: int) -> planner_pb2.CandidateItem:
@@ -79,14 +93,14 @@ def plan_request() -> planner_pb2.PlanRequest:
     req = planner_pb2.PlanRequest(category_names=NAMES, seed=5)
     for user_id in range(3):
         req.users.add(
-            user_id=user_id, step=1, history=[entry(0, 1.0, item=3), entry(2, 0.0, item=4)],
+            user_id=user_id, step=1, history=history((0, 1.0, 3), (2, 0.0, 4)),
             candidate_categories=[0, 1, 2, 3], num_categories=2, reflections=["short critique"],
         )
     return req
 
 
 def _max_history(r: planner_pb2.PlanRequest) -> None:
-    r.users[0].history.extend([entry(3, 0.5)] * (MAX_HISTORY - 2))
+    grow(r.users[0].history, MAX_HISTORY - 2, 3, 0.5)
 
 
 PLAN_CASES: dict[str, Case] = {
@@ -97,25 +111,40 @@ PLAN_CASES: dict[str, Case] = {
         lambda r: r.category_names.extend(["x"] * MAX_CATEGORY_NAMES), "category_names has"),
     "negative user id": (lambda r: setattr(r.users[1], "user_id", -1), "users[1].user_id=-1"),
     "negative step": (lambda r: setattr(r.users[2], "step", -4), "users[2].step=-4"),
-    "negative item id": (lambda r: setattr(r.users[1].history[0], "item_id", -2),
-                         "users[1].history[0].item_id=-2"),
-    "unknown history category": (lambda r: setattr(r.users[2].history[1], "category_id", 4),
-                                 "users[2].history[1].category_id=4"),
-    "negative history category": (lambda r: setattr(r.users[0].history[1], "category_id", -1),
-                                  "users[0].history[1].category_id=-1"),
-    "feedback 0 and 1": (lambda r: setattr(r.users[1].history[1], "feedback", 1.0), None),
-    "feedback above 1": (lambda r: setattr(r.users[1].history[1], "feedback", 1.5),
-                         "users[1].history[1].feedback"),
-    "feedback NaN": (lambda r: setattr(r.users[1].history[0], "feedback", float("nan")),
-                     "users[1].history[0].feedback"),
-    "title at the limit": (lambda r: setattr(r.users[2].history[0], "title",
-                                             "é" * (MAX_TITLE_BYTES // 2)), None),
-    "oversize title": (lambda r: setattr(r.users[2].history[0], "title",
-                                         "é" * (MAX_TITLE_BYTES // 2 + 1)),
-                       "users[2].history[0].title"),
+    "negative item id": (lambda r: put(r.users[1].history, "item_ids", 0, -2),
+                         "users[1].history.item_ids[0]=-2 is negative"),
+    "unknown history category": (lambda r: put(r.users[2].history, "category_ids", 1, 4),
+                                 "users[2].history.category_ids[1]=4 is not a valid category id"),
+    "negative history category": (lambda r: put(r.users[0].history, "category_ids", 1, -1),
+                                  "users[0].history.category_ids[1]=-1"),
+    "the first failing entry is named": (
+        lambda r: (put(r.users[1].history, "category_ids", 1, 7), grow(r.users[1].history, 1, 9, 0.0)),
+        "users[1].history.category_ids[1]=7"),
+    "feedback 0 and 1": (lambda r: put(r.users[1].history, "feedback", 1, 1.0), None),
+    "feedback above 1": (lambda r: put(r.users[1].history, "feedback", 1, 1.5),
+                         "users[1].history.feedback[1]=1.5 is outside"),
+    "feedback NaN": (lambda r: put(r.users[1].history, "feedback", 0, float("nan")),
+                     "users[1].history.feedback[0]=nan"),
+    "negative history step": (lambda r: put(r.users[2].history, "steps", 1, -3),
+                              "users[2].history.steps[1]=-3 is negative"),
+    "title at the limit": (lambda r: put(r.users[2].history, "titles", 0, "é" * (MAX_TITLE_BYTES // 2)),
+                           None),
+    "oversize title": (lambda r: put(r.users[2].history, "titles", 1, "é" * (MAX_TITLE_BYTES // 2 + 1)),
+                       "users[2].history.titles[1] is 202 bytes; at most 200"),
+    "feedback column short": (lambda r: r.users[1].history.feedback.pop(),
+                              "users[1].history.feedback has 1 entries; need len(item_ids)=2"),
+    "category column long": (lambda r: r.users[0].history.category_ids.append(1),
+                             "users[0].history.category_ids has 3 entries; need len(item_ids)=2"),
+    "steps column missing": (lambda r: r.users[2].history.ClearField("steps"),
+                             "users[2].history.steps has 0 entries; need len(item_ids)=2"),
+    "item ids column short": (lambda r: r.users[2].history.item_ids.pop(),
+                              "users[2].history.category_ids has 2 entries; need len(item_ids)=1"),
+    "titles for some entries only": (lambda r: r.users[1].history.titles.append("one title"),
+                                      "users[1].history.titles has 1 entries; "
+                                      "need 0 (not sent) or len(item_ids)=2"),
     "history at the limit": (_max_history, None),
-    "too many history entries": (lambda r: r.users[1].history.extend([entry(0, 1.0)] * MAX_HISTORY),
-                                 f"users[1].history has {MAX_HISTORY + 2}"),
+    "too many history entries": (lambda r: grow(r.users[1].history, MAX_HISTORY, 0, 1.0),
+                                 f"users[1].history has {MAX_HISTORY + 2} entries; at most {MAX_HISTORY}"),
     "empty candidates": (lambda r: r.users[2].ClearField("candidate_categories"),
                          "users[2].candidate_categories is empty"),
     "unknown candidate": (lambda r: r.users[1].candidate_categories.append(9),
@@ -216,7 +245,7 @@ def test_reflect_validation(case: str) -> None:
 def propose_request() -> planner_pb2.ProposeRequest:
     req = planner_pb2.ProposeRequest(category_names=NAMES, seed=5)
     for user_id in range(3):
-        req.queries.add(user_id=user_id, recent=[entry(0, 1.0, item=90), entry(1, 0.0, item=91)],
+        req.queries.add(user_id=user_id, recent=history((0, 1.0, 90), (1, 0.0, 91)),
                         candidates=[item(k, k % 4) for k in range(10)], num_items=3)
     return req
 
@@ -237,17 +266,19 @@ PROPOSE_CASES: dict[str, Case] = {
     "negative user id": (lambda r: setattr(r.queries[1], "user_id", -1),
                          "queries[1].user_id=-1 is negative"),
     "no recent items": (lambda r: r.queries[1].ClearField("recent"), None),
-    "recent at the limit": (
-        lambda r: r.queries[1].recent.extend([entry(2, 1.0)] * (MAX_RECENT - 2)), None),
-    "too many recent": (lambda r: r.queries[1].recent.extend([entry(2, 1.0)] * (MAX_RECENT - 1)),
+    "recent at the limit": (lambda r: grow(r.queries[1].recent, MAX_RECENT - 2, 2, 1.0), None),
+    "too many recent": (lambda r: grow(r.queries[1].recent, MAX_RECENT - 1, 2, 1.0),
                         f"queries[1].recent has {MAX_RECENT + 1} entries; at most {MAX_RECENT}"),
-    "recent feedback above 1": (lambda r: setattr(r.queries[0].recent[1], "feedback", 2.0),
-                                "queries[0].recent[1].feedback=2.0"),
-    "recent unknown category": (lambda r: setattr(r.queries[2].recent[0], "category_id", 7),
-                                "queries[2].recent[0].category_id=7"),
-    "oversize recent title": (lambda r: setattr(r.queries[2].recent[1], "title",
-                                                "x" * (MAX_TITLE_BYTES + 1)),
-                              "queries[2].recent[1].title is 201 bytes"),
+    "recent feedback above 1": (lambda r: put(r.queries[0].recent, "feedback", 1, 2.0),
+                                "queries[0].recent.feedback[1]=2.0"),
+    "recent unknown category": (lambda r: put(r.queries[2].recent, "category_ids", 0, 7),
+                                "queries[2].recent.category_ids[0]=7"),
+    "recent negative item id": (lambda r: put(r.queries[1].recent, "item_ids", 1, -1),
+                                "queries[1].recent.item_ids[1]=-1 is negative"),
+    "recent columns unequal": (lambda r: r.queries[2].recent.steps.append(0),
+                               "queries[2].recent.steps has 3 entries; need len(item_ids)=2"),
+    "oversize recent title": (lambda r: put(r.queries[2].recent, "titles", 1, "x" * (MAX_TITLE_BYTES + 1)),
+                              "queries[2].recent.titles[1] is 201 bytes"),
     "empty candidates": (lambda r: _candidates(r, 2, 0), "queries[2].candidates is empty"),
     "candidates at the limit": (lambda r: _candidates(r, 2, MAX_CANDIDATES), None),
     "too many candidates": (lambda r: _candidates(r, 2, MAX_CANDIDATES + 1),
@@ -291,7 +322,7 @@ def test_propose_validation(case: str) -> None:
 
 def explain_request() -> planner_pb2.ExplainRequest:
     return planner_pb2.ExplainRequest(
-        user_id=4, history=[entry(0, 1.0, item=1), entry(2, 0.0, item=2)],
+        user_id=4, history=history((0, 1.0, 1), (2, 0.0, 2)),
         slate=[item(k, k % 4) for k in range(6)], category_names=NAMES, seed=5,
     )
 
@@ -306,13 +337,15 @@ EXPLAIN_CASES: dict[str, Case] = {
     "too many category names": (
         lambda r: r.category_names.extend(["x"] * MAX_CATEGORY_NAMES), "category_names has"),
     "no history": (lambda r: r.ClearField("history"), None),
-    "history at the limit": (lambda r: r.history.extend([entry(1, 0.5)] * (MAX_HISTORY - 2)), None),
-    "too many history entries": (lambda r: r.history.extend([entry(1, 0.5)] * (MAX_HISTORY - 1)),
+    "history at the limit": (lambda r: grow(r.history, MAX_HISTORY - 2, 1, 0.5), None),
+    "too many history entries": (lambda r: grow(r.history, MAX_HISTORY - 1, 1, 0.5),
                                  f"history has {MAX_HISTORY + 1} entries; at most {MAX_HISTORY}"),
-    "history unknown category": (lambda r: setattr(r.history[1], "category_id", 4),
-                                 "history[1].category_id=4"),
-    "history feedback NaN": (lambda r: setattr(r.history[0], "feedback", float("nan")),
-                             "history[0].feedback=nan"),
+    "history unknown category": (lambda r: put(r.history, "category_ids", 1, 4),
+                                 "history.category_ids[1]=4"),
+    "history feedback NaN": (lambda r: put(r.history, "feedback", 0, float("nan")),
+                             "history.feedback[0]=nan"),
+    "history titles short": (lambda r: r.history.titles.append("t"),
+                             "history.titles has 1 entries; need 0 (not sent) or len(item_ids)=2"),
     "empty slate": (lambda r: _slate(r, 0), "slate is empty"),
     "slate at the limit": (lambda r: _slate(r, MAX_SLATE), None),
     "slate too long": (lambda r: _slate(r, MAX_SLATE + 1),

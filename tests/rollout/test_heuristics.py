@@ -28,6 +28,7 @@ from rollout.heuristics import (
     heuristic_propose,
     heuristic_reflect,
 )
+from rollout.history import Entry, make_history
 
 NUM_CATEGORIES = 8
 HOSTILE_NAMES = [
@@ -42,11 +43,9 @@ HOSTILE_NAMES = [
 ]
 
 
-def entry(
-    category: int, feedback: float, item: int = 0, title: str = ""
-) -> planner_pb2.HistoryEntry:
-    return planner_pb2.HistoryEntry(item_id=item, category_id=category, feedback=feedback,
-                                    title=title)
+def entry(category: int, feedback: float, item: int = 0, title: str = "") -> Entry:
+    """One history entry (at step 0); requests carry a list of them as a History."""
+    return Entry(item_id=item, category_id=category, feedback=feedback, step=0, title=title)
 
 
 def item(item_id: int, category: int, title: str = "") -> planner_pb2.CandidateItem:
@@ -56,12 +55,12 @@ def item(item_id: int, category: int, title: str = "") -> planner_pb2.CandidateI
 # --- Plan -------------------------------------------------------------------------------------
 
 
-def single_user_request(history: list[planner_pb2.HistoryEntry], candidates: list[int],
+def single_user_request(history: list[Entry], candidates: list[int],
                         num_categories: int, seed: int = 0) -> planner_pb2.PlanRequest:
     req = planner_pb2.PlanRequest(
         category_names=[f"category {c}" for c in range(NUM_CATEGORIES)], seed=seed
     )
-    req.users.add(user_id=7, step=2, history=history, candidate_categories=candidates,
+    req.users.add(user_id=7, step=2, history=make_history(history), candidate_categories=candidates,
                   num_categories=num_categories)
     return req
 
@@ -76,8 +75,8 @@ def random_plan_request(rng: np.random.Generator, num_users: int, history_len: i
         candidates = rng.choice(num_names, size=num_candidates, replace=False)
         req.users.add(
             user_id=user_id, step=int(rng.integers(0, 20)),
-            history=[entry(int(rng.integers(num_names)), float(rng.integers(2)), item=k)
-                     for k in range(history_len)],
+            history=make_history(entry(int(rng.integers(num_names)), float(rng.integers(2)), item=k)
+                                 for k in range(history_len)),
             candidate_categories=candidates.tolist(),
             num_categories=int(rng.integers(1, num_candidates + 1)),
         )
@@ -249,11 +248,11 @@ def test_critiques_stay_within_limits_whatever_the_names(name: str) -> None:
 # --- Propose ----------------------------------------------------------------------------------
 
 
-def propose_request(recent: list[planner_pb2.HistoryEntry], candidates: list[tuple[int, int]],
+def propose_request(recent: list[Entry], candidates: list[tuple[int, int]],
                     num_items: int, seed: int = 0) -> planner_pb2.ProposeRequest:
     req = planner_pb2.ProposeRequest(category_names=[f"c{k}" for k in range(NUM_CATEGORIES)],
                                      seed=seed)
-    req.queries.add(user_id=3, recent=recent, num_items=num_items,
+    req.queries.add(user_id=3, recent=make_history(recent), num_items=num_items,
                     candidates=[item(i, c) for i, c in candidates])
     return req
 
@@ -267,7 +266,7 @@ def random_propose_request(
         items = rng.choice(10_000, size=100, replace=False)
         req.queries.add(
             user_id=user_id,
-            recent=[entry(int(rng.integers(20)), float(rng.integers(2))) for _ in range(5)],
+            recent=make_history(entry(int(rng.integers(20)), float(rng.integers(2))) for _ in range(5)),
             candidates=[item(int(i), int(rng.integers(20))) for i in items], num_items=10,
         )
     return req
@@ -314,10 +313,10 @@ def test_propose_is_fast_for_1024_queries_of_100_candidates() -> None:
 # --- Explain ----------------------------------------------------------------------------------
 
 
-def explain_request(history: list[planner_pb2.HistoryEntry], slate_categories: list[int],
+def explain_request(history: list[Entry], slate_categories: list[int],
                     names: list[str] | None = None) -> planner_pb2.ExplainRequest:
     return planner_pb2.ExplainRequest(
-        user_id=2, history=history, category_names=names or NAMES,
+        user_id=2, history=make_history(history), category_names=names or NAMES,
         slate=[item(k, c, title="SECRET TITLE") for k, c in enumerate(slate_categories)], seed=1,
     )
 

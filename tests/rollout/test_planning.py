@@ -43,24 +43,25 @@ def test_all_lists_only_names_that_exist() -> None:
     assert set(FORMER_NAMES) <= set(planning.__all__)
 
 
-def entry(category: int, feedback: float) -> planner_pb2.HistoryEntry:
-    return planner_pb2.HistoryEntry(item_id=1, category_id=category, feedback=feedback)
+def entry(category: int, feedback: float) -> planner_pb2.History:
+    """A one-entry History: item 1 of `category`, shown at step 0."""
+    return planner_pb2.History(item_ids=[1], category_ids=[category], feedback=[feedback], steps=[0])
 
 
 def requests() -> dict[str, Message]:
     """One small valid request per RPC."""
     names = ["a", "b", "c"]
     plan = planner_pb2.PlanRequest(category_names=names, seed=1)
-    plan.users.add(user_id=1, history=[entry(0, 1.0)], candidate_categories=[0, 1, 2],
+    plan.users.add(user_id=1, history=entry(0, 1.0), candidate_categories=[0, 1, 2],
                    num_categories=2)
     reflect = planner_pb2.ReflectRequest(category_names=names)
     reflect.sessions.add(user_id=1, shown_categories=[0, 1], feedback=[1.0, 0.0], length=1,
                          session_return=1.0)
     propose = planner_pb2.ProposeRequest(category_names=names, seed=2)
-    propose.queries.add(user_id=1, recent=[entry(2, 1.0)], num_items=2, candidates=[
+    propose.queries.add(user_id=1, recent=entry(2, 1.0), num_items=2, candidates=[
         planner_pb2.CandidateItem(item_id=k, category_id=k % 3) for k in range(5)])
     explain = planner_pb2.ExplainRequest(
-        user_id=1, history=[entry(1, 1.0)], category_names=names,
+        user_id=1, history=entry(1, 1.0), category_names=names,
         slate=[planner_pb2.CandidateItem(item_id=4, category_id=2)])
     return {"Plan": plan, "Reflect": reflect, "Propose": propose, "Explain": explain}
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rollout.contract import MAX_TITLE_BYTES, truncate_utf8, validate_plan_request
+from rollout.history import history_entries
 from rollout.session_planner import SessionPlanner
 from rollout.world import World, WorldConfig
 
@@ -38,7 +40,7 @@ def test_requests_carry_each_users_shown_items_in_order() -> None:
     req = planner._request(np.arange(5), np.arange(10, 15), 7)
     assert [u.user_id for u in req.users] == list(range(10, 15))
     for row, user in enumerate(req.users):
-        got = [(e.item_id, e.category_id, e.feedback, e.step) for e in user.history]
+        got = [(e.item_id, e.category_id, e.feedback, e.step) for e in history_entries(user.history)]
         assert got == _expected(world, shown, row, 0)
         assert list(user.reflections) == ["a lesson"] and user.num_categories == 4
 
@@ -52,7 +54,7 @@ def test_long_sessions_send_only_the_window_the_contract_allows() -> None:
     for step in range(9):  # a request every step, as rollouts make them: the window slides
         req = planner._request(np.arange(4), np.arange(4), step)
         for row, user in enumerate(req.users):
-            got = [(e.item_id, e.category_id, e.feedback, e.step) for e in user.history]
+            got = [(e.item_id, e.category_id, e.feedback, e.step) for e in history_entries(user.history)]
             assert got == _expected(world, shown, row, max(0, step - 3))
         shown += _session(planner, world, 1, 4, seed=step)  # one more step, recorded after the request
 
@@ -63,5 +65,22 @@ def test_a_new_batch_starts_with_empty_histories() -> None:
     planner.start(3, [])
     _session(planner, world, 4, 3, seed=3)
     planner.start(3, [])
-    assert all(len(u.history) == 0 for u in planner._request(np.arange(3), np.arange(3), 0).users)
+    assert all(len(u.history.item_ids) == 0 for u in planner._request(np.arange(3), np.arange(3), 0).users)
 
+
+
+def test_titles_travel_as_one_column_only_when_asked() -> None:
+    world = World.build(CFG, log=lambda line: None)
+    for send_titles in (False, True):
+        planner = SessionPlanner(world, None, 3, 1, 0, 1.0, 0, send_titles, CFG.slate_size, pool_size=4)
+        planner.start(3, [])
+        _session(planner, world, 4, 3, seed=5)
+        req = planner._request(np.arange(3), np.arange(3), 4)
+        validate_plan_request(req)
+        for user in req.users:
+            history = user.history
+            if send_titles:
+                assert list(history.titles) == [truncate_utf8(world.item_titles[i], MAX_TITLE_BYTES)
+                                                for i in history.item_ids]
+            else:
+                assert len(history.titles) == 0
