@@ -6,10 +6,9 @@ batch, the latest policy weights acting, and an Arrow RecordBatch of transitions
 """
 from __future__ import annotations
 
-import os
 import secrets
-import warnings
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,11 +60,6 @@ class RolloutConfig:
     """Torch intra-op threads per rollout actor (keep actors x threads <= cores)."""
     rollout_num_cpus: float = 1.0
     """Ray CPUs reserved per rollout actor."""
-    rollout_nice: int = 5
-    """Niceness added to each rollout actor's process (0-19): where actors share cores with the
-    learner and the planner (a laptop, a small node), the learner's update, the loop's critical
-    path, gets the CPU first and rollouts fill the idle time; on nodes of their own it changes
-    nothing. 0 = the default priority."""
 
     def validate(self) -> None:
         if self.num_rollout_actors < 1:
@@ -83,8 +77,6 @@ class RolloutConfig:
             raise ValueError(f"planner_timeout_s must be > 0, got {self.planner_timeout_s}")
         if self.rollout_torch_threads < 1:
             raise ValueError(f"rollout_torch_threads must be >= 1, got {self.rollout_torch_threads}")
-        if not 0 <= self.rollout_nice <= 19:
-            raise ValueError(f"rollout_nice must be in [0, 19], got {self.rollout_nice}")
 
 
 @dataclass
@@ -117,16 +109,6 @@ def worker_seeds(seed: int, worker_index: int) -> tuple[int, int, int]:
     return int(env_seed), int(torch_seed), int(plan_seed)
 
 
-def _in_ray_actor() -> bool:
-    """True inside a Ray actor's process (False in the driver, serial mode and tests)."""
-    try:
-        import ray
-
-        return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
-    except Exception:  # noqa: BLE001 - Ray missing or not started
-        return False
-
-
 def _restarted_by_ray() -> bool:
     """True inside a Ray actor that Ray re-created after it died (False outside Ray)."""
     try:
@@ -153,8 +135,6 @@ class RolloutWorker:
     def __init__(self, world: WorldConfig, policy: PolicyConfig, rollout: RolloutConfig,
                  planner_address: str | None, worker_index: int, seed: int):
         torch.set_num_threads(rollout.rollout_torch_threads)
-        if rollout.rollout_nice and _in_ray_actor():  # the actor's own process; never the driver's
-            os.nice(rollout.rollout_nice)
         self.world_cfg, self.rollout, self.worker_index = world, rollout, worker_index
         self.world = World.build(world)
         self.dims = batch_dims(world, self.world)
