@@ -167,6 +167,12 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
         return await self._handle(rpc, request, context)
 
 
+# Calls in progress at once; more are refused with RESOURCE_EXHAUSTED (the client falls back to its
+# heuristic). With messages of up to 64 MiB this bounds the memory requests can pin; a rollout
+# actor keeps at most two Plan calls in flight, so 128 serves 64 actors per replica.
+MAX_CONCURRENT_RPCS = 128
+
+
 def _service_handler(service: PlannerService) -> grpc.GenericRpcHandler:
     """The Planner service's methods, taking raw request bytes (see `PlannerService.handle_bytes`)."""
 
@@ -192,7 +198,8 @@ async def start_server(
     on the event loop that will run the server.
     """
     security = security or ServerSecurity()
-    server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS, interceptors=security.interceptors())
+    server = grpc.aio.server(options=GRPC_MESSAGE_OPTIONS, interceptors=security.interceptors(),
+                             maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
     server.add_generic_rpc_handlers((_service_handler(PlannerService(backend, requests)),))
     health_servicer = health.aio.HealthServicer()
     for service in (health.OVERALL_HEALTH, PLANNER_SERVICE_NAME):

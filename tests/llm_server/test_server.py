@@ -431,3 +431,29 @@ def test_cli_rejects_bad_options_with_one_line(args: list[str], complaint: str) 
     error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(error_lines) == 1 and complaint in error_lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_calls_beyond_the_concurrency_bound_are_refused_and_the_rest_answered() -> None:
+    """The server holds at most MAX_CONCURRENT_RPCS calls at once (each may carry up to 64 MiB):
+    the ones beyond get RESOURCE_EXHAUSTED at once, the others their answer."""
+    from llm_server.server import MAX_CONCURRENT_RPCS
+
+    extra = 6
+    host, address = start_in_background(SleepyBackend(delay_s=1.5))
+    try:
+        with grpc.insecure_channel(address, options=GRPC_MESSAGE_OPTIONS) as channel:
+            stub = planner_pb2_grpc.PlannerStub(channel)
+            req = plan_request()
+            futures = [stub.Plan.future(req, timeout=30) for _ in range(MAX_CONCURRENT_RPCS + extra)]
+            codes = []
+            for future in futures:
+                try:
+                    future.result()
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as error:
+                    codes.append(error.code())
+    finally:
+        host.stop()
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= extra
+    assert codes.count(grpc.StatusCode.OK) + codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == len(codes)
+    assert codes.count(grpc.StatusCode.OK) >= MAX_CONCURRENT_RPCS // 2
