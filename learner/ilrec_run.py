@@ -24,7 +24,8 @@ def run_ilrec(cfg: TrainConfig) -> dict:
     from learner.evaluate import evaluate_against_references, evaluation_table, evaluation_users
     from learner.ilrec import evaluate_llm_propose
     from learner.ilrec_learner import make_ilrec_learner_class
-    from learner.main import UsageError, _learner_gpus, init_ray, make_run_dir, start_planner, wait_for_planner
+    from learner.main import (UsageError, _learner_gpus, init_ray, make_run_dir, shut_down, start_planner,
+                              wait_for_planner)
     from learner.metrics_row import iteration_metrics
     from learner.rollout_pool import RolloutPool, rollout_seed, start_rollout_actors
     from learner.text_embeddings import EmbeddingError, cache_root, world_item_embeddings
@@ -151,9 +152,4 @@ def run_ilrec(cfg: TrainConfig) -> dict:
             metrics_file.close()
         if client is not None:
             client.close()
-        if planner_replicas is not None:
-            try:
-                planner_replicas.stop()
-            except Exception:  # noqa: BLE001 - the run is over either way; the actors die with Ray
-                pass
-        ray.shutdown()
+        shut_down(ray, planner_replicas.stop if planner_replicas is not None else None)

@@ -158,7 +158,7 @@ def train_laac(cfg) -> dict:
     from learner.laac_eval import (candidate_metrics, evaluate_in_world, offline_metrics, offline_table,
                                    top_among, torch_scorer, user_sequences)
     from learner.laac_model import LAACAgent, SupervisedAgent
-    from learner.main import UsageError, init_ray, make_run_dir, start_planner, wait_for_planner
+    from learner.main import UsageError, init_ray, make_run_dir, shut_down, start_planner, wait_for_planner
     from learner.offline_data import load_or_build
     from rollout.reference_policies import REFERENCE_POLICIES
     from rollout.world import World
@@ -306,10 +306,4 @@ def train_laac(cfg) -> dict:
         metrics_file.close()
         if client is not None:
             client.close()
-        if replicas is not None:
-            try:
-                replicas.stop()
-            except Exception:  # noqa: BLE001 - the run is over either way; the actors die with Ray
-                pass
-        if ray is not None:
-            ray.shutdown()
+        shut_down(ray, replicas.stop if replicas is not None else None)

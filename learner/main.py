@@ -135,6 +135,19 @@ def wait_for_planner(address: str | None, timeout_s: float) -> None:
         client.close()
 
 
+def shut_down(ray, *stops) -> None:
+    """The end of a run, however it ends: each stop (None = nothing to stop) called in turn, one
+    that fails ignored, then Ray shut down (the actors die with it)."""
+    for stop in stops:
+        try:
+            if stop is not None:
+                stop()
+        except Exception:  # noqa: BLE001 - the run is over either way
+            pass
+    if ray is not None:
+        ray.shutdown()
+
+
 def make_run_dir(cfg: TrainConfig) -> Path:
     run_dir = Path(cfg.run.run_dir or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -300,13 +313,7 @@ def train(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
         chaos.stop()
         writer.close()
         metrics_file.close()
-        for stop in (learner.shutdown, planner_replicas.stop if planner_replicas is not None else None):
-            try:
-                if stop is not None:
-                    stop()
-            except Exception:  # noqa: BLE001 - the run is over either way; the actors die with Ray
-                pass
-        ray.shutdown()
+        shut_down(ray, learner.shutdown, planner_replicas.stop if planner_replicas is not None else None)
 
 
 def load_resume(run_dir: str) -> tuple[Path, dict]:
