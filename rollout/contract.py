@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from itertools import chain
 
 import numpy as np
 
 from protos import planner_pb2
+from rollout.history import concat_column
 
 # --- limits documented in protos/planner.proto ---------------------------------------------
 # Plan
@@ -169,7 +169,7 @@ def _validate_histories(fields: Sequence[str], histories: Sequence[planner_pb2.H
         return f"{fields[k]}.{column}[{flat - int(ends[k] - lengths[k])}]", flat
 
     def column(name: str, dtype) -> np.ndarray:
-        return np.fromiter(chain.from_iterable(getattr(h, name) for h in histories), dtype, total)
+        return concat_column(histories, name, dtype, total)
 
     items = column("item_ids", np.int64)
     if failed := first(items < 0, "item_ids"):

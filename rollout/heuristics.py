@@ -20,7 +20,7 @@ import numpy as np
 
 from protos import planner_pb2
 from rollout.contract import MAX_CRITIQUE_BYTES, MAX_EXPLANATION_BYTES, truncate_utf8
-from rollout.history import column_array
+from rollout.history import column_array, concat_column
 
 HEURISTIC_BACKEND_NAME = "heuristic"
 # The plan rule: categories among this many most recent history entries are penalised
@@ -150,8 +150,8 @@ def heuristic_plan(req: planner_pb2.PlanRequest) -> planner_pb2.PlanResponse:
     hist_len = np.fromiter((len(h.category_ids) for h in histories), np.int64, len(users))
     cand_len = np.fromiter((len(u.candidate_categories) for u in users), np.int64, len(users))
     total = int(hist_len.sum())
-    hist_cat = np.fromiter(chain.from_iterable(h.category_ids for h in histories), np.int64, total)
-    hist_fb = np.fromiter(chain.from_iterable(h.feedback for h in histories), np.float64, total)
+    hist_cat = concat_column(histories, "category_ids", np.int64, total)
+    hist_fb = concat_column(histories, "feedback", np.float64, total)
     cands = np.fromiter(chain.from_iterable(u.candidate_categories for u in users), np.int64, int(cand_len.sum()))
     size = int(max(hist_cat.max(initial=0), cands.max(initial=0))) + 1
     hist_user, hist_pos = _ragged_positions(hist_len)

@@ -13,7 +13,7 @@ entries (prompts, tests, small builders); the hot paths (`rollout.contract`, `ro
 from __future__ import annotations
 
 from collections.abc import Iterable
-from itertools import repeat
+from itertools import chain, repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -52,6 +52,12 @@ def column_array(column, dtype) -> np.ndarray:
     """A repeated scalar column as a numpy array: one pass over the container, no per-entry objects
     beyond the scalars themselves."""
     return np.fromiter(column, dtype, len(column))
+
+
+def concat_column(histories: Iterable[planner_pb2.History], name: str, dtype, total: int) -> np.ndarray:
+    """Column `name` of these Histories laid end to end as one numpy array of `total` values (the
+    sum of their lengths): how a whole request's histories are read at once."""
+    return np.fromiter(chain.from_iterable(getattr(h, name) for h in histories), dtype, total)
 
 
 def history_arrays(history: planner_pb2.History) -> HistoryArrays:
