@@ -9,11 +9,11 @@ from pathlib import Path
 
 from learner.checkpoint import save_checkpoint
 from learner.config import TrainConfig, save_config
+from learner.metrics_row import episode_progress
 
 
 def _progress(row: dict, total: int) -> str:
-    return (f"iter {row['iteration']:>4}/{total} | Tint {row['Tint']:5.2f}  Rcum {row['Rcum']:6.3f}  "
-            f"Rsin {row['Rsin']:.3f} | {row['env_steps_per_s']:8,.0f} env-steps/s | disc acc "
+    return (episode_progress(row, total) + "disc acc "
             f"{row.get('ilrec_disc_acc_demo', 0):.2f}/{row.get('ilrec_disc_acc_policy', 0):.2f} | learned r "
             f"{row.get('ilrec_learned_reward_mean', 0):+.3f} | AWR w {row.get('ilrec_awr_weight_mean', 0):.2f} | "
             f"v{row['policy_version']}")

@@ -59,10 +59,15 @@ def iteration_metrics(iteration: int, stats: list, update: dict, elapsed: float,
     }
 
 
+def episode_progress(row: dict, total: int) -> str:
+    """The start every algorithm's progress line shares: iteration, episode metrics, throughput."""
+    return (f"iter {row['iteration']:>4}/{total} | Tint {row['Tint']:5.2f}  Rcum {row['Rcum']:6.3f}  "
+            f"Rsin {row['Rsin']:.3f} | {row['env_steps_per_s']:8,.0f} env-steps/s | ")
+
+
 def progress_line(row: dict, total: int) -> str:
     """The line printed per iteration (README, "What a run does and shows")."""
-    return (f"iter {row['iteration']:>4}/{total} | Tint {row['Tint']:5.2f}  Rcum {row['Rcum']:6.3f}  "
-            f"Rsin {row['Rsin']:.3f} | {row['env_steps_per_s']:8,.0f} env-steps/s | "
+    return (episode_progress(row, total) +
             f"plan {row['planner_latency_ms']:6.1f} ms (fallback {100 * row['planner_fallback_rate']:.0f}%) | "
             f"lag {row['policy_lag_mean']:.2f} (max {row['policy_lag_max']}; {row['lagged_batches']} lagged, "
             f"{row['dropped_stale_batches']} dropped) | restarts {row['rollout_restarts']} | v{row['policy_version']}")
