@@ -272,6 +272,9 @@ def train(cfg: TrainConfig, resume_state: dict | None = None) -> dict:
                 collected.append(pool.next())
                 for critique, session_return in collected[-1].stats.critiques:
                     reflections.add(critique, session_return)
+            # In actor order, not arrival order: the update (minibatch shuffles) and the row's
+            # means then depend on the seed alone, not on which actor finished first.
+            collected.sort(key=lambda c: c.actor_index)
             t_update = time.perf_counter()
             update, (weights_ref, version) = learner.update_and_publish(
                 chaos.corrupt(iteration, [c.batch_ref for c in collected]))
