@@ -43,8 +43,8 @@ def best_ms(fn, n: int = 50, reps: int = 5) -> float:
 
 def planner_parts(users: int, history: int, seed: int) -> dict:
     from protos import planner_pb2
-    from rollout.contract import validate_plan_request
-    from rollout.heuristics import heuristic_plan
+    from planner_api.contract import validate_plan_request
+    from planner_api.heuristics import heuristic_plan
     from rollout.session_planner import SessionPlanner
     from rollout.world import World, WorldConfig
 

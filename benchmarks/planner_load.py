@@ -52,7 +52,7 @@ def build_request(seed: int, users: int, max_steps: int = 20, slate: int = 6):
     """A training-like PlanRequest (MovieLens genres): `users` sessions at random steps, slates of 6
     with titles, 3 reflections, every genre a candidate, a pool of 6 to choose."""
     from protos import planner_pb2
-    from rollout.history import make_history
+    from planner_api.history import make_history
 
     rng = random.Random(seed)
     reflections = [f"Liked most: {rng.choice(GENRES)} ({rng.randint(1, 9)}/{rng.randint(9, 20)}). Rotate categories "
@@ -85,8 +85,8 @@ def _worker(conn, address: str, seed: int, users: int, deadline_s: float) -> Non
     import grpc
 
     from protos import planner_pb2
-    from rollout.contract import GRPC_MESSAGE_OPTIONS, PLANNER_SERVICE_NAME, check_plan_response
-    from rollout.planner_security import ClientSecurity
+    from planner_api.contract import GRPC_MESSAGE_OPTIONS, PLANNER_SERVICE_NAME, check_plan_response
+    from planner_api.security import ClientSecurity
 
     security = ClientSecurity.from_env()
     channel = security.open_channel(address, list(GRPC_MESSAGE_OPTIONS))
@@ -215,7 +215,7 @@ def start_server() -> tuple[subprocess.Popen, str]:
 
 def reference_users_per_s(users: int, seed: int, seconds: float = 2.0) -> float:
     """heuristic_plan in this process on the same kind of requests: users planned per second."""
-    from rollout.heuristics import heuristic_plan
+    from planner_api.heuristics import heuristic_plan
 
     requests = [build_request(seed * 100 + k, users) for k in range(REQUESTS_PER_WORKER)]
     done, started = 0, time.perf_counter()

@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 from protos import planner_pb2
 from rollout.actor import batch_dims
 from rollout.batch_schema import build_batch, transition_schema, validate_batch
-from rollout.contract import MAX_PROPOSED_ITEMS, MAX_QUERIES, MAX_RECENT, MAX_TITLE_BYTES, truncate_utf8
-from rollout.history import history_from_columns
+from planner_api.contract import MAX_PROPOSED_ITEMS, MAX_QUERIES, MAX_RECENT, MAX_TITLE_BYTES, truncate_utf8
+from planner_api.history import history_from_columns
 from rollout.world import UserBatchEnv, World, WorldConfig
 
 DEMO_FORMAT = 1

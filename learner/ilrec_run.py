@@ -29,7 +29,7 @@ def run_ilrec(cfg: TrainConfig) -> dict:
     from learner.metrics_row import iteration_metrics
     from learner.rollout_pool import RolloutPool, rollout_seed, start_rollout_actors
     from learner.text_embeddings import EmbeddingError, cache_root, world_item_embeddings
-    from rollout.planning import connect_planner
+    from planner_api.client import connect_planner
     from rollout.world import World
 
     t_start = time.perf_counter()

@@ -190,7 +190,7 @@ def train_laac(cfg) -> dict:
     metrics_file = open(run_dir / "metrics.jsonl", "w")
     try:
         if need_planner:
-            from rollout.planning import connect_planner
+            from planner_api.client import connect_planner
 
             cfg.rollout.use_planner = True
             if not cfg.run.planner_address:

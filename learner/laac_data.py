@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from protos import planner_pb2
-from rollout.contract import MAX_QUERIES, MAX_TITLE_BYTES, truncate_utf8
-from rollout.history import history_from_columns
+from planner_api.contract import MAX_QUERIES, MAX_TITLE_BYTES, truncate_utf8
+from planner_api.history import history_from_columns
 
 REFERENCE_CACHE_VERSION = 1
 

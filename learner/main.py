@@ -126,7 +126,7 @@ def planner_chaos(cfg: TrainConfig):
 def wait_for_planner(address: str | None, timeout_s: float) -> None:
     if address is None:
         return
-    from rollout.planning import connect_planner
+    from planner_api.client import connect_planner
 
     client = connect_planner(address)
     try:

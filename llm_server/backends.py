@@ -5,14 +5,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 
-from protos import planner_pb2
-from rollout.heuristics import (
+from planner_api.heuristics import (
     HEURISTIC_BACKEND_NAME,
     heuristic_explain,
     heuristic_plan,
     heuristic_propose,
     heuristic_reflect,
 )
+from protos import planner_pb2
 
 
 class PlannerBackend(abc.ABC):
@@ -50,7 +50,7 @@ class PlannerBackend(abc.ABC):
 
 
 class HeuristicBackend(PlannerBackend):
-    """The deterministic no-LLM rules of rollout.heuristics, one per role.
+    """The deterministic no-LLM rules of planner_api.heuristics, one per role.
 
     Each runs on the event loop rather than in a thread: the work holds the GIL, so a thread
     would add a hop without adding parallelism.
@@ -95,7 +95,10 @@ class RandomCategoriesBackend(HeuristicBackend):
 
 
 def _vllm_backend(**options) -> PlannerBackend:
-    from llm_server.vllm_backend import EngineOptions, VLLMBackend  # vLLM only where it is asked for
+    from llm_server.vllm_backend import (  # vLLM only where it is asked for
+        EngineOptions,
+        VLLMBackend,
+    )
 
     return VLLMBackend(EngineOptions(**options))
 

@@ -7,9 +7,19 @@ import logging
 import signal
 
 from llm_server.backends import PlannerBackend, backend_names, make_backend
-from llm_server.security import ServerSecurity, add_security_arguments, security_from_args
-from llm_server.server import DEFAULT_HOST, DEFAULT_PORT, SHUTDOWN_GRACE_S, format_address, start_server
-from rollout.heuristics import HEURISTIC_BACKEND_NAME
+from llm_server.security import (
+    ServerSecurity,
+    add_security_arguments,
+    security_from_args,
+)
+from llm_server.server import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    SHUTDOWN_GRACE_S,
+    format_address,
+    start_server,
+)
+from planner_api.heuristics import HEURISTIC_BACKEND_NAME
 
 logger = logging.getLogger(__name__)
 

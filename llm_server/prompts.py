@@ -18,8 +18,8 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 
+from planner_api.history import Entry, history_entries
 from protos import planner_pb2
-from rollout.history import Entry, history_entries
 
 LETTERS = "ABCDEFGHIJKLMNOPQRST"  # vLLM returns at most 20 log-probabilities per token
 MAX_TITLE_CHARS = 60

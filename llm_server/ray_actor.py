@@ -7,7 +7,7 @@ CPU from the Ray scheduler by default. Callers may override the resources or pla
 `.options(...)`, e.g. `RemotePlannerServer.options(num_gpus=1).remote()` for an LLM backend. An
 actor started on a cluster node must bind an address other nodes can reach: `start(host="node-ip")`
 binds the IP Ray uses for that node. There, require a token and TLS: the actor reads the PLANNER_*
-environment variables it inherits (`rollout.planner_security`), or takes the files as
+environment variables it inherits (`planner_api.security`), or takes the files as
 `start(..., token_file=..., tls_cert=..., tls_key=...)`; paths only, so no secret travels through
 Ray's task arguments.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import ray
 
 from llm_server.server import DEFAULT_HOST, PlannerServerActor
-from rollout.planning import HEURISTIC_BACKEND_NAME
+from planner_api.heuristics import HEURISTIC_BACKEND_NAME
 
 NODE_IP = "node-ip"
 

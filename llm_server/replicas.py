@@ -43,7 +43,7 @@ from ray.actor import ActorHandle
 from llm_server.chaos import PlannerChaos, chaos_server_class
 from llm_server.ray_actor import RemotePlannerServer
 from llm_server.server import BACKEND_START_TIMEOUT_S, DEFAULT_HOST
-from rollout.planning import HEURISTIC_BACKEND_NAME
+from planner_api.heuristics import HEURISTIC_BACKEND_NAME
 
 __all__ = ["PlannerReplicas"]
 
@@ -132,7 +132,7 @@ class PlannerReplicas:
 
     def target(self) -> str:
         """The address to give rollout actors: every replica, comma-separated, which
-        `rollout.planning.PlannerClient` balances round-robin."""
+        `planner_api.client.PlannerClient` balances round-robin."""
         return ",".join(self.addresses)
 
     def ensure_serving(self, wait_s: float = 0.0) -> int:

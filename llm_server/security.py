@@ -1,5 +1,5 @@
 """The server side of the planner's protection: TLS on the listening port and a shared token checked
-on every call (see `rollout.planner_security` for the environment variables both sides read).
+on every call (see `planner_api.security` for the environment variables both sides read).
 
 - The token comes from `--token-file PATH`, else `PLANNER_TOKEN_FILE`, else `PLANNER_TOKEN`: never
   from a command-line value (it would show in `ps`), never logged. Calls of the Planner service (and
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from rollout.planner_security import (
+from planner_api.security import (
     AUTH_METADATA_KEY,
     BEARER,
     ENV_TLS_CERT,

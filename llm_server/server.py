@@ -23,10 +23,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from llm_server.backends import PlannerBackend, make_backend
 from llm_server.request_decoding import parse_request
 from llm_server.security import ServerSecurity
-from protos import planner_pb2, planner_pb2_grpc
-from rollout.contract import (
+from planner_api.contract import (
     GRPC_MESSAGE_OPTIONS,
     PLANNER_SERVICE_NAME,
+    RPC_NAMES,
     check_explain_response,
     check_plan_response,
     check_propose_response,
@@ -36,8 +36,8 @@ from rollout.contract import (
     validate_propose_request,
     validate_reflect_request,
 )
-from rollout.heuristics import HEURISTIC_BACKEND_NAME
-from rollout.planning import RPC_NAMES
+from planner_api.heuristics import HEURISTIC_BACKEND_NAME
+from protos import planner_pb2, planner_pb2_grpc
 
 logger = logging.getLogger(__name__)
 

@@ -15,14 +15,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from policy.masking import category_mask, item_mask, select_slate, widen_short_masks
+from planner_api.client import connect_planner
+from policy.masking import item_mask, select_slate, widen_short_masks
 from policy.networks import ActorCritic, PolicyConfig, load_numpy_weights, log_prob
-from protos import planner_pb2
 from rollout.batch_schema import BatchDims, build_batch
-from rollout.planning import connect_planner
 from rollout.session_planner import SessionPlanner
 from rollout.world import UserBatchEnv, World, WorldConfig
-
 
 ACT_MODES = ("sample", "mean", "random")
 

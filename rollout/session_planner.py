@@ -21,10 +21,9 @@ from bisect import bisect_left
 
 import numpy as np
 
+from planner_api.contract import MAX_HISTORY, MAX_TITLE_BYTES, truncate_utf8
 from policy.masking import category_mask
 from protos import planner_pb2
-from rollout.contract import MAX_HISTORY, MAX_TITLE_BYTES
-from rollout.planning import truncate_utf8
 
 
 class SessionPlanner:

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from rollout.data.dataset import Dataset
-from rollout.user_model import DotProductModel, UserModel, UserModelConfig, load_or_train, sigmoid
+from rollout.user_model import (
+    DotProductModel,
+    UserModel,
+    UserModelConfig,
+    load_or_train,
+    sigmoid,
+)
 
 QUIT_RULES = ("patience", "window")
 REWARD_MODES = ("click", "rating")

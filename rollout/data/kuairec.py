@@ -16,7 +16,13 @@ import numpy as np
 import pyarrow as pa
 
 from rollout.data.dataset import DataError, Dataset, Interactions
-from rollout.data.kuairand import category_table, dense_ids, find_file, read_csv_columns, unique_ids
+from rollout.data.kuairand import (
+    category_table,
+    dense_ids,
+    find_file,
+    read_csv_columns,
+    unique_ids,
+)
 
 KUAIREC_URL = "https://kuairec.com"
 ITEM_FILE = "item_categories.csv"

@@ -18,7 +18,7 @@ from learner.ilrec_reward import SlateDiscriminator, discriminator_step
 from learner.text_embeddings import cached_embeddings, item_texts
 from rollout.actor import batch_dims
 from rollout.batch_schema import column, validate_batch
-from rollout.planning import connect_planner
+from planner_api.client import connect_planner
 from rollout.world import World, WorldConfig
 
 TINY_WORLD = WorldConfig(num_items=60, num_categories=6, num_users=50, max_steps=6, slate_size=3, history_len=9)

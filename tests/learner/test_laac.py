@@ -17,7 +17,7 @@ from learner.laac_model import LAACAgent, critic_losses
 from learner.main import cli
 from learner.offline_data import load_or_build
 from rollout.data.dataset import Dataset, Interactions
-from rollout.planning import InProcessPlanner
+from planner_api.client import InProcessPlanner
 
 SHARED_ML100K = Path(__file__).resolve().parents[3] / "shared" / "data" / "ml-100k"
 N, H, B = 40, 4, 16

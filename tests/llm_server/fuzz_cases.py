@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import grpc
 
 from protos import planner_pb2
-from rollout.history import make_history
+from planner_api.history import make_history
 
 OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

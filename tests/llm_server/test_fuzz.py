@@ -24,8 +24,8 @@ import grpc
 import pytest
 
 from fuzz_cases import OK, REQUEST_TYPES, RESPONSE_TYPES, RPCS, TOO_BIG, VALID, Case, make_case
-from rollout import contract
-from rollout.heuristics import heuristic_explain, heuristic_plan, heuristic_propose, heuristic_reflect
+from planner_api import contract
+from planner_api.heuristics import heuristic_explain, heuristic_plan, heuristic_propose, heuristic_reflect
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEED = 20_240_611

@@ -16,10 +16,10 @@ from llm_server import prompts
 from llm_server.backends import make_backend
 from llm_server.server import PlannerServerActor
 from protos import planner_pb2
-from rollout import contract
-from rollout.history import make_history, slice_history
-from rollout.planner_security import ClientSecurity
-from rollout.planning import PlannerClient
+from planner_api import contract
+from planner_api.history import make_history, slice_history
+from planner_api.security import ClientSecurity
+from planner_api.client import PlannerClient
 
 CUT = "PAYLOAD-AFTER-THE-CUT"
 HOSTILE = [

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from protos import planner_pb2
-from rollout.planning import PlannerClient, heuristic_plan
+from planner_api.client import PlannerClient
+from planner_api.heuristics import heuristic_plan
 
 
 @pytest.mark.ray

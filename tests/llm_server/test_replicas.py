@@ -1,5 +1,5 @@
 """Planner replicas: one client spreads its calls over them, a dead one is skipped, restarted on its
-own address, and serves again (llm_server.replicas, rollout.planning's round-robin channel).
+own address, and serves again (llm_server.replicas, planner_api.client's round-robin channel).
 
 The heuristic backend throughout: the balancing and failover paths do not depend on the backend.
 Everything binds 127.0.0.1.
@@ -14,8 +14,9 @@ import pytest
 
 from llm_server.ray_actor import PlannerServer
 from protos import planner_pb2
-from rollout.contract import check_plan_response
-from rollout.planning import PlannerClient, channel_target, connect_planner, heuristic_plan
+from planner_api.contract import check_plan_response
+from planner_api.client import PlannerClient, channel_target, connect_planner
+from planner_api.heuristics import heuristic_plan
 
 CALL_TIMEOUT_S = 2.0
 READY_TIMEOUT_S = 30.0

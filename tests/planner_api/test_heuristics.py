@@ -1,4 +1,4 @@
-"""Tests of rollout.heuristics: the no-LLM rules of Plan, Reflect, Propose and Explain.
+"""Tests of planner_api.heuristics: the no-LLM rules of Plan, Reflect, Propose and Explain.
 
 Each rule: deterministic bit for bit; answers that pass the contract's answer checks; the rule's
 intent on hand-made inputs; text answers within their byte limits whatever the category names.
@@ -11,15 +11,14 @@ import time
 import numpy as np
 import pytest
 
-from protos import planner_pb2
-from rollout.contract import (
+from planner_api.contract import (
     MAX_CRITIQUE_BYTES,
     MAX_EXPLANATION_BYTES,
     check_explain_response,
     check_propose_response,
     check_reflect_response,
 )
-from rollout.heuristics import (
+from planner_api.heuristics import (
     HEURISTIC_BACKEND_NAME,
     MAX_NAME_BYTES,
     RECENT_WINDOW,
@@ -28,7 +27,8 @@ from rollout.heuristics import (
     heuristic_propose,
     heuristic_reflect,
 )
-from rollout.history import Entry, make_history
+from planner_api.history import Entry, make_history
+from protos import planner_pb2
 
 NUM_CATEGORIES = 8
 HOSTILE_NAMES = [

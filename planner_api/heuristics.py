@@ -2,7 +2,7 @@
 
 They answer the heuristic backend of the planner service, the client's fallback when the
 service is slow or down, and the in-process planner; fast unit tests use them too. Every rule
-expects a request that passed its `rollout.contract.validate_*_request`, is deterministic (the
+expects a request that passed its `planner_api.contract.validate_*_request`, is deterministic (the
 same request gives the same answer, bit for bit, in any process) and stays within the answer
 limits of protos/planner.proto.
 
@@ -18,9 +18,13 @@ from itertools import chain
 
 import numpy as np
 
+from planner_api.contract import (
+    MAX_CRITIQUE_BYTES,
+    MAX_EXPLANATION_BYTES,
+    truncate_utf8,
+)
+from planner_api.history import column_array, concat_column
 from protos import planner_pb2
-from rollout.contract import MAX_CRITIQUE_BYTES, MAX_EXPLANATION_BYTES, truncate_utf8
-from rollout.history import column_array, concat_column
 
 HEURISTIC_BACKEND_NAME = "heuristic"
 # The plan rule: categories among this many most recent history entries are penalised

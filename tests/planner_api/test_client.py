@@ -1,4 +1,4 @@
-"""Tests of rollout.planning: the names it re-exports and the in-process planner.
+"""Tests of planner_api.client: the in-process planner and the client's counters.
 
 The rules themselves are tested in test_heuristics.py, the validation in test_contract.py, and
 PlannerClient against a real server in tests/llm_server/test_server.py.
@@ -9,38 +9,17 @@ from __future__ import annotations
 import pytest
 from google.protobuf.message import Message
 
-from protos import planner_pb2
-from rollout import contract, heuristics, planning
-from rollout.planning import (
+from planner_api.client import (
     IN_PROCESS_ADDRESS,
-    RPC_NAMES,
     InProcessPlanner,
     MethodStats,
     PlannerClient,
+    channel_target,
     connect_planner,
 )
-
-# Every public name rollout.planning offered before the contract and the rules moved out.
-FORMER_NAMES = [
-    "MIN_USERS", "MAX_USERS", "MAX_HISTORY", "MAX_REFLECTIONS", "MAX_REFLECTION_BYTES",
-    "MAX_TITLE_BYTES", "MAX_CATEGORY_NAMES", "MIN_FEEDBACK", "MAX_FEEDBACK", "MAX_MESSAGE_BYTES",
-    "GRPC_MESSAGE_OPTIONS", "PLANNER_SERVICE_NAME", "HEURISTIC_BACKEND_NAME", "RECENT_WINDOW",
-    "RECENT_PENALTY", "truncate_utf8", "validate_plan_request", "heuristic_plan",
-    "PlannerClient", "InProcessPlanner", "IN_PROCESS_ADDRESS", "connect_planner",
-]
-
-
-@pytest.mark.parametrize("name", FORMER_NAMES)
-def test_former_names_stay_importable_and_are_the_same_objects(name: str) -> None:
-    value = getattr(planning, name)
-    for home in (contract, heuristics):
-        if hasattr(home, name):
-            assert getattr(home, name) is value
-
-
-def test_all_lists_only_names_that_exist() -> None:
-    assert all(hasattr(planning, name) for name in planning.__all__)
-    assert set(FORMER_NAMES) <= set(planning.__all__)
+from planner_api import heuristics
+from planner_api.contract import RPC_NAMES
+from protos import planner_pb2
 
 
 def entry(category: int, feedback: float) -> planner_pb2.History:
@@ -121,17 +100,17 @@ def test_connect_planner_gives_a_grpc_client_for_an_address() -> None:
 
 def test_a_single_address_is_the_channel_target_as_it_is() -> None:
     for address in ("127.0.0.1:1", "localhost:50051", "[::1]:7", "planner.example:9"):
-        assert planning.channel_target(address) == (address, [])
+        assert channel_target(address) == (address, [])
 
 
 def test_a_list_of_replicas_is_a_fixed_ip_list_balanced_round_robin() -> None:
     round_robin = [("grpc.lb_policy_name", "round_robin")]
-    assert planning.channel_target("127.0.0.1:5001, 10.0.0.2:5002") == (
+    assert channel_target("127.0.0.1:5001, 10.0.0.2:5002") == (
         "ipv4:127.0.0.1:5001,10.0.0.2:5002", round_robin)
-    assert planning.channel_target("[::1]:5001,[fe80::1]:5002") == (
+    assert channel_target("[::1]:5001,[fe80::1]:5002") == (
         "ipv6:[::1]:5001,[fe80::1]:5002", round_robin)
     # Names are resolved once, here: gRPC's ipv4/ipv6 schemes take literal IPs only.
-    target, _ = planning.channel_target("localhost:5001,localhost:5002")
+    target, _ = channel_target("localhost:5001,localhost:5002")
     assert target in ("ipv4:127.0.0.1:5001,127.0.0.1:5002", "ipv6:[::1]:5001,[::1]:5002")
     client = connect_planner("127.0.0.1:1,127.0.0.1:2")
     try:

@@ -1,14 +1,20 @@
-"""Tests of rollout.history: a History's columns read and built, titles kept empty or one per entry."""
+"""Tests of planner_api.history: a History's columns read and built, titles kept empty or one per entry."""
 from __future__ import annotations
 
 import numpy as np
 
-from protos import planner_pb2
-from rollout.contract import validate_explain_request
-from rollout.history import (
-    Entry, extend_history, history_arrays, history_entries, history_from_columns, history_length, make_history,
+from planner_api.contract import validate_explain_request
+from planner_api.history import (
+    Entry,
+    extend_history,
+    history_arrays,
+    history_entries,
+    history_from_columns,
+    history_length,
+    make_history,
     slice_history,
 )
+from protos import planner_pb2
 
 
 def test_entries_round_trip_and_titles_are_one_per_entry_or_none() -> None:

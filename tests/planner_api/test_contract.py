@@ -1,4 +1,4 @@
-"""Tests of rollout.contract: every request's validation, at and over each limit, and the
+"""Tests of planner_api.contract: every request's validation, at and over each limit, and the
 checks of backend answers.
 
 Each request type has one table of cases: a small valid request is changed in one place, and
@@ -12,20 +12,41 @@ from collections.abc import Callable
 
 import pytest
 
-from protos import planner_pb2
-from rollout import contract
-from rollout.contract import (
-    MAX_CANDIDATES, MAX_CATEGORY_NAMES, MAX_CRITIQUE_BYTES, MAX_EXPLANATION_BYTES, MAX_HISTORY,
-    MAX_PROPOSED_ITEMS, MAX_QUERIES, MAX_RECENT, MAX_REFLECTION_BYTES, MAX_REFLECTIONS,
-    MAX_SESSIONS, MAX_SHOWN, MAX_SLATE, MAX_TITLE_BYTES, MAX_USERS, check_explain_response,
-    check_plan_response, check_propose_response, check_reflect_response, truncate_utf8,
-    validate_explain_request, validate_plan_request, validate_propose_request,
+from planner_api import contract
+from planner_api.contract import (
+    MAX_CANDIDATES,
+    MAX_CATEGORY_NAMES,
+    MAX_CRITIQUE_BYTES,
+    MAX_EXPLANATION_BYTES,
+    MAX_HISTORY,
+    MAX_PROPOSED_ITEMS,
+    MAX_QUERIES,
+    MAX_RECENT,
+    MAX_REFLECTION_BYTES,
+    MAX_REFLECTIONS,
+    MAX_SESSIONS,
+    MAX_SHOWN,
+    MAX_SLATE,
+    MAX_TITLE_BYTES,
+    MAX_USERS,
+    check_explain_response,
+    check_plan_response,
+    check_propose_response,
+    check_reflect_response,
+    truncate_utf8,
+    validate_explain_request,
+    validate_plan_request,
+    validate_propose_request,
     validate_reflect_request,
 )
-from rollout.heuristics import (
-    heuristic_explain, heuristic_plan, heuristic_propose, heuristic_reflect,
+from planner_api.heuristics import (
+    heuristic_explain,
+    heuristic_plan,
+    heuristic_propose,
+    heuristic_reflect,
 )
-from rollout.history import make_history
+from planner_api.history import make_history
+from protos import planner_pb2
 
 Case = tuple[Callable, str | None]
 NAMES = ["a", "b", "c", "d"]

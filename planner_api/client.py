@@ -2,12 +2,11 @@
 
 Rollout actors and the learner send batched requests for every LLM role (Plan, Reflect, Propose,
 Explain) to the planner service (llm_server) through `PlannerClient`. When the service is slow
-or down the client answers with the matching deterministic rule of `rollout.heuristics`, so a
+or down the client answers with the matching deterministic rule of `planner_api.heuristics`, so a
 rollout never stalls on the LLM.
 
-The contract's limits and checks live in `rollout.contract`, the no-LLM rules in
-`rollout.heuristics`; both are re-exported here, so older imports such as
-`from rollout.planning import heuristic_plan, validate_plan_request` keep working.
+The contract's limits and checks live in `planner_api.contract`, the no-LLM rules in
+`planner_api.heuristics`.
 """
 
 from __future__ import annotations
@@ -24,52 +23,25 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos import planner_pb2, planner_pb2_grpc
-from rollout.contract import (
+from planner_api.contract import (
     GRPC_MESSAGE_OPTIONS,
-    MAX_CATEGORY_NAMES,
-    MAX_FEEDBACK,
-    MAX_HISTORY,
-    MAX_MESSAGE_BYTES,
-    MAX_REFLECTION_BYTES,
-    MAX_REFLECTIONS,
-    MAX_TITLE_BYTES,
-    MAX_USERS,
-    MIN_FEEDBACK,
-    MIN_USERS,
     PLANNER_SERVICE_NAME,
-    truncate_utf8,
+    RPC_NAMES,
     validate_explain_request,
     validate_plan_request,
     validate_propose_request,
     validate_reflect_request,
 )
-from rollout.heuristics import (
-    HEURISTIC_BACKEND_NAME,
-    RECENT_PENALTY,
-    RECENT_WINDOW,
+from planner_api.heuristics import (
     heuristic_explain,
     heuristic_plan,
     heuristic_propose,
     heuristic_reflect,
 )
-from rollout.planner_security import ClientSecurity
-
-__all__ = [
-    "GRPC_MESSAGE_OPTIONS", "HEURISTIC_BACKEND_NAME", "IN_PROCESS_ADDRESS", "MAX_CATEGORY_NAMES",
-    "MAX_FEEDBACK", "MAX_HISTORY", "MAX_MESSAGE_BYTES", "MAX_REFLECTIONS", "MAX_REFLECTION_BYTES",
-    "MAX_TITLE_BYTES", "MAX_USERS", "MIN_FEEDBACK", "MIN_USERS", "PLANNER_SERVICE_NAME",
-    "RECENT_PENALTY", "RECENT_WINDOW", "ROUND_ROBIN_OPTIONS", "RPC_NAMES", "InProcessPlanner",
-    "MethodStats", "PlannerClient", "channel_target", "connect_planner", "heuristic_explain",
-    "heuristic_plan", "heuristic_propose", "heuristic_reflect", "truncate_utf8",
-    "validate_explain_request", "validate_plan_request", "validate_propose_request",
-    "validate_reflect_request",
-]
+from planner_api.security import ClientSecurity
+from protos import planner_pb2, planner_pb2_grpc
 
 logger = logging.getLogger(__name__)
-
-# The RPCs of the Planner service, in the .proto's order; the keys of `by_method`.
-RPC_NAMES: tuple[str, ...] = ("Plan", "Reflect", "Propose", "Explain")
 
 # RPC name -> (request validation, the no-LLM rule that answers it).
 _LOCAL_RULES: dict[str, tuple[Callable[[Message], None], Callable[[Message], Message]]] = {
@@ -192,7 +164,7 @@ class PlannerClient(_Counters):
     def __init__(self, address: str, security: ClientSecurity | None = None) -> None:
         """Opens a channel to the planner at `address` ("host:port", or a comma-separated list of
         replicas); connects lazily. `security` (default: the PLANNER_* environment variables, see
-        `rollout.planner_security`) adds the bearer token and TLS. ValueError for a list that
+        `planner_api.security`) adds the bearer token and TLS. ValueError for a list that
         cannot be used (see `channel_target`) or a security setting that cannot be read."""
         super().__init__()
         self.address = address
@@ -378,5 +350,5 @@ def connect_planner(address: str) -> PlannerClient | InProcessPlanner:
     """A planner for `address`: "host:port" of a planner service, a comma-separated list of
     replicas ("h1:p1,h2:p2", balanced round-robin), or "in-process" for the heuristic rules.
     A service client takes its token and TLS settings from the PLANNER_* environment variables
-    (`rollout.planner_security`), which Ray actors inherit."""
+    (`planner_api.security`), which Ray actors inherit."""
     return InProcessPlanner() if address == IN_PROCESS_ADDRESS else PlannerClient(address)

@@ -7,7 +7,7 @@ object: a 64-user plan request with 60-entry histories cost milliseconds to buil
 rank that way, and now costs a few column copies.
 
 This module is the one place that reads and builds histories entry-wise for the code that needs
-entries (prompts, tests, small builders); the hot paths (`rollout.contract`, `rollout.heuristics`,
+entries (prompts, tests, small builders); the hot paths (`planner_api.contract`, `planner_api.heuristics`,
 `rollout.session_planner`) read or extend whole columns.
 """
 from __future__ import annotations

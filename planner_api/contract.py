@@ -14,11 +14,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from planner_api.history import concat_column
 from protos import planner_pb2
-from rollout.history import concat_column
 
 # --- limits documented in protos/planner.proto ---------------------------------------------
 # Plan
+# The RPCs of the Planner service, in the .proto's order.
+RPC_NAMES: tuple[str, ...] = ("Plan", "Reflect", "Propose", "Explain")
+
 MIN_USERS = 1
 MAX_USERS = 4096
 MAX_HISTORY = 256
