@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from rollout.batch_schema import SCHEMA_VERSION as BATCH_SCHEMA_VERSION
+
 log = logging.getLogger(__name__)
 
 # Bump when the layout of the saved state changes in a way older code cannot read (or newer code
@@ -45,12 +47,6 @@ class CheckpointIncompatible(ValueError):
     """A complete checkpoint this code must not load (other schema version, other settings)."""
 
 
-def _batch_schema_version() -> str:
-    from rollout.batch_schema import SCHEMA_VERSION
-
-    return SCHEMA_VERSION
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict, previous: str | os.PathLike | None = None) -> Path:
     """Write `state` (learner state, config, iteration, ...) to `path` atomically: temporary file,
     fsync, rename. With `previous`, the file at `path` (if any) is first renamed to `previous`, so
@@ -59,7 +55,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict, previous: str | os.Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_SCHEMA_VERSION, "schema_version": CHECKPOINT_SCHEMA_VERSION,
-                "batch_schema_version": _batch_schema_version(), **state}, buffer)
+                "batch_schema_version": BATCH_SCHEMA_VERSION, **state}, buffer)
     payload = buffer.getvalue()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as fh:
@@ -112,7 +108,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointCorrupt(f"{path} cannot be read: {exc}") from None
     if not isinstance(state, dict):
         raise CheckpointCorrupt(f"{path} holds a {type(state).__name__}, not a checkpoint")
-    for key, want in (("schema_version", CHECKPOINT_SCHEMA_VERSION), ("batch_schema_version", _batch_schema_version())):
+    for key, want in (("schema_version", CHECKPOINT_SCHEMA_VERSION), ("batch_schema_version", BATCH_SCHEMA_VERSION)):
         if state.get(key) != want:
             raise CheckpointIncompatible(f"{path} has {key}={state.get(key)!r}, this code needs {want!r}: it "
                                          f"was written by another version of llmrec-rl; resume it with that "
@@ -204,10 +200,9 @@ FROZEN_SECTIONS = ("world", "policy", "ppo")
 def resumed_config(saved: dict, requested, given: set[str]):
     """The config of a resumed run: the checkpoint's, with the options given on this command line
     (`given`: "section.field" names) on top. A given world, policy or PPO option that differs from
-    the checkpoint's is refused (ValueError naming it)."""
-    from learner.config import TrainConfig
-
-    cfg = TrainConfig.from_dict(saved)
+    the checkpoint's is refused (ValueError naming it). `requested` is this command line's
+    TrainConfig; the result is of its class."""
+    cfg = type(requested).from_dict(saved)
     for dest in sorted(given):
         section, _, name = dest.partition(".")
         new, old = getattr(getattr(requested, section), name), getattr(getattr(cfg, section), name)
@@ -223,10 +218,8 @@ def check_compatible(state: dict, cfg) -> None:
     from a checkpoint whose world, policy or PPO settings are not the same: its weights and
     optimizer would not fit, or would silently mean something else. Used where a state reaches
     `train` without `resumed_config` (an experiment table resuming its unfinished runs)."""
-    from learner.config import TrainConfig
-
     try:
-        saved = TrainConfig.from_dict(state.get("config", {}))
+        saved = type(cfg).from_dict(state.get("config", {}))
     except ValueError as exc:
         raise CheckpointIncompatible(f"the checkpoint's config cannot be read by this version: {exc}") from None
     for section in FROZEN_SECTIONS:

@@ -11,15 +11,18 @@ import textwrap
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from learner.ilrec import ILRecConfig
-from learner.laac import LAACConfig
+from learner.algorithms import ALGORITHMS
+from learner.algorithms.ilrec.config import ILRecConfig
+from learner.algorithms.laac.config import LAACConfig
 from learner.ppo import PPOConfig
 from policy.networks import PolicyConfig
 from rollout.actor import RolloutConfig
 from rollout.world import WorldConfig
 
 
-ALGORITHMS = ("lerl", "ppo", "laac", "ilrec")
+
+CHAOS_OPTIONS = ("chaos_kill_rollout_every", "chaos_kill_planner_every", "chaos_kill_rollout_every_s",
+                 "chaos_planner_hang_every", "chaos_corrupt_batch_every")
 
 
 @dataclass
@@ -31,6 +34,10 @@ class RunConfig:
     chosen by --planner-backend), ppo (flat PPO over every item, no planner: LERL's baseline), laac
     (offline actor-critic with the LLM as reference policy; options --laac-*) or ilrec (inverse RL
     on LLM demonstrations, then RL; options --ilrec-*)."""
+    serial: bool = False
+    """Run the rollout workers, the learner and the planner service in this one process, without Ray
+    (for a debugger or a profiler): the same loop and, for a seed, the same metrics as the Ray run.
+    Not with --address, --num-learners > 1, --planner-replicas > 1 or the --chaos-* options."""
     iterations: int = 300
     """PPO updates to run at most (300 take about 6 minutes on a 2-core laptop with the heuristic
     planner; with an LLM on the CPU, --time-budget-s usually ends training first)."""
@@ -156,6 +163,12 @@ class RunConfig:
                 raise ValueError(f"{name} must be >= 0, or -1 for automatic, got {getattr(self, name)}")
         if self.learner_device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"learner_device must be auto, cpu or cuda, got {self.learner_device!r}")
+        if self.serial:
+            clash = [name for name, bad in (("address", self.address), ("num_learners", self.num_learners > 1),
+                                            ("planner_replicas", self.planner_replicas > 1),
+                                            *((n, getattr(self, n)) for n in CHAOS_OPTIONS)) if bad]
+            if clash:
+                raise ValueError(f"serial runs everything in one process without Ray; drop {', '.join(clash)}")
         if self.planner_backend not in ("auto", "vllm", "heuristic", "random"):
             raise ValueError(f"planner_backend must be auto, vllm, heuristic or random, got {self.planner_backend!r}")
 
@@ -208,6 +221,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def save(self, path) -> None:
+        """Write the config as JSON (config.json of a run directory)."""
+        with open(path, "w") as fh:
+            json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -300,7 +318,3 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             setattr(getattr(cfg, section), name, value)
     return cfg
 
-
-def save_config(cfg: TrainConfig, path) -> None:
-    with open(path, "w") as fh:
-        json.dump(cfg.to_dict(), fh, indent=2, sort_keys=True)

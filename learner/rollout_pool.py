@@ -27,6 +27,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import numpy as np
+import ray
+
+from rollout.actor import make_rollout_actor_class
 
 
 @dataclass
@@ -67,7 +70,6 @@ def rollout_seed(run_seed: int, start_iteration: int) -> int:
 
 def start_rollout_actors(cfg, planner_address: str | None, seed: int, max_restarts: int = -1) -> list:
     """`cfg.rollout.num_rollout_actors` rollout actors that Ray restarts when they die (-1: always)."""
-    from rollout.actor import make_rollout_actor_class
 
     cls = make_rollout_actor_class(cfg.rollout.rollout_num_cpus).options(max_restarts=max_restarts,
                                                                         max_task_retries=0)
@@ -81,8 +83,6 @@ class RolloutPool:
     def __init__(self, actors: list, weights_ref, version: int, *, max_in_flight: int = 0,
                  max_policy_lag: int = 4, reflections: Callable[[], list[str]] | None = None,
                  restart_timeout_s: float = 300.0, retry_delay_s: float = 0.2):
-        import ray
-
         if not actors:
             raise ValueError("a rollout pool needs at least one actor")
         if not 0 <= max_in_flight <= len(actors):
@@ -90,7 +90,7 @@ class RolloutPool:
                              f"rollout actors ({len(actors)}), got {max_in_flight}")
         if max_policy_lag < 0:
             raise ValueError(f"max_policy_lag must be >= 0, got {max_policy_lag}")
-        self._ray = ray
+        self._ray = ray  # kept on the instance: tests hand in a stand-in
         self.actors = list(actors)
         self.max_in_flight = max_in_flight or len(actors)
         self.max_policy_lag = max_policy_lag

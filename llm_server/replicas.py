@@ -42,7 +42,7 @@ from ray.actor import ActorHandle
 
 from llm_server.chaos import PlannerChaos, chaos_server_class
 from llm_server.ray_actor import RemotePlannerServer
-from llm_server.server import BACKEND_START_TIMEOUT_S, DEFAULT_HOST
+from llm_server.server import BACKEND_START_TIMEOUT_S, DEFAULT_HOST, PlannerServerActor
 from planner_api.heuristics import HEURISTIC_BACKEND_NAME
 
 __all__ = ["PlannerReplicas"]
@@ -219,23 +219,7 @@ class PlannerReplicas:
                         per_replica[i] = self._last_seen[i] = counters
                 except ray.exceptions.RayError:
                     pass  # died since: not serving
-        totals: dict[str, int | float] = {}
-        for counters in per_replica.values():
-            for key, value in counters.items():
-                if ((isinstance(value, int) and not isinstance(value, bool))
-                        or (isinstance(value, float) and key.endswith(_SECONDS_SUFFIX))):
-                    totals[key] = totals.get(key, 0) + value
-        for key, value in self._carried.items():
-            totals[key] = totals.get(key, 0) + value
-        for key in [key for key in totals if key.endswith(_CACHED_SUFFIX)]:
-            prefix = key[:-len(_CACHED_SUFFIX)]
-            if totals.get(prefix + _PROMPT_SUFFIX):
-                totals[prefix + _RATE_SUFFIX] = totals[key] / totals[prefix + _PROMPT_SUFFIX]
-        totals.setdefault("rpcs", 0)
-        for i in range(len(self._replicas)):
-            totals[f"rpcs_replica{i}"] = per_replica.get(i, {}).get("rpcs", 0)
-        return {"replicas": len(self._replicas), "replicas_serving": len(per_replica),
-                "restarts": self.restarts, **totals}
+        return summed_stats(per_replica, len(self._replicas), self.restarts, self._carried)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Stops every replica's service (in-flight calls get their grace) and ends its actor,
@@ -255,3 +239,46 @@ class PlannerReplicas:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def summed_stats(per_replica: dict[int, dict], num_replicas: int, restarts: int,
+                 carried: dict[str, float] | None = None) -> dict[str, int | float]:
+    """The flat counters of `PlannerReplicas.stats` from each serving replica's own `stats()`."""
+    totals: dict[str, int | float] = {}
+    for counters in per_replica.values():
+        for key, value in counters.items():
+            if ((isinstance(value, int) and not isinstance(value, bool))
+                    or (isinstance(value, float) and key.endswith(_SECONDS_SUFFIX))):
+                totals[key] = totals.get(key, 0) + value
+    for key, value in (carried or {}).items():
+        totals[key] = totals.get(key, 0) + value
+    for key in [key for key in totals if key.endswith(_CACHED_SUFFIX)]:
+        prefix = key[:-len(_CACHED_SUFFIX)]
+        if totals.get(prefix + _PROMPT_SUFFIX):
+            totals[prefix + _RATE_SUFFIX] = totals[key] / totals[prefix + _PROMPT_SUFFIX]
+    totals.setdefault("rpcs", 0)
+    for i in range(num_replicas):
+        totals[f"rpcs_replica{i}"] = per_replica.get(i, {}).get("rpcs", 0)
+    return {"replicas": num_replicas, "replicas_serving": len(per_replica), "restarts": restarts, **totals}
+
+
+class LocalPlannerService:
+    """One planner service in this process (a server thread; serial mode, no Ray), with the
+    calls the driver makes on `PlannerReplicas`: `target`, `ensure_serving`, `stats`, `stop`."""
+
+    def __init__(self, backend: str, backend_options: dict | None = None, host: str = DEFAULT_HOST):
+        self._server = PlannerServerActor()
+        self._address = self._server.start(backend, host, 0, dict(backend_options or {}))
+
+    def target(self) -> str:
+        return self._address
+
+    def ensure_serving(self, wait_s: float = 0.0) -> int:
+        return 0  # it lives and dies with this process
+
+    def stats(self) -> dict[str, int | float]:
+        counters = self._server.stats()
+        return summed_stats({0: counters} if counters else {}, 1, 0)
+
+    def stop(self) -> None:
+        self._server.stop()

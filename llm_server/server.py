@@ -217,13 +217,6 @@ async def start_server(
     return server, bound_port
 
 
-def cli(argv: list[str] | None = None) -> int:
-    """Entry point of `llmrec-planner` (see llm_server.cli)."""
-    from llm_server.cli import cli as run_cli  # the CLI imports this module
-
-    return run_cli(argv)
-
-
 class PlannerServerActor:
     """Hosts the planner service in a background thread with its own asyncio event loop.
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from llm_server import prompts
 from llm_server.backends import PlannerBackend
 from llm_server.models import resolve_model
-from planner_api.heuristics import heuristic_plan
+from planner_api.heuristics import heuristic_explain, heuristic_plan, heuristic_propose, heuristic_reflect
 from protos import planner_pb2
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,6 @@ class VLLMBackend(PlannerBackend):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        from planner_api.heuristics import heuristic_reflect
 
         template = await self._chat_template()
         fallback = heuristic_reflect(req)
@@ -279,7 +278,6 @@ class VLLMBackend(PlannerBackend):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        from planner_api.heuristics import heuristic_propose
 
         template = await self._chat_template()
         fallback = heuristic_propose(req)
@@ -315,7 +313,6 @@ class VLLMBackend(PlannerBackend):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        from planner_api.heuristics import heuristic_explain
 
         template = await self._chat_template()
         params = SamplingParams(max_tokens=64, temperature=0.0, structured_outputs=StructuredOutputsParams(regex=SENTENCE))

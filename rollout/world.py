@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from rollout.data.dataset import Dataset
+from rollout.data.registry import DATASETS, load_dataset
+from rollout.data.synthetic import synthetic_dataset
 from rollout.user_model import (
     DotProductModel,
     UserModel,
@@ -82,7 +84,6 @@ class WorldConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the field when the world cannot be built as configured."""
-        from rollout.data.registry import DATASETS
 
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
@@ -141,7 +142,6 @@ class World:
         """Load (or generate) the data set and get its user model (trained once, then cached)."""
         cfg.validate()
         if cfg.dataset == "synthetic":
-            from rollout.data.synthetic import synthetic_dataset
 
             data = synthetic_dataset(cfg.num_items, cfg.num_categories, cfg.num_users, cfg.latent_dim,
                                      cfg.favourite_categories, cfg.world_seed, click_scale=cfg.click_scale,
@@ -154,7 +154,6 @@ class World:
                 truth["item_latent"].shape) / np.sqrt(cfg.latent_dim)
             world = cls(data, UserModel(click=click), features, truth["item_latent"])
         else:
-            from rollout.data.registry import load_dataset
 
             data = load_dataset(cfg.dataset, cfg.data_dir or None)
             model = load_or_train(data, UserModelConfig(dim=cfg.latent_dim, epochs=cfg.user_model_epochs,

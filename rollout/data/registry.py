@@ -15,6 +15,7 @@ from rollout.data.download import DATA_DIR_ENV, cache_root
 from rollout.data.kuairand import KUAIRAND_URL, load_kuairand_pure
 from rollout.data.kuairec import KUAIREC_URL, load_kuairec
 from rollout.data.movielens import ML100K_URL, load_movielens_100k
+from rollout.data.synthetic import synthetic_dataset
 
 DATASETS = ("synthetic", "ml-100k", "kuairand-pure", "kuairec")
 
@@ -70,6 +71,5 @@ def load_dataset(name: str, data_dir: str | Path | None = None, **options) -> Da
         raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
     if name == "synthetic":
         # Imported here: the generator is only needed when asked for.
-        from rollout.data.synthetic import synthetic_dataset
         return synthetic_dataset(**options)
     return _LOADERS[name](resolve_data_dir(name, data_dir), **options)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from learner.evaluate import COLUMNS, cli, evaluate_reference, evaluation_users
+from learner.evaluation import COLUMNS, evaluate_reference, evaluation_users
+from learner.evaluate import cli
 from rollout.world import World, WorldConfig
 
 REPO = Path(__file__).resolve().parents[2]

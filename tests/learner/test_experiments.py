@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from learner.config import TrainConfig
-from learner.experiments import ExperimentError, expand, experiment_files, load_experiment
+from lab.experiments import ExperimentError, expand, experiment_files, load_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES = sorted(p for p in (REPO / "experiments").iterdir() if p.is_dir())

@@ -11,11 +11,18 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from learner.demonstrations import (ProposeSettings, demo_batch, demo_info, demo_key, demo_path, generate_demonstrations,
-                                    load_or_generate)
-from learner.ilrec import ILRecConfig
-from learner.ilrec_reward import SlateDiscriminator, discriminator_step
-from learner.text_embeddings import cached_embeddings, item_texts
+from learner.algorithms.ilrec.demonstrations import (
+    ProposeSettings,
+    demo_batch,
+    demo_info,
+    demo_key,
+    demo_path,
+    generate_demonstrations,
+    load_or_generate,
+)
+from learner.algorithms.ilrec.config import ILRecConfig
+from learner.algorithms.ilrec.reward import SlateDiscriminator, discriminator_step
+from learner.algorithms.ilrec.text_embeddings import cached_embeddings, item_texts
 from rollout.actor import batch_dims
 from rollout.batch_schema import column, validate_batch
 from planner_api.client import connect_planner
@@ -147,7 +154,7 @@ def test_discriminator_rewards_demonstration_pairs_above_random_pairs():
 # --- the learner (plain class, no Ray) ----------------------------------------------------------
 
 def test_learner_clones_demonstrations_and_updates_on_env_plus_learned_reward(tiny_world, tmp_path):
-    from learner.ilrec_learner import ILRecLearner
+    from learner.algorithms.ilrec.learner import ILRecLearner
     from learner.ppo import PPOConfig
     from policy.networks import PolicyConfig
     from rollout.actor import RolloutConfig, RolloutWorker
@@ -188,7 +195,7 @@ def test_learner_clones_demonstrations_and_updates_on_env_plus_learned_reward(ti
 @pytest.mark.ray
 def test_cli_ilrec_tiny_budget_writes_metrics_checkpoints_and_eval(tmp_path, monkeypatch):
     from learner.main import cli
-    from learner.report import load_run
+    from lab.report import load_run
 
     monkeypatch.setenv("LLMREC_CACHE_DIR", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"

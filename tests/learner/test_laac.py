@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from learner.laac import LAACConfig
-from learner.laac_data import OfflineArrays, candidate_lists, reference_answers
-from learner.laac_eval import list_metrics, user_sequences
-from learner.laac_model import LAACAgent, critic_losses
+from learner.algorithms.laac.config import LAACConfig
+from learner.algorithms.laac.reference import OfflineArrays, candidate_lists, reference_answers
+from learner.algorithms.laac.evaluation import list_metrics, user_sequences
+from learner.algorithms.laac.model import LAACAgent, critic_losses
 from learner.main import cli
-from learner.offline_data import load_or_build
+from learner.algorithms.laac.offline_data import load_or_build
 from rollout.data.dataset import Dataset, Interactions
 from planner_api.client import InProcessPlanner
 
@@ -41,7 +41,7 @@ def test_td_target_uses_the_minimum_of_the_twin_target_critics() -> None:
     low, high = torch.rand(B, N), torch.rand(B, N) + 1.0
     agent.targets = [lambda *_: high, lambda *_: low]  # the second target critic is always lower
     with torch.no_grad():
-        from learner.laac_model import next_state
+        from learner.algorithms.laac.model import next_state
 
         s2 = next_state(batch["items"], batch["feedback"], batch["action"], batch["reward_feedback"])
         pi_next = torch.softmax(agent.actor(*s2), -1)

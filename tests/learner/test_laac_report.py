@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from learner.report import write_report
+from lab.report import write_report
 
 EPISODES = {"Tint": 11.0, "Rcum": 4.0, "Rsin": 0.36, "coverage": 0.05, "diversity": 0.8, "novelty": 9.0,
             "episodes": 32}

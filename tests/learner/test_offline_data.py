@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from learner.offline_data import build_transitions, cli, load_or_build
+from learner.algorithms.laac.offline_data import build_transitions, cli, load_or_build
 from rollout.data.dataset import Dataset, Interactions
 
 SHARED_ML100K = Path(__file__).resolve().parents[3] / "shared" / "data" / "ml-100k"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from learner.report import ReportError, cli, write_report
+from lab.report import ReportError, cli, write_report
 
 METRICS = {"Tint": 10.0, "Rcum": 5.0, "Rsin": 0.5, "coverage": 0.1, "diversity": 0.6, "novelty": 3.0,
            "episodes": 64}

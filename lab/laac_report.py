@@ -4,7 +4,7 @@ popularity ranking, and the LLM policy alone on its 100-candidate protocol with 
 trade-off frontier: R@10 against NCV@10, the rows with the same reference policy joined in order
 of alpha.
 
-`learner.report.write_report` adds it to report.md when any run has offline_eval.json.
+`lab.report.write_report` adds it to report.md when any run has offline_eval.json.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ FULL = (("R@10", 4), ("NCV@10", 4), ("HR@10", 4), ("CV@10", 3))
 
 
 def load_offline(runs: list[dict]) -> list[dict]:
-    """The runs (dicts of `learner.report.load_run`) that have an offline evaluation, with it under "offline"."""
+    """The runs (dicts of `lab.report.load_run`) that have an offline evaluation, with it under "offline"."""
     out = []
     for run in runs:
         path = Path(run["dir"]) / OFFLINE_FILE

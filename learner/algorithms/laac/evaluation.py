@@ -107,10 +107,10 @@ def torch_scorer(agent, device: torch.device):
 
 def evaluate_in_world(world, world_cfg, score_fn, history_len: int, users: np.ndarray, seed: int) -> dict:
     """Episode and slate metrics of a scoring policy in the simulated world, with the reference
-    policies' users and dice (`learner.evaluate.evaluate_reference`). The state is the episode's
+    policies' users and dice (`learner.evaluation.evaluate_reference`). The state is the episode's
     last `history_len` shown items with their feedback (clicks; the policy learned on ratings
     scaled to [0, 1], where a click reads as a liked item)."""
-    from learner.evaluate import EVAL_WORKER_INDEX
+    from learner.evaluation import EVAL_WORKER_INDEX
     from rollout.actor import worker_seeds
     from rollout.world import UserBatchEnv
 

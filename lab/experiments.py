@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.report import ReportError, write_report
+from learner.checkpoint import resume_checkpoint
 from learner.config import SECTIONS, TrainConfig
 
 DEFAULTS_FILE = "_defaults.yaml"
@@ -150,9 +152,6 @@ def run_table(target: str | Path, preset: str, cfg: TrainConfig, given: set[str]
     `given` command-line options of `cfg` on top: all validated before any run starts; finished
     runs skipped, unfinished ones resumed from their checkpoint; then the report when there is
     more than one run. ExperimentError for a bad file or option."""
-    from learner.checkpoint import resume_checkpoint
-    from learner.report import ReportError, write_report
-
     root = Path(cfg.run.run_dir) if "run.run_dir" in given else default_run_root(target)
     only_seed = cfg.run.seed if "run.seed" in given else None
     given = given - {"run.run_dir", "run.seed", "run.resume"}

@@ -25,37 +25,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from learner.algorithms.ilrec.config import ProposeSettings
 from protos import planner_pb2
 from rollout.actor import batch_dims
 from rollout.batch_schema import build_batch, transition_schema, validate_batch
-from planner_api.contract import MAX_PROPOSED_ITEMS, MAX_QUERIES, MAX_RECENT, MAX_TITLE_BYTES, truncate_utf8
+from planner_api.contract import MAX_PROPOSED_ITEMS, MAX_TITLE_BYTES, truncate_utf8
 from planner_api.history import history_from_columns
 from rollout.world import UserBatchEnv, World, WorldConfig
 
 DEMO_FORMAT = 1
 COLUMNS = ("episode_id", "user_id", "step", "history_items", "history_feedback", "category_mask", "action",
            "slate", "behaviour_logp", "value", "reward", "done")
-
-
-@dataclass(frozen=True)
-class ProposeSettings:
-    """How the LLM is asked for slates (see ILRecConfig for each one's meaning)."""
-
-    candidates: int = 50
-    recent: int = 5
-    group_size: int = 64
-    timeout_s: float = 120.0
-
-    def validate(self) -> None:
-        if not 1 <= self.recent <= MAX_RECENT:
-            raise ValueError(f"ilrec_demo_recent must be in [1, {MAX_RECENT}] (the Propose contract), got {self.recent}")
-        if not 1 <= self.group_size <= MAX_QUERIES:
-            raise ValueError(f"ilrec_demo_group_size must be in [1, {MAX_QUERIES}] (queries per Propose call), "
-                             f"got {self.group_size}")
-        if not 1 <= self.candidates <= 256:
-            raise ValueError(f"ilrec_demo_candidates must be in [1, 256] (the Propose contract), got {self.candidates}")
-        if self.timeout_s <= 0:
-            raise ValueError(f"ilrec_propose_timeout_s must be > 0, got {self.timeout_s}")
 
 
 @dataclass

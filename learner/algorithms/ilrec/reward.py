@@ -1,7 +1,7 @@
 """IL-Rec's learned reward: a discriminator over text embeddings of state-action pairs (GAIL/AIRL).
 
 A pair is (the user's state, one recommended item). Its features, from the catalog's text
-embeddings E (`learner.text_embeddings`, unit vectors):
+embeddings E (`learner.algorithms.ilrec.text_embeddings`, unit vectors):
     [ mean E of the clicked history items,  mean E of all shown history items,
       E of the item,  E of the item * mean E of the clicked items ]
 The two state means say what the user was shown and what they took to; the elementwise product

@@ -1,6 +1,6 @@
 """LAAC's offline arrays and the LLM reference policy's answers, cached with the data set.
 
-`OfflineArrays` turns the memory-mapped transitions of `learner.offline_data` into the numpy arrays
+`OfflineArrays` turns the memory-mapped transitions of `learner.algorithms.laac.offline_data` into the numpy arrays
 a minibatch is drawn from: feedback in a state = (rating - 1) / 4 (so 3 stars and up read as
 "liked" in prompts), reward = rating / 5 (a hit on a 1-star item still earns a little); clicks as
 they are.

@@ -4,7 +4,7 @@ mixes environment and demonstration transitions.
 
 Each update, on the rollout batches that arrived (the environment rows):
 1. discriminator: `ilrec_disc_steps` logistic-loss steps, demonstration pairs against the pairs
-   of the environment rows (learner.ilrec_reward);
+   of the environment rows (learner.algorithms.ilrec.reward);
 2. reward: r = r_env + ilrec_reward_weight x learned reward (the slate's mean clipped logit);
 3. PPO (learner.ppo: GAE, clipped ratio against the behaviour log-probabilities) on the
    environment rows with that reward; the critic learns its values;
@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from learner.demonstrations import demo_batch
-from learner.ilrec_reward import SlateDiscriminator, discriminator_step
+from learner.algorithms.ilrec.demonstrations import demo_batch
+from learner.algorithms.ilrec.reward import SlateDiscriminator, discriminator_step
 from learner.learner_actor import Learner
 from learner.ppo import PPOConfig, gae, ppo_update
 from policy.networks import PolicyConfig

@@ -1,0 +1,211 @@
+"""Turn finished runs into a report: a markdown results table (mean +/- std over seeds), learning
+curves and a diversity-versus-return plot (PNG), saved beside the runs.
+
+    python -m learner.report runs/lerl-ml100k            # every run under this directory
+    python -m learner.report runs/a runs/b --out report/  # several roots, report elsewhere
+
+A run is a directory with config.json, metrics.jsonl and eval.json (what `python -m learner.main`
+writes). Runs are grouped into rows by their experiment name (`run.name` in config.json, else the
+run directory's parent name), seeds within a row are aggregated; reference policies come from
+the runs' own evaluations (the same fixed users), one row each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from lab.laac_report import offline_section
+
+METRICS = (("Tint", "Tint", 2), ("Rcum", "Rcum", 3), ("Rsin", "Rsin", 3), ("coverage", "coverage", 3),
+           ("diversity", "diversity", 3), ("novelty", "novelty", 2))
+TRAINED = "trained"
+
+
+class ReportError(Exception):
+    """Nothing to report on, or a run directory that is not a finished run: printed, exit 2."""
+
+
+def find_runs(roots: list[Path]) -> list[Path]:
+    runs = sorted({p.parent for root in roots for p in root.rglob("eval.json") if (p.parent / "config.json").is_file()})
+    if not runs:
+        raise ReportError(f"no finished runs (directories with eval.json and config.json) under "
+                          f"{', '.join(map(str, roots))}; run `python -m learner.main --config FILE` first")
+    return runs
+
+
+def load_run(run: Path) -> dict:
+    try:
+        config = json.loads((run / "config.json").read_text())
+        evaluation = json.loads((run / "eval.json").read_text())
+        metrics_path = run / "metrics.jsonl"
+        curve = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] \
+            if metrics_path.is_file() else []
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{run}: cannot read the run ({exc})") from None
+    if TRAINED not in evaluation:
+        raise ReportError(f"{run}/eval.json has no '{TRAINED}' row (was the run evaluated? --eval-users > 0)")
+    name = config.get("run", {}).get("name") or run.parent.name
+    return {"dir": run, "name": name, "seed": config.get("run", {}).get("seed", 0), "config": config,
+            "eval": evaluation, "curve": curve}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def aggregate(runs: list[dict]) -> dict[str, dict]:
+    """{row name: {"seeds": n, metric: (mean, std), "kind": "algorithm" | "reference"}}."""
+    rows: dict[str, dict] = {}
+    by_name: dict[str, list[dict]] = defaultdict(list)
+    for run in runs:
+        by_name[run["name"]].append(run)
+    for name, group in by_name.items():
+        rows[name] = {"kind": "algorithm", "seeds": len(group),
+                      **{m: _mean_std([r["eval"][TRAINED][m] for r in group]) for m, _, _ in METRICS}}
+    references: dict[str, list[dict]] = defaultdict(list)
+    for run in runs:
+        for policy, values in run["eval"].items():
+            # random+planner depends on each run's planner: a per-run control, not a reference row
+            if policy not in (TRAINED, "random+planner") and policy not in by_name:
+                references[policy].append(values)
+    for policy, values in sorted(references.items()):
+        rows[f"{policy} (reference)"] = {"kind": "reference", "seeds": len(values),
+                                         **{m: _mean_std([v[m] for v in values]) for m, _, _ in METRICS}}
+    return rows
+
+
+def markdown_table(rows: dict[str, dict]) -> str:
+    head = "| policy | seeds | " + " | ".join(label for _, label, _ in METRICS) + " |"
+    lines = [head, "|" + "---|" * (len(METRICS) + 2)]
+    for name, row in rows.items():
+        spread = row["kind"] == "algorithm" and row["seeds"] > 1
+        cells = [f"{row[m][0]:.{d}f} ± {row[m][1]:.{d}f}" if spread else f"{row[m][0]:.{d}f}" for m, _, d in METRICS]
+        lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict], path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_name: dict[str, list[dict]] = defaultdict(list)
+    for run in runs:
+        if run["curve"] and "Rcum" in run["curve"][0]:  # offline runs (LAAC) log losses, not episodes
+            by_name[run["name"]].append(run)
+    if not by_name:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, group in sorted(by_name.items()):
+        for ax, metric in zip(axes, ("Rcum", "Tint")):
+            # Seeds are aligned on environment steps, averaged where all of them got to.
+            steps = min(len(r["curve"]) for r in group)
+            x = np.mean([[row["env_steps_total"] for row in r["curve"][:steps]] for r in group], axis=0)
+            y = np.array([[row[metric] for row in r["curve"][:steps]] for r in group])
+            mean, std = y.mean(0), y.std(0)
+            ax.plot(x, mean, label=f"{name} ({len(group)} seeds)")
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+    for ax, metric in zip(axes, ("return per session (Rcum)", "interaction length (Tint)")):
+        ax.set(xlabel="environment steps", ylabel=metric, title=f"training: {metric}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_diversity_return(rows: dict[str, dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, row in rows.items():
+        (x, xerr), (y, yerr) = row["diversity"], row["Rcum"]
+        marker = "o" if row["kind"] == "algorithm" else "s"
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=marker, capsize=3, label=name)
+    ax.set(xlabel="diversity (intra-slate, 1 - similarity)", ylabel="return per session (Rcum)",
+           title="diversity versus return (evaluation users)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(roots: list[Path], out: Path | None = None) -> Path:
+    runs = [load_run(r) for r in find_runs(roots)]
+    out = out or (roots[0] if len(roots) == 1 else Path("."))
+    out.mkdir(parents=True, exist_ok=True)
+    rows = aggregate(runs)
+    curves = plot_curves(runs, out / "learning_curves.png")
+    scatter = plot_diversity_return(rows, out / "diversity_vs_return.png")
+    worlds = sorted({f"{r['config']['world'].get('dataset', '?')} ({r['config']['world'].get('quit_rule', '?')} rule)"
+                     for r in runs})
+    users = sorted({r["eval"][TRAINED].get("episodes", 0) for r in runs})
+    lines = ["# Results", "",
+             f"{len(runs)} runs in {len(rows) - sum(r['kind'] == 'reference' for r in rows.values())} rows; "
+             f"world: {', '.join(worlds)}; evaluation: {', '.join(map(str, users))} fixed users per run "
+             "(mean ± std over training seeds; reference policies are deterministic given the users).", "",
+             markdown_table(rows), ""]
+    gains = _gains(rows)
+    if gains:
+        lines += ["", *gains, ""]
+    lines += offline_section(runs, out)
+    if curves:
+        lines += [f"![learning curves]({curves.name})", ""]
+    lines += [f"![diversity versus return]({scatter.name})", "", "Runs:", ""]
+    lines += [f"- {r['name']} seed {r['seed']}: `{r['dir']}`" for r in runs]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _gains(rows: dict[str, dict]) -> list[str]:
+    """LERL's headline ratios against flat PPO when both rows are present (by name)."""
+    names = [n for n, r in rows.items() if r["kind"] == "algorithm"]
+    flat = next((n for n in names if "flat" in n or n.endswith("ppo")), None)
+    out = []
+    for name in names:
+        if flat is None or name == flat:
+            continue
+        ratios = []
+        one_seed = min(rows[name]["seeds"], rows[flat]["seeds"]) < 2
+        for metric in ("Tint", "Rcum"):
+            (a, sa), (b, sb) = rows[name][metric], rows[flat][metric]
+            apart = ("one seed: spread unknown" if one_seed
+                     else "apart" if abs(a - b) > sa + sb else "within the seeds' spread")
+            ratios.append(f"{metric} {a / b:.2f}x ({apart})" if b else f"{metric} n/a")
+        out.append(f"- {name} against {flat}: " + ", ".join(ratios))
+    return out
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m learner.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("roots", nargs="+", type=Path, help="run directories, or directories holding runs")
+    parser.add_argument("--out", type=Path, default=None, help="where report.md and the PNGs go "
+                        "(default: the one root given, else the current directory)")
+    args = parser.parse_args(argv)
+    try:
+        path = write_report(args.roots, args.out)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(path.read_text())
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

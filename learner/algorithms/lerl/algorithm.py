@@ -1,0 +1,149 @@
+"""LERL's training loop (and flat PPO, its no-planner baseline) inside the run skeleton.
+
+Rollout actors step batches of simulated users, asking the planner service for each user's
+category set (the mask over the item space); the learner turns their Arrow batches into PPO
+updates and publishes versioned weights; finished sessions' critiques go into the reflection
+pool, three of which travel with every plan request. With `--serial` the same loop runs its
+workers and learner in this process (learner.serial).
+"""
+from __future__ import annotations
+
+import time
+
+from learner.chaos import DriverChaos
+from learner.distributed import LearnerGroup
+from learner.evaluation import evaluate_against_references, evaluation_users
+from learner.learner_actor import Learner
+from learner.metrics_row import iteration_metrics, progress_line
+from learner.rollout_pool import RolloutPool, rollout_seed, start_rollout_actors
+from learner.runtime import UsageError, learner_gpus
+from learner.serial import SerialLearnerGroup, SerialRolloutPool
+from learner.skeleton import Algorithm, Run
+from learner.algorithms.lerl.reflection_pool import ReflectionPool
+from rollout.actor import RolloutWorker
+from rollout.world import World
+
+
+class LERL(Algorithm):
+    """The hierarchical planner + low-level PPO (`--algorithm lerl`); `--algorithm ppo` is the
+    same loop with no planner (every item allowed)."""
+
+    name = "lerl"
+    supports_resume = True
+
+    def prepare(self) -> None:
+        cfg = self.cfg
+        # Built here first so a user model is trained (and cached) once, before any actor needs it.
+        self.world = World.build(cfg.world)
+        cfg.validate_world(self.world)
+        print(f"world: {cfg.world.dataset}, {self.world.num_items:,} items in {self.world.num_categories} "
+              f"categories, {self.world.num_users:,} users, quit rule {cfg.world.quit_rule}", flush=True)
+
+    def needs_planner(self) -> bool:
+        return self.cfg.rollout.use_planner
+
+    def needs_ray(self) -> bool:
+        return not self.cfg.run.serial
+
+    def run_files(self) -> dict:
+        return {"user_model.json": self.world.user_model.report} if self.world.user_model.report else {}
+
+    def setup(self, run: Run) -> None:
+        cfg, self.run = self.cfg, run
+        driver = run.resumed.get("driver", {})
+        self.learner = self._learner_group(run)
+        self.reflections = ReflectionPool(cfg.run.reflection_pool_size, cfg.run.reflection_temperature, cfg.run.seed)
+        if run.resumed:
+            self.learner.load_state(run.resumed["learner"])
+            if "reflection_pool" in run.resumed:
+                self.reflections.load_state(run.resumed["reflection_pool"])
+        seed = rollout_seed(cfg.run.seed, run.start)
+        weights, version = self.learner.publish()
+        sample = lambda: self.reflections.sample(cfg.run.reflections_per_plan)  # noqa: E731
+        if run.ray is None:
+            workers = [RolloutWorker(cfg.world, cfg.policy, cfg.rollout, run.planner_address, i, seed)
+                       for i in range(cfg.rollout.num_rollout_actors)]
+            self.pool = SerialRolloutPool(workers, weights, version, max_policy_lag=cfg.run.max_policy_lag,
+                                          reflections=sample)
+        else:
+            workers = start_rollout_actors(cfg, run.planner_address, seed)
+            # Actors collect asynchronously with the newest weights at submission; the learner takes
+            # whichever batches finish first (so its lag is measured, not assumed zero).
+            self.pool = RolloutPool(workers, weights, version, max_in_flight=cfg.run.max_batches_in_flight,
+                                    max_policy_lag=cfg.run.max_policy_lag, reflections=sample)
+        self.weights = weights
+        self.per_iteration = cfg.run.batches_per_iteration or len(workers)
+        for key, value in driver.get("rollout", {}).items():
+            setattr(self.pool.counters, key, value)
+        self.chaos = DriverChaos(run.ray, cfg.run, workers, run.planner_replicas, driver.get("chaos"))
+        self.totals = {**driver.get("totals", {}), "env_steps": int(driver.get("env_steps_total", 0))}
+        self.chaos.start()
+
+    def _learner_group(self, run: Run):
+        cfg = self.cfg
+        try:
+            if run.ray is None:
+                return SerialLearnerGroup(Learner(cfg.world, cfg.policy, cfg.ppo, cfg.run.seed, cfg.run.learner_device,
+                                                  cfg.run.learner_torch_threads))
+            return LearnerGroup(cfg.world, cfg.policy, cfg.ppo, cfg.run.seed, num_learners=cfg.run.num_learners,
+                                device=cfg.run.learner_device, num_cpus=cfg.run.learner_num_cpus,
+                                num_gpus=learner_gpus(run.ray, cfg), torch_threads=cfg.run.learner_torch_threads,
+                                timeout_s=cfg.run.learner_timeout_s)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    def iterate(self, iteration: int) -> dict:
+        self.chaos.before_iteration(iteration)  # before collecting: a kill hits collects in flight
+        t_iter = time.perf_counter()
+        collected, dropped_before = [], len(self.pool.dropped_batch_ids)
+        while len(collected) < self.per_iteration:
+            collected.append(self.pool.next())
+            for critique, session_return in collected[-1].stats.critiques:
+                self.reflections.add(critique, session_return)
+        # In actor order, not arrival order: the update (minibatch shuffles) and the row's means
+        # then depend on the seed alone, not on which actor finished first.
+        collected.sort(key=lambda c: c.actor_index)
+        t_update = time.perf_counter()
+        update, (self.weights, version) = self.learner.update_and_publish(
+            self.chaos.corrupt(iteration, [c.batch_ref for c in collected]))
+        update["update_seconds"] = time.perf_counter() - t_update
+        self.pool.set_weights(self.weights, version)
+        row = iteration_metrics(iteration, [c.stats for c in collected], update, time.perf_counter() - t_iter,
+                                self.totals, self.run.wall_seconds())
+        row.update(self.pool.counters.to_dict(), **self.chaos.row(), **self.run.resume_cost,
+                   dropped_batch_ids=self.pool.dropped_batch_ids[dropped_before:],
+                   batches_in_flight=self.pool.in_flight, reflection_pool_size=len(self.reflections))
+        replicas = self.run.planner_replicas
+        if replicas is not None:
+            replicas.ensure_serving()  # brings back replicas Ray restarted
+            row.update({f"planner_{k}": v for k, v in replicas.stats().items()})
+        return row
+
+    def progress(self, row: dict) -> str:
+        return progress_line(row, self.cfg.run.iterations)
+
+    def stop_training(self) -> None:
+        if hasattr(self, "chaos"):
+            self.chaos.stop()
+
+    def state(self, iteration: int) -> dict:
+        return {"learner": self.learner.state(), "reflection_pool": self.reflections.state(),
+                "driver": {"iteration": iteration, "env_steps_total": self.totals["env_steps"],
+                           "wall_seconds": self.run.wall_seconds(), "rollout": self.pool.counters.to_dict(),
+                           "totals": dict(self.totals), "resume": dict(self.run.resume_cost),
+                           "chaos": dict(self.chaos.counts)}}
+
+    def evaluate(self, run: Run) -> dict:
+        cfg = self.cfg
+        if not cfg.run.eval_users:
+            return {}
+        weights = self.weights if run.ray is None else run.ray.get(self.weights)
+        users = evaluation_users(self.world, cfg.run.eval_users, cfg.run.eval_seed)
+        return evaluate_against_references(self.world, cfg.world, cfg.policy, cfg.rollout, run.planner_address,
+                                           weights, users, cfg.run.eval_seed)
+
+    def close(self) -> None:
+        if hasattr(self, "pool") and isinstance(self.pool, SerialRolloutPool):
+            self.pool.close()
+        if hasattr(self, "learner"):
+            self.learner.shutdown()

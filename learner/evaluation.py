@@ -1,0 +1,104 @@
+"""Evaluation on a fixed, seeded set of users: every policy meets the same users and the same
+dice (the environment's random stream is seeded identically), so differences come from the
+policies alone. Metrics: Tint, Rcum, Rsin, coverage, diversity, category entropy, novelty.
+The command line is learner.evaluate."""
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+import numpy as np
+from tqdm import tqdm
+
+from policy.networks import PolicyConfig
+from rollout.actor import RolloutConfig, RolloutWorker, worker_seeds
+from rollout.batch_schema import column
+from rollout.metrics import episode_metrics, slate_metrics
+from rollout.reference_policies import REFERENCE_POLICIES, ReferencePolicy
+from rollout.world import UserBatchEnv, World, WorldConfig
+
+EVAL_WORKER_INDEX = 10_000  # the seed stream evaluation uses, apart from every training worker's
+
+
+def evaluation_users(world: WorldConfig | World, count: int, seed: int) -> np.ndarray:
+    """The evaluation user ids: `count` users drawn from the pool by `seed` (fixed per world and seed)."""
+    num_users = world.num_users
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE7A1]))
+    return rng.choice(num_users, size=count, replace=count > num_users)
+
+
+def summarise(world: World, lengths: np.ndarray, returns: np.ndarray, slates: np.ndarray) -> dict:
+    metrics = episode_metrics(lengths, returns)
+    metrics.update(slate_metrics(slates, world.item_category, world.num_categories, world.similarity_vectors,
+                                 world.item_popularity, world.num_items))
+    return metrics
+
+
+def evaluate_reference(world: World, cfg: WorldConfig, name: str, users: np.ndarray, seed: int) -> dict:
+    """Episode and slate metrics of a reference policy on `users` (one episode each)."""
+    env = UserBatchEnv(world, cfg, len(users), worker_seeds(seed, EVAL_WORKER_INDEX)[0])
+    env.reset(users)
+    policy = ReferencePolicy(name, seed)
+    lengths = np.zeros(len(users), np.int64)
+    returns = np.zeros(len(users), np.float64)
+    shown = []
+    while env.active.any():
+        active = env.active.copy()
+        slates = policy.act(env)
+        result = env.step(slates)
+        shown.append(slates[active])
+        lengths += active
+        returns += result.reward
+    return summarise(world, lengths, returns, np.concatenate(shown))
+
+
+def evaluate_worker(world: World, cfg: WorldConfig, policy: PolicyConfig, rollout: RolloutConfig,
+                    planner_address: str | None, weights: dict | None, act: str, users: np.ndarray,
+                    seed: int) -> dict:
+    """Metrics of the learned policy (act="mean": deterministic) or of random ranking inside the
+    planner's categories (act="random"), through the same RolloutWorker that training uses."""
+    rollout = replace(rollout, users_per_actor=len(users))
+    worker = RolloutWorker(cfg, policy, rollout, planner_address if rollout.use_planner else None,
+                           worker_index=EVAL_WORKER_INDEX, seed=seed)
+    try:
+        batch, stats = worker.collect(weights, 0 if weights is not None else None, user_ids=users, act=act)
+    finally:
+        worker.close()
+    metrics = summarise(world, stats.episode_lengths, stats.episode_returns, column(batch, "slate"))
+    metrics["planner_fallbacks"] = stats.planner_fallbacks
+    return metrics
+
+
+def evaluate_against_references(world: World, cfg: WorldConfig, policy: PolicyConfig, rollout: RolloutConfig,
+                                planner_address: str | None, weights: dict, users: np.ndarray,
+                                seed: int) -> dict[str, dict]:
+    """The trained policy against every reference policy and random recommendations inside the
+    planner's categories, all on the same users and dice."""
+    jobs = [(name, lambda name=name: evaluate_reference(world, cfg, name, users, seed)) for name in REFERENCE_POLICIES]
+    if rollout.use_planner:
+        jobs.append(("random+planner", lambda: evaluate_worker(world, cfg, policy, rollout, planner_address, None,
+                                                               "random", users, seed)))
+    jobs.append(("trained", lambda: evaluate_worker(world, cfg, policy, rollout, planner_address, weights, "mean",
+                                                    users, seed)))
+    rows = {}
+    for name, job in tqdm(jobs, desc="evaluating", unit="policy", disable=not sys.stderr.isatty()):
+        rows[name] = job()
+    return rows
+
+
+# (metric, header, format)
+COLUMNS = (("Tint", "Tint", "8.2f"), ("Rcum", "Rcum", "9.3f"), ("Rsin", "Rsin", "8.3f"),
+           ("coverage", "coverage", "10.3f"), ("diversity", "diversity", "10.3f"),
+           ("category_entropy", "cat-entropy", "12.3f"), ("novelty", "novelty", "9.2f"))
+
+
+def evaluation_table(results: dict[str, dict]) -> str:
+    """A fixed-width table, one row per policy."""
+    head = f"  {'policy':<16}" + "".join(f"{header:>{fmt.split('.')[0]}}" for _, header, fmt in COLUMNS)
+    lines = [f"evaluation on {next(iter(results.values()))['episodes']} fixed users:", head]
+    for policy_name, m in results.items():
+        lines.append(f"  {policy_name:<16}" + "".join(f"{m[name]:{fmt}}" for name, _, fmt in COLUMNS))
+    if "trained" in results and "random" in results and results["random"]["Rcum"] > 0:
+        gain = results["trained"]["Rcum"] / results["random"]["Rcum"] - 1
+        lines.append(f"  trained vs random: Rcum {100 * gain:+.1f}%")
+    return "\n".join(lines)
