@@ -13,6 +13,7 @@ from tqdm import tqdm
 from policy.networks import PolicyConfig
 from rollout.actor import RolloutConfig, RolloutWorker, worker_seeds
 from rollout.batch_schema import column
+from rollout.episodes import run_episodes
 from rollout.metrics import episode_metrics, slate_metrics
 from rollout.reference_policies import REFERENCE_POLICIES, ReferencePolicy
 from rollout.world import UserBatchEnv, World, WorldConfig
@@ -34,22 +35,24 @@ def summarise(world: World, lengths: np.ndarray, returns: np.ndarray, slates: np
     return metrics
 
 
-def evaluate_reference(world: World, cfg: WorldConfig, name: str, users: np.ndarray, seed: int) -> dict:
-    """Episode and slate metrics of a reference policy on `users` (one episode each)."""
+def evaluate_episodes(world: World, cfg: WorldConfig, users: np.ndarray, seed: int, make_act) -> dict:
+    """Episode and slate metrics of one episode per user in `users`, the slates chosen by
+    `make_act(env)` (the `act` of `rollout.episodes.run_episodes` for that env), on the
+    evaluation's env: every policy evaluated this way meets the same dice."""
     env = UserBatchEnv(world, cfg, len(users), worker_seeds(seed, EVAL_WORKER_INDEX)[0])
     env.reset(users)
+    run = run_episodes(env, make_act(env), cfg.max_steps)
+    return summarise(world, run.lengths, run.returns, run.slates)
+
+
+def evaluate_reference(world: World, cfg: WorldConfig, name: str, users: np.ndarray, seed: int) -> dict:
+    """Episode and slate metrics of a reference policy on `users` (one episode each)."""
     policy = ReferencePolicy(name, seed)
-    lengths = np.zeros(len(users), np.int64)
-    returns = np.zeros(len(users), np.float64)
-    shown = []
-    while env.active.any():
-        active = env.active.copy()
-        slates = policy.act(env)
-        result = env.step(slates)
-        shown.append(slates[active])
-        lengths += active
-        returns += result.reward
-    return summarise(world, lengths, returns, np.concatenate(shown))
+
+    def make_act(env: UserBatchEnv):
+        return lambda step, active: (policy.act(env), {})
+
+    return evaluate_episodes(world, cfg, users, seed, make_act)
 
 
 def evaluate_worker(world: World, cfg: WorldConfig, policy: PolicyConfig, rollout: RolloutConfig,

@@ -14,7 +14,7 @@ import torch
 
 from learner.ppo import DataParallel, PPOConfig, gae, ppo_update
 from policy.networks import ActorCritic, PolicyConfig, load_numpy_weights, weights_to_numpy
-from rollout.actor import batch_dims
+from rollout.batch_schema import batch_dims
 from rollout.batch_schema import IncompatibleBatchError, column, validate_batch
 from rollout.world import World, WorldConfig
 

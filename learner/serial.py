@@ -21,19 +21,19 @@ from learner.rollout_pool import Collected, PoolCounters
 class SerialRolloutPool:
     """`RolloutPool`'s interface over plain `RolloutWorker`s; batches are the RecordBatches themselves."""
 
-    def __init__(self, workers: list, weights: dict, version: int, *, max_policy_lag: int = 4,
-                 reflections: Callable[[], list[str]] | None = None):
+    def __init__(self, workers: list, weights: dict, version: int, *, max_in_flight: int = 0,
+                 max_policy_lag: int = 4, reflections: Callable[[], list[str]] | None = None):
         if not workers:
             raise ValueError("a rollout pool needs at least one worker")
         self.actors = list(workers)
+        self.max_in_flight = max_in_flight or len(workers)
         self.max_policy_lag = max_policy_lag
         self.reflections = reflections or (lambda: [])
         self.weights_ref, self.version = weights, version
         self.counters = PoolCounters()
         self.dropped_batch_ids: list[str] = []
         self.pending: deque = deque()  # (worker index, weights, version, reflections), in submission order
-        for index in range(len(self.actors)):
-            self._submit(index)
+        self.idle: deque[int] = deque(range(len(self.actors)))
 
     @property
     def in_flight(self) -> int:
@@ -42,23 +42,27 @@ class SerialRolloutPool:
     def set_weights(self, weights: dict, version: int) -> None:
         self.weights_ref, self.version = weights, version
 
-    def _submit(self, index: int) -> None:
-        self.pending.append((index, self.weights_ref, self.version, self.reflections()))
+    def _fill(self) -> None:
+        """As RolloutPool._fill: idle workers get a collect while fewer than max_in_flight are out."""
+        while self.idle and len(self.pending) < self.max_in_flight:
+            self.pending.append((self.idle.popleft(), self.weights_ref, self.version, self.reflections()))
 
     def next(self) -> Collected:
         """Runs the oldest submitted collect; the next batch the learner may use."""
         while True:
+            self._fill()
             index, weights, version, reflections = self.pending.popleft()
             batch, stats = self.actors[index].collect(weights, version, reflections=reflections)
+            self.idle.append(index)
             self.counters.batches_collected += 1
             lag = self.version - int(stats.policy_version)
-            self._submit(index)  # with Ray the worker starts its next collect as it hands this one in
             if lag > self.max_policy_lag:
                 self.counters.dropped_stale_batches += 1
                 self.dropped_batch_ids.append(stats.batch_id)
                 continue
             self.counters.batches_used += 1
             self.counters.lagged_batches += int(lag > 0)
+            self._fill()  # with Ray the worker starts its next collect as it hands this one in
             return Collected(batch, stats, lag, index)
 
     def close(self) -> None:

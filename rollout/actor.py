@@ -18,7 +18,8 @@ import torch
 from planner_api.client import connect_planner
 from policy.masking import item_mask, select_slate, widen_short_masks
 from policy.networks import ActorCritic, PolicyConfig, load_numpy_weights, log_prob
-from rollout.batch_schema import BatchDims, build_batch
+from rollout.batch_schema import batch_dims, build_batch
+from rollout.episodes import run_episodes
 from rollout.session_planner import SessionPlanner
 from rollout.world import UserBatchEnv, World, WorldConfig
 
@@ -121,12 +122,6 @@ def _restarted_by_ray() -> bool:
         return False
 
 
-def batch_dims(cfg: WorldConfig, world: World) -> BatchDims:
-    """The batch dims of a world (the action lives in item-feature space)."""
-    return BatchDims(history_len=cfg.history_len, num_categories=world.num_categories,
-                     action_dim=world.item_features.shape[1], slate_size=cfg.slate_size)
-
-
 class RolloutWorker:
     """Steps `users_per_actor` simulated users to the end of their episodes per `collect` call."""
 
@@ -181,65 +176,16 @@ class RolloutWorker:
         if weights is not None:
             self.set_weights(weights, int(version if version is not None else 0))
         t_start = time.perf_counter()
-        env, k = self.env, self.world_cfg.slate_size
+        env = self.env
         env.reset(user_ids)
         if self.planner is not None:
             self.planner.start(env.batch_size, list(reflections))
         stats = dict(seconds_policy=0.0, seconds_env=0.0, masks_widened=0)
-        rows: dict[str, list[np.ndarray]] = {name: [] for name in (
-            "episode_id", "user_id", "step", "history_items", "history_feedback", "category_mask",
-            "action", "slate", "behaviour_logp", "value", "reward", "done")}
-        lengths = np.zeros(env.batch_size, np.int32)
-        returns = np.zeros(env.batch_size, np.float64)
-        for step in range(self.world_cfg.max_steps):
-            active = env.active.copy()
-            if not active.any():
-                break
-            cmask = (self.planner.masks(step, active, env.user_ids) if self.planner is not None
-                     else np.ones((env.batch_size, self.world.num_categories), bool))
-            t0 = time.perf_counter()
-            available = env.available_items()
-            allowed = item_mask(cmask, self.world.item_category)
-            if available is not None:
-                allowed &= available
-            allowed, widened = widen_short_masks(allowed, k, available)
-            stats["masks_widened"] += widened
-            with torch.no_grad():
-                hist_items = torch.from_numpy(env.history_items)
-                hist_fb = torch.from_numpy(env.history_feedback)
-                dist, value = self.model(hist_items, hist_fb)
-                if act == "random":
-                    action = torch.zeros_like(dist.mean)
-                    scores = torch.rand((env.batch_size, self.world.num_items), generator=self.generator)
-                else:
-                    noise = torch.randn(dist.mean.shape, generator=self.generator)
-                    action = dist.mean + dist.stddev * noise if act == "sample" else dist.mean
-                    scores = self.model.item_scores(action)
-                logp = log_prob(dist, action)
-                slate = select_slate(scores, torch.from_numpy(allowed), k)
-            stats["seconds_policy"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            slate_np = slate.numpy().astype(np.int32)
-            result = env.step(slate_np)
-            stats["seconds_env"] += time.perf_counter() - t0
-            if self.planner is not None:
-                self.planner.record(slate_np, result.clicks, active)
-            idx = np.flatnonzero(active)
-            for name, values in (
-                ("episode_id", idx.astype(np.int64)), ("user_id", env.user_ids[idx]),
-                ("step", np.full(idx.size, step, np.int32)), ("history_items", hist_items.numpy()[idx]),
-                ("history_feedback", hist_fb.numpy()[idx]), ("category_mask", cmask[idx]),
-                ("action", action.numpy()[idx]), ("slate", slate_np[idx]),
-                ("behaviour_logp", logp.numpy()[idx]), ("value", value.numpy()[idx]),
-                ("reward", result.reward[idx]), ("done", result.done[idx]),
-            ):
-                rows[name].append(values)
-            lengths += active
-            returns += result.reward
-        columns = {name: np.concatenate(parts) for name, parts in rows.items()}
-        order = np.lexsort((columns["step"], columns["episode_id"]))  # episodes contiguous, steps in order
-        columns = {name: col[order] for name, col in columns.items()}
-        n_rows = len(order)
+        run = run_episodes(env, self._policy_act(act, stats), self.world_cfg.max_steps, record=True,
+                           observe=self._planner_record if self.planner is not None else None)
+        stats["seconds_env"] = run.seconds_env
+        columns = dict(run.columns)
+        n_rows = len(columns["step"])
         batch_id = f"actor-{self.worker_index}.{self.incarnation}/{self.batches_made}"
         self.batches_made += 1
         columns["batch_id"] = np.array([batch_id] * n_rows, dtype=object)
@@ -248,12 +194,48 @@ class RolloutWorker:
         critiques = []
         if self.planner is not None:
             if act == "sample":  # training batches feed the pool; evaluation does not
-                critiques = self.planner.reflect(env.user_ids, lengths, returns)
+                critiques = self.planner.reflect(env.user_ids, run.lengths, run.returns)
             stats.update(self.planner.stats)
         return batch, RolloutStats(
-            batch_id=batch_id, policy_version=self.version, episode_lengths=lengths,
-            episode_returns=returns, env_steps=n_rows, seconds_total=time.perf_counter() - t_start,
+            batch_id=batch_id, policy_version=self.version, episode_lengths=run.lengths,
+            episode_returns=run.returns, env_steps=n_rows, seconds_total=time.perf_counter() - t_start,
             critiques=critiques, **stats)
+
+    def _planner_record(self, slates: np.ndarray, result, active: np.ndarray) -> None:
+        """What the planner needs to know of each step (its next requests carry the session so far)."""
+        self.planner.record(slates, result.clicks, active)
+
+    def _policy_act(self, act: str, stats: dict):
+        """The `act` function of `run_episodes` for this worker: the planner's category masks, then
+        the policy network's slate; the policy's share of the time and widened masks go into `stats`."""
+        env, k = self.env, self.world_cfg.slate_size
+
+        def choose(step: int, active: np.ndarray) -> tuple[np.ndarray, dict]:
+            cmask = (self.planner.masks(step, active, env.user_ids) if self.planner is not None
+                     else np.ones((env.batch_size, self.world.num_categories), bool))
+            t0 = time.perf_counter()  # after the planner: its wait is seconds_planner
+            available = env.available_items()
+            allowed = item_mask(cmask, self.world.item_category)
+            if available is not None:
+                allowed &= available
+            allowed, widened = widen_short_masks(allowed, k, available)
+            stats["masks_widened"] += widened
+            with torch.no_grad():
+                dist, value = self.model(torch.from_numpy(env.history_items), torch.from_numpy(env.history_feedback))
+                if act == "random":
+                    action = torch.zeros_like(dist.mean)
+                    scores = torch.rand((env.batch_size, self.world.num_items), generator=self.generator)
+                else:
+                    noise = torch.randn(dist.mean.shape, generator=self.generator)
+                    action = dist.mean + dist.stddev * noise if act == "sample" else dist.mean
+                    scores = self.model.item_scores(action)
+                logp = log_prob(dist, action)
+                slate = select_slate(scores, torch.from_numpy(allowed), k).numpy().astype(np.int32)
+            stats["seconds_policy"] += time.perf_counter() - t0
+            return slate, {"category_mask": cmask, "action": action.numpy(), "behaviour_logp": logp.numpy(),
+                           "value": value.numpy()}
+
+        return choose
 
     def close(self) -> None:
         if self.planner is not None:

@@ -9,9 +9,13 @@ The sizes depend on the world and are recorded in the schema metadata with the s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:  # for the annotations only: the schema does not need the simulator loaded
+    from rollout.world import World, WorldConfig
 
 SCHEMA_VERSION = "1"
 
@@ -57,6 +61,21 @@ def transition_schema(dims: BatchDims) -> pa.Schema:
         "slate_size": str(dims.slate_size),
     }
     return pa.schema(fields, metadata=meta)
+
+
+def batch_dims(cfg: WorldConfig, world: World) -> BatchDims:
+    """The batch dims of a world (the action lives in item-feature space)."""
+    return BatchDims(history_len=cfg.history_len, num_categories=world.num_categories,
+                     action_dim=world.item_features.shape[1], slate_size=cfg.slate_size)
+
+
+# The column names, read off the schema so that no other module spells the list out. The names
+# do not depend on the dims, so any dims will do.
+TRANSITION_COLUMNS: tuple[str, ...] = tuple(transition_schema(BatchDims(1, 1, 1, 1)).names)
+BATCH_COLUMNS = ("batch_id", "policy_version")
+"""Set once per batch, by whoever labels the batch (the worker, the demonstration writer)."""
+ACTOR_COLUMNS: tuple[str, ...] = tuple(name for name in TRANSITION_COLUMNS if name not in BATCH_COLUMNS)
+"""Filled row by row while the episodes run (`rollout.episodes`)."""
 
 
 def _fixed_list(values: np.ndarray, arrow_type: pa.DataType, width: int) -> pa.FixedSizeListArray:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import learner.main as main
+import learner.skeleton as skeleton
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_ML100K = REPO / ".." / "shared" / "data" / "ml-100k"
@@ -28,7 +29,7 @@ def refuse(monkeypatch, tmp_path, capsys):
     def tripwire(cfg):
         raise AssertionError("Ray was started for a run that should have been refused")
 
-    monkeypatch.setattr(main, "init_ray", tripwire)
+    monkeypatch.setattr(skeleton, "init_ray", tripwire)
     run_dir = tmp_path / "run"
 
     def run(argv: list[str]) -> str:

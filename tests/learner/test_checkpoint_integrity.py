@@ -134,7 +134,7 @@ def test_another_schema_version_is_refused_naming_the_field(tmp_path, field, val
     from learner.main import cli
 
     good = {"format": ckpt.CHECKPOINT_SCHEMA_VERSION, "schema_version": ckpt.CHECKPOINT_SCHEMA_VERSION,
-            "batch_schema_version": ckpt._batch_schema_version(), **_state(3)}
+            "batch_schema_version": ckpt.BATCH_SCHEMA_VERSION, **_state(3)}
     _write_raw(tmp_path / "checkpoints" / "latest.pt", {**good, field: value})
     with pytest.raises(CheckpointIncompatible, match=f"{field}={value!r}, this code needs"):
         resume_checkpoint(tmp_path)
@@ -154,7 +154,8 @@ def test_a_file_from_before_checkpoint_schema_2_is_reported_as_such(tmp_path):
 @pytest.mark.parametrize("section, field, value", [("world", "num_items", 400), ("policy", "model_dim", 64),
                                                    ("ppo", "lr", 0.5)])
 def test_a_checkpoint_of_another_config_is_refused_naming_the_field(tmp_path, section, field, value):
-    from learner.main import UsageError, train
+    from learner.main import train
+    from learner.runtime import UsageError
 
     saved = TrainConfig()
     state = _state(3, saved)

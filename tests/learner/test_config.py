@@ -14,7 +14,6 @@ from learner.config import (
     build_parser,
     config_from_args,
     field_docs,
-    save_config,
 )
 
 
@@ -117,7 +116,7 @@ def test_bad_flags_exit_with_a_usage_error(argv, capsys):
 def test_from_dict_round_trips_and_rejects_unknown_names(tmp_path):
     cfg = parse("--num-items", "300", "--lr", "0.02", "--planner-address", "in-process")
     path = tmp_path / "config.json"
-    save_config(cfg, path)
+    cfg.save(path)
     assert TrainConfig.from_dict(json.loads(path.read_text())) == cfg
     assert TrainConfig.from_dict({"ppo": {"epochs": 2}}).ppo.epochs == 2
 

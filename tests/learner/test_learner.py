@@ -15,8 +15,8 @@ from learner.checkpoint import load_checkpoint, save_checkpoint
 from learner.learner_actor import Learner, pick_device
 from learner.ppo import PPOConfig
 from policy.networks import PolicyConfig
-from rollout.actor import RolloutConfig, RolloutWorker, batch_dims
-from rollout.batch_schema import column, validate_batch
+from rollout.actor import RolloutConfig, RolloutWorker
+from rollout.batch_schema import batch_dims, column, validate_batch
 from rollout.world import WorldConfig
 
 WORLD = WorldConfig(num_items=200, num_categories=8, num_users=100, history_len=12)

@@ -27,15 +27,13 @@ import pyarrow.parquet as pq
 
 from learner.algorithms.ilrec.config import ProposeSettings
 from protos import planner_pb2
-from rollout.actor import batch_dims
-from rollout.batch_schema import build_batch, transition_schema, validate_batch
 from planner_api.contract import MAX_PROPOSED_ITEMS, MAX_TITLE_BYTES, truncate_utf8
-from planner_api.history import history_from_columns
+from planner_api.queries import propose_query
+from rollout.batch_schema import batch_dims, build_batch, transition_schema, validate_batch
+from rollout.episodes import run_episodes
 from rollout.world import UserBatchEnv, World, WorldConfig
 
 DEMO_FORMAT = 1
-COLUMNS = ("episode_id", "user_id", "step", "history_items", "history_feedback", "category_mask", "action",
-           "slate", "behaviour_logp", "value", "reward", "done")
 
 
 @dataclass
@@ -58,73 +56,68 @@ def run_propose_sessions(world: World, cfg: WorldConfig, client, env: UserBatchE
                          settings: ProposeSettings, seed: int) -> SessionRun:
     """One session per slot of `env` (reset to `user_ids`, or users its RNG draws), the slates
     picked by `client.propose` (PlannerClient or InProcessPlanner), to the end of every session."""
-    k, h = cfg.slate_size, cfg.history_len
-    if settings.candidates < k:
-        raise ValueError(f"ilrec_demo_candidates={settings.candidates} must be >= slate_size={k}")
+    if settings.candidates < cfg.slate_size:
+        raise ValueError(f"ilrec_demo_candidates={settings.candidates} must be >= slate_size={cfg.slate_size}")
     env.reset(user_ids)
-    rng = np.random.default_rng(_seed(seed, 0xD3E0))
-    names = [truncate_utf8(n, MAX_TITLE_BYTES) for n in world.category_names]
-    titles = [truncate_utf8(t or "", MAX_TITLE_BYTES) for t in world.item_titles]
-    num_items = min(k, settings.candidates, MAX_PROPOSED_ITEMS)
-    rows: dict[str, list] = {name: [] for name in COLUMNS}
-    lengths = np.zeros(env.batch_size, np.int32)
-    returns = np.zeros(env.batch_size, np.float64)
-    calls = fallbacks = 0
-    backends: set[str] = set()
-    for step in range(cfg.max_steps):
-        active = env.active.copy()
-        if not active.any():
-            break
+    proposer = _Proposer(world, cfg, client, env, settings, seed)
+    run = run_episodes(env, proposer, cfg.max_steps, record=True)
+    return SessionRun(run.columns, run.lengths, run.returns, proposer.calls, proposer.fallbacks,
+                      tuple(sorted(proposer.backends)))
+
+
+class _Proposer:
+    """The `act` of `run_episodes` for LLM-driven sessions: each step, one Propose call per group
+    of `settings.group_size` active users; the recorded action is the slate's centroid."""
+
+    def __init__(self, world: World, cfg: WorldConfig, client, env: UserBatchEnv, settings: ProposeSettings,
+                 seed: int):
+        self.world, self.cfg, self.client, self.env, self.settings, self.seed = world, cfg, client, env, settings, seed
+        self.rng = np.random.default_rng(_seed(seed, 0xD3E0))
+        self.names = [truncate_utf8(n, MAX_TITLE_BYTES) for n in world.category_names]
+        self.num_items = min(cfg.slate_size, settings.candidates, MAX_PROPOSED_ITEMS)
+        self.calls = self.fallbacks = 0
+        self.backends: set[str] = set()
+
+    def __call__(self, step: int, active: np.ndarray) -> tuple[np.ndarray, dict]:
+        world, env, k, group = self.world, self.env, self.cfg.slate_size, self.settings.group_size
         idx = np.flatnonzero(active)
         available = env.available_items()
         slates = np.zeros((env.batch_size, k), np.int32)
-        for start in range(0, idx.size, settings.group_size):
-            part = idx[start:start + settings.group_size]
-            req = planner_pb2.ProposeRequest(category_names=names, seed=_seed(seed, step, start))
+        for start in range(0, idx.size, group):
+            part = idx[start:start + group]
+            req = planner_pb2.ProposeRequest(category_names=self.names, seed=_seed(self.seed, step, start))
             cands = []
             for row in part:
                 pool = np.arange(world.num_items) if available is None else np.flatnonzero(available[row])
-                chosen = rng.choice(pool, size=min(settings.candidates, pool.size), replace=False)
-                cands.append(chosen)
-                items, feedback = env.history_items[row], env.history_feedback[row]
-                js = np.arange(h - settings.recent, h)
-                js = js[items[js] >= 0]
-                shown = items[js].astype(np.int64)
-                recent = history_from_columns(shown, world.item_category[shown], np.clip(feedback[js], 0.0, 1.0),
-                                              np.maximum(step - 1 - (h - 1 - js) // k, 0),
-                                              [titles[item] for item in shown.tolist()])
-                query = req.queries.add(user_id=int(env.user_ids[row]), num_items=num_items, recent=recent)
-                for item in chosen:
-                    query.candidates.add(item_id=int(item), category_id=int(world.item_category[item]),
-                                         title=titles[item])
-            response, fell_back = client.propose(req, settings.timeout_s)
-            calls += 1
-            fallbacks += int(fell_back)
-            backends.add(response.backend)
+                cands.append(self.rng.choice(pool, size=min(self.settings.candidates, pool.size), replace=False))
+                req.queries.append(self._query(row, step, cands[-1]))
+            response, fell_back = self.client.propose(req, self.settings.timeout_s)
+            self.calls += 1
+            self.fallbacks += int(fell_back)
+            self.backends.add(response.backend)
             for row, chosen, proposal in zip(part, cands, response.proposals):
                 picked = [int(i) for i in proposal.item_ids][:k]
                 if len(picked) < k:  # top up from the candidates, in their (random) order
                     taken = set(picked)
                     picked += [int(i) for i in chosen if int(i) not in taken][: k - len(picked)]
                 slates[row] = picked
-        hist_items, hist_fb = env.history_items.copy(), env.history_feedback.copy()
-        result = env.step(slates)
-        for name, values in (
-            ("episode_id", idx.astype(np.int64)), ("user_id", env.user_ids[idx]),
-            ("step", np.full(idx.size, step, np.int32)), ("history_items", hist_items[idx]),
-            ("history_feedback", hist_fb[idx]),
-            ("category_mask", np.ones((idx.size, world.num_categories), bool)),
-            ("action", world.item_features[slates[idx]].mean(axis=1).astype(np.float32)),
-            ("slate", slates[idx]), ("behaviour_logp", np.zeros(idx.size, np.float32)),
-            ("value", np.zeros(idx.size, np.float32)), ("reward", result.reward[idx]), ("done", result.done[idx]),
-        ):
-            rows[name].append(values)
-        lengths += active
-        returns += result.reward
-    columns = {name: np.concatenate(parts) for name, parts in rows.items()}
-    order = np.lexsort((columns["step"], columns["episode_id"]))  # episodes contiguous, steps in order
-    return SessionRun({name: col[order] for name, col in columns.items()}, lengths, returns, calls, fallbacks,
-                      tuple(sorted(backends)))
+        return slates, {"category_mask": np.ones((env.batch_size, world.num_categories), bool),
+                        "action": world.item_features[slates].mean(axis=1).astype(np.float32),
+                        "behaviour_logp": np.zeros(env.batch_size, np.float32),
+                        "value": np.zeros(env.batch_size, np.float32)}
+
+    def _query(self, row: int, step: int, candidates: np.ndarray) -> planner_pb2.ProposeQuery:
+        """Row `row`'s query: its last `recent` history slots that hold an item, and `candidates`."""
+        world, env, h, k = self.world, self.env, self.cfg.history_len, self.cfg.slate_size
+        items, feedback = env.history_items[row], env.history_feedback[row]
+        js = np.arange(h - self.settings.recent, h)
+        js = js[items[js] >= 0]
+        shown = items[js].astype(np.int64)
+        return propose_query(env.user_ids[row], shown, world.item_category[shown], feedback[js],
+                             np.maximum(step - 1 - (h - 1 - js) // k, 0),  # the step each slot was shown at
+                             [world.item_titles[item] for item in shown.tolist()],
+                             candidates, world.item_category[candidates],
+                             [world.item_titles[item] for item in candidates.tolist()], self.num_items)
 
 
 def demo_key(world: World, cfg: WorldConfig, backend: str, model: str, seed: int, sessions: int,

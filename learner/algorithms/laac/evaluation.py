@@ -27,7 +27,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rollout.metrics import catalog_coverage, episode_metrics, hit_rate_at_k, ncv_at_k, slate_metrics
+from learner.evaluation import evaluate_episodes
+from rollout.metrics import catalog_coverage, hit_rate_at_k, ncv_at_k
+from rollout.world import UserBatchEnv
 
 K = 10
 
@@ -110,37 +112,22 @@ def evaluate_in_world(world, world_cfg, score_fn, history_len: int, users: np.nd
     policies' users and dice (`learner.evaluation.evaluate_reference`). The state is the episode's
     last `history_len` shown items with their feedback (clicks; the policy learned on ratings
     scaled to [0, 1], where a click reads as a liked item)."""
-    from learner.evaluation import EVAL_WORKER_INDEX
-    from rollout.actor import worker_seeds
-    from rollout.world import UserBatchEnv
+    def make_act(env: UserBatchEnv):
+        def act(step: int, active: np.ndarray) -> tuple[np.ndarray, dict]:
+            items = env.history_items[:, -history_len:].astype(np.int64)
+            feedback = np.where(items >= 0, env.history_feedback[:, -history_len:], 0.0).astype(np.float32)
+            if items.shape[1] < history_len:  # a world history shorter than the policy's state: empty slots first
+                pad = history_len - items.shape[1]
+                items = np.pad(items, ((0, 0), (pad, 0)), constant_values=-1)
+                feedback = np.pad(feedback, ((0, 0), (pad, 0)))
+            scores = score_fn(items, feedback).astype(np.float64)
+            available = env.available_items()
+            if available is not None:
+                scores = np.where(available, scores, -np.inf)
+            return _top_k(scores, world_cfg.slate_size), {}
+        return act
 
-    env = UserBatchEnv(world, world_cfg, len(users), worker_seeds(seed, EVAL_WORKER_INDEX)[0])
-    env.reset(users)
-    lengths = np.zeros(len(users), np.int64)
-    returns = np.zeros(len(users), np.float64)
-    shown = []
-    while env.active.any():
-        active = env.active.copy()
-        items = env.history_items[:, -history_len:].astype(np.int64)
-        feedback = np.where(items >= 0, env.history_feedback[:, -history_len:], 0.0).astype(np.float32)
-        if items.shape[1] < history_len:  # a world history shorter than the policy's state: empty slots first
-            pad = history_len - items.shape[1]
-            items = np.pad(items, ((0, 0), (pad, 0)), constant_values=-1)
-            feedback = np.pad(feedback, ((0, 0), (pad, 0)))
-        scores = score_fn(items, feedback).astype(np.float64)
-        available = env.available_items()
-        if available is not None:
-            scores = np.where(available, scores, -np.inf)
-        slates = _top_k(scores, world_cfg.slate_size)
-        result = env.step(slates)
-        shown.append(slates[active])
-        lengths += active
-        returns += result.reward
-    slates = np.concatenate(shown)
-    metrics = episode_metrics(lengths, returns)
-    metrics.update(slate_metrics(slates, world.item_category, world.num_categories, world.similarity_vectors,
-                                 world.item_popularity, world.num_items))
-    return metrics
+    return evaluate_episodes(world, world_cfg, users, seed, make_act)
 
 
 OFFLINE_COLUMNS = ("R@10", "HR@10", "NCV@10", "CV@10")

@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from protos import planner_pb2
-from planner_api.contract import MAX_QUERIES, MAX_TITLE_BYTES, truncate_utf8
-from planner_api.history import history_from_columns
+from planner_api.contract import MAX_QUERIES
+from planner_api.queries import propose_query
 
 REFERENCE_CACHE_VERSION = 1
 
@@ -105,19 +105,16 @@ def propose_queries(arrays: OfflineArrays, rows: np.ndarray, candidates: np.ndar
                     proposals: int) -> list[planner_pb2.ProposeQuery]:
     """One ProposeQuery per row: the state's last `recent` items (title, genre, liked or not) and
     the candidates."""
-    titles = [truncate_utf8(t, MAX_TITLE_BYTES) for t in dataset.item_titles]
-    categories = dataset.item_category
+    titles, categories = dataset.item_titles, dataset.item_category
     queries = []
     for i, row in enumerate(rows):
         state = arrays.items[row]
         kept = np.flatnonzero(state >= 0)[-recent:]
         items = state[kept].astype(np.int64)
-        recent_items = history_from_columns(items, categories[items], np.clip(arrays.feedback[row, kept], 0.0, 1.0),
-                                            range(len(kept)), [titles[item] for item in items.tolist()])
-        query = planner_pb2.ProposeQuery(user_id=int(arrays.user[row]), num_items=proposals, recent=recent_items)
-        for item in candidates[i]:
-            query.candidates.add(item_id=int(item), category_id=int(categories[item]), title=titles[item])
-        queries.append(query)
+        queries.append(propose_query(arrays.user[row], items, categories[items], arrays.feedback[row, kept],
+                                     range(len(kept)), [titles[item] for item in items.tolist()],
+                                     candidates[i], categories[candidates[i]],
+                                     [titles[item] for item in candidates[i].tolist()], proposals))
     return queries
 
 

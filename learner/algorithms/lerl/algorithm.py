@@ -63,8 +63,8 @@ class LERL(Algorithm):
         if run.ray is None:
             workers = [RolloutWorker(cfg.world, cfg.policy, cfg.rollout, run.planner_address, i, seed)
                        for i in range(cfg.rollout.num_rollout_actors)]
-            self.pool = SerialRolloutPool(workers, weights, version, max_policy_lag=cfg.run.max_policy_lag,
-                                          reflections=sample)
+            self.pool = SerialRolloutPool(workers, weights, version, max_in_flight=cfg.run.max_batches_in_flight,
+                                          max_policy_lag=cfg.run.max_policy_lag, reflections=sample)
         else:
             workers = start_rollout_actors(cfg, run.planner_address, seed)
             # Actors collect asynchronously with the newest weights at submission; the learner takes

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from learner import scaling
+from lab import scaling
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -23,7 +23,7 @@ from learner.algorithms.ilrec.demonstrations import (
 from learner.algorithms.ilrec.config import ILRecConfig
 from learner.algorithms.ilrec.reward import SlateDiscriminator, discriminator_step
 from learner.algorithms.ilrec.text_embeddings import cached_embeddings, item_texts
-from rollout.actor import batch_dims
+from rollout.batch_schema import batch_dims
 from rollout.batch_schema import column, validate_batch
 from planner_api.client import connect_planner
 from rollout.world import World, WorldConfig
