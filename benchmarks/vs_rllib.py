@@ -142,7 +142,7 @@ def run_rllib(args, env_steps: int, params_target: int) -> dict:
 
     from learner.ppo import PPOConfig as OurPPO
     from rollout.vector_env import ENV_ID
-    from rollout.world import World, WorldConfig
+    from rollout.world import World, WorldConfig, policy_spec
 
     world_cfg = WorldConfig()
     world = World.build(world_cfg, log=lambda line: None)
@@ -156,8 +156,9 @@ def run_rllib(args, env_steps: int, params_target: int) -> dict:
         from policy.rllib_module import ActorCriticRLModule
 
         env_config["obs_mode"] = "dict"
-        module = {"rl_module_spec": RLModuleSpec(module_class=ActorCriticRLModule,
-                                                 model_config={"world_config": dataclasses.asdict(world_cfg)})}
+        spec = policy_spec(world_cfg, World.build(world_cfg, log=lambda line: None))
+        module = {"rl_module_spec": RLModuleSpec(module_class=ActorCriticRLModule, model_config={
+            "item_features": spec.item_features, "history_len": spec.history_len})}
     else:  # RLlib's default MLP of about our parameter count
         module = {"model_config": DefaultModelConfig(fcnet_hiddens=[hidden, hidden], vf_share_layers=True)}
     # One of our iterations: every actor's users to the end of their episodes.

@@ -21,8 +21,8 @@ import torch.distributed as dist
 
 from learner.learner_actor import Learner, make_learner_actor_class
 from learner.ppo import DataParallel, PPOConfig
-from policy.networks import PolicyConfig
-from rollout.world import WorldConfig
+from policy.networks import PolicyConfig, PolicySpec
+from rollout.batch_schema import BatchDims
 
 
 def worker_device(device: str, num_gpus: float) -> str:
@@ -45,10 +45,10 @@ def worker_device(device: str, num_gpus: float) -> str:
 class LearnerWorker(Learner):
     """One rank of a data-parallel group: a `Learner` whose PPO step sums gradients across ranks."""
 
-    def __init__(self, world: WorldConfig, policy: PolicyConfig, ppo: PPOConfig, seed: int, device: str,
-                 torch_threads: int, rank: int, world_size: int, timeout_s: float):
+    def __init__(self, spec: PolicySpec, dims: BatchDims, policy: PolicyConfig, ppo: PPOConfig, seed: int,
+                 device: str, torch_threads: int, rank: int, world_size: int, timeout_s: float):
         # Same seed on every rank: same initial weights and the same minibatch permutations.
-        super().__init__(world, policy, ppo, seed, device, torch_threads)
+        super().__init__(spec, dims, policy, ppo, seed, device, torch_threads)
         self.rank, self.world_size = rank, world_size
         self.timeout = timedelta(seconds=timeout_s)
         self._store: dist.TCPStore | None = None
@@ -114,7 +114,7 @@ class LearnerGroup:
 
     Blocking calls (they return values, not refs): the driver waits for each update anyway."""
 
-    def __init__(self, world: WorldConfig, policy: PolicyConfig, ppo: PPOConfig, seed: int, *,
+    def __init__(self, spec: PolicySpec, dims: BatchDims, policy: PolicyConfig, ppo: PPOConfig, seed: int, *,
                  num_learners: int = 1, device: str = "auto", num_cpus: float = 1.0, num_gpus: float = 0.0,
                  torch_threads: int = 1, timeout_s: float = 300.0):
         if not isinstance(num_learners, int) or num_learners < 1:
@@ -128,11 +128,12 @@ class LearnerGroup:
         self._workers: list[Any] = []
         if num_learners == 1:
             self._workers = [make_learner_actor_class(num_cpus, num_gpus).remote(
-                world, policy, ppo, seed, device, torch_threads)]
+                spec, dims, policy, ppo, seed, device, torch_threads)]
             return
         device = worker_device(device, num_gpus)
         cls = make_learner_worker_class(num_cpus, num_gpus)
-        self._workers = [cls.remote(world, policy, ppo, seed, device, torch_threads, rank, num_learners, timeout_s)
+        self._workers = [cls.remote(spec, dims, policy, ppo, seed, device, torch_threads, rank, num_learners,
+                                     timeout_s)
                          for rank in range(num_learners)]
         try:
             # Bounded: on a cluster without room for M workers the actors would wait forever.

@@ -13,10 +13,8 @@ import pyarrow as pa
 import torch
 
 from learner.ppo import DataParallel, PPOConfig, gae, ppo_update
-from policy.networks import ActorCritic, PolicyConfig, load_numpy_weights, weights_to_numpy
-from rollout.batch_schema import batch_dims
-from rollout.batch_schema import IncompatibleBatchError, column, validate_batch
-from rollout.world import World, WorldConfig
+from policy.networks import ActorCritic, PolicyConfig, PolicySpec, load_numpy_weights, weights_to_numpy
+from rollout.batch_schema import BatchDims, IncompatibleBatchError, column, validate_batch
 
 
 def pick_device(requested: str) -> torch.device:
@@ -33,15 +31,16 @@ def pick_device(requested: str) -> torch.device:
 class Learner:
     """PPO on batches of transitions; `version` counts the updates (0 = the initial weights)."""
 
-    def __init__(self, world: WorldConfig, policy: PolicyConfig, ppo: PPOConfig, seed: int,
+    def __init__(self, spec: PolicySpec, dims: BatchDims, policy: PolicyConfig, ppo: PPOConfig, seed: int,
                  device: str = "auto", torch_threads: int = 1):
+        """`spec`: what the network needs of the world (rollout.world.policy_spec); `dims`: the
+        widths the batches it learns from must have (rollout.batch_schema.batch_dims)."""
         torch.set_num_threads(torch_threads)
         self.ppo = ppo
         self.device = pick_device(device)
-        built = World.build(world)
-        self.dims = batch_dims(world, built)
+        self.dims = dims
         torch.manual_seed(seed)  # the initial weights; acting seeds live in the rollout workers
-        self.model = ActorCritic(built.item_features, world.history_len, policy).to(self.device)
+        self.model = ActorCritic.from_spec(spec, policy).to(self.device)
         self.model.eval()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=ppo.lr, eps=1e-5)
         self.generator = torch.Generator().manual_seed(seed + 1)

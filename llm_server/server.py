@@ -37,7 +37,7 @@ from planner_api.contract import (
     validate_reflect_request,
 )
 from planner_api.heuristics import HEURISTIC_BACKEND_NAME
-from protos import planner_pb2, planner_pb2_grpc
+from protos import planner_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +82,10 @@ _EXPLAIN = _RpcSpec("Explain", planner_pb2.ExplainRequest, validate_explain_requ
 _RPCS = (_PLAN, _REFLECT, _PROPOSE, _EXPLAIN)
 
 
-class PlannerService(planner_pb2_grpc.PlannerServicer):
-    """Plan, Reflect, Propose, Explain: each validates the request, asks the backend and checks
-    the answer against the contract.
+class PlannerService:
+    """Plan, Reflect, Propose, Explain, served by one generic handler (`_service_handler`, which
+    takes the raw bytes so that undecodable requests get INVALID_ARGUMENT): each validates the
+    request, asks the backend and checks the answer against the contract.
 
     Invalid requests get INVALID_ARGUMENT with the validation message. A failing backend gets
     INTERNAL with a short message (the traceback goes to the log), and so does a backend answer
@@ -98,30 +99,6 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
         # calls over replicas). Written on the server's loop, read as a copy from other threads:
         # single int updates under the GIL need no lock.
         self._requests = requests
-
-    async def Plan(  # noqa: N802 (the RPC's name in the .proto)
-        self, request: planner_pb2.PlanRequest, context: grpc.aio.ServicerContext
-    ) -> planner_pb2.PlanResponse:
-        """Answers one batched plan request (LERL's planner)."""
-        return await self._handle(_PLAN, request, context)
-
-    async def Reflect(  # noqa: N802
-        self, request: planner_pb2.ReflectRequest, context: grpc.aio.ServicerContext
-    ) -> planner_pb2.ReflectResponse:
-        """Answers one batch of finished sessions with a critique each (LERL's critic)."""
-        return await self._handle(_REFLECT, request, context)
-
-    async def Propose(  # noqa: N802
-        self, request: planner_pb2.ProposeRequest, context: grpc.aio.ServicerContext
-    ) -> planner_pb2.ProposeResponse:
-        """Answers one batch of reference-policy queries (LAAC)."""
-        return await self._handle(_PROPOSE, request, context)
-
-    async def Explain(  # noqa: N802
-        self, request: planner_pb2.ExplainRequest, context: grpc.aio.ServicerContext
-    ) -> planner_pb2.ExplainResponse:
-        """Answers one explanation request with a sentence."""
-        return await self._handle(_EXPLAIN, request, context)
 
     async def _handle(
         self, rpc: _RpcSpec, request: Message, context: grpc.aio.ServicerContext

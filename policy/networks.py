@@ -38,8 +38,26 @@ class PolicyConfig:
             raise ValueError(f"model_dim={self.model_dim} must be divisible by num_heads={self.num_heads}")
 
 
+@dataclass(frozen=True, eq=False)
+class PolicySpec:
+    """All the networks know of a world: its items' fixed features (the action lives in their
+    space; row i is item i) and how many past items a state holds. Built by the world's side
+    (rollout.world.policy_spec) and handed to whoever builds a network: a learner, an RLlib module."""
+
+    item_features: np.ndarray  # [num_items, feature_dim] float32
+    history_len: int
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.item_features.shape[1])
+
+
 class ActorCritic(nn.Module):
     """Transformer state encoder + Gaussian action head + value head + item scoring."""
+
+    @classmethod
+    def from_spec(cls, spec: PolicySpec, cfg: PolicyConfig) -> "ActorCritic":
+        return cls(spec.item_features, spec.history_len, cfg)
 
     def __init__(self, item_features: np.ndarray, history_len: int, cfg: PolicyConfig):
         super().__init__()

@@ -7,32 +7,33 @@ ids and feedback, which the network embeds through the fixed item features as ou
 action distribution inputs are (mean, log std) of the same Gaussian, RLlib's TorchDiagGaussian.
 
     RLModuleSpec(module_class=ActorCriticRLModule,
-                 model_config={"world_config": dataclasses.asdict(world_cfg), "policy": {...}})
+                 model_config={"item_features": spec.item_features, "history_len": spec.history_len,
+                               "policy": {...}})    # spec: policy.networks.PolicySpec
 """
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
-from policy.networks import ActorCritic, PolicyConfig
+from policy.networks import ActorCritic, PolicyConfig, PolicySpec
 
 
 class ActorCriticRLModule(TorchRLModule, ValueFunctionAPI):
     """policy.networks.ActorCritic behind RLlib's RLModule interface."""
 
     def setup(self) -> None:
-        from rollout.world import World, WorldConfig
-
         config = dict(self.model_config or {})
-        if "world_config" not in config:
-            raise ValueError("ActorCriticRLModule needs model_config['world_config'] (the world's WorldConfig as a dict)")
-        world_cfg = WorldConfig(**config["world_config"])
-        world = World.build(world_cfg, log=lambda line: None)
-        self.net = ActorCritic(world.item_features, world_cfg.history_len, PolicyConfig(**config.get("policy", {})))
+        missing = [key for key in ("item_features", "history_len") if key not in config]
+        if missing:
+            raise ValueError(f"ActorCriticRLModule needs model_config[{missing[0]!r}] (a policy.networks.PolicySpec's "
+                             "fields; rollout.world.policy_spec builds one from a world)")
+        spec = PolicySpec(np.asarray(config["item_features"], np.float32), int(config["history_len"]))
+        self.net = ActorCritic.from_spec(spec, PolicyConfig(**config.get("policy", {})))
 
     def _state(self, batch: dict[str, Any]) -> torch.Tensor:
         obs = batch[Columns.OBS]

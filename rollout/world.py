@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from policy.networks import PolicySpec
 from rollout.data.dataset import Dataset
 from rollout.data.registry import DATASETS, load_dataset
 from rollout.data.synthetic import synthetic_dataset
@@ -327,3 +328,8 @@ class UserBatchEnv:
             self.shown[rows[:, None], safe[rows]] = True
         self.active = act & ~done
         return StepResult(clicks=clicks, reward=reward, done=done, left=act & leave)
+
+
+def policy_spec(cfg: WorldConfig, world: World) -> PolicySpec:
+    """What a network needs of this world (policy.networks.PolicySpec)."""
+    return PolicySpec(item_features=world.item_features, history_len=cfg.history_len)

@@ -16,6 +16,7 @@ from learner.ppo import DataParallel, PPOConfig
 from policy.networks import PolicyConfig
 from rollout.actor import RolloutConfig, RolloutWorker
 from rollout.world import WorldConfig
+from worlds import learner_spec
 
 WORLD = WorldConfig(num_items=200, num_categories=8, num_users=100, history_len=12)
 POLICY = PolicyConfig()
@@ -25,7 +26,7 @@ ATOL = 1e-5
 
 
 def reference_learner(ppo: PPOConfig) -> Learner:
-    return Learner(WORLD, POLICY, ppo, seed=SEED, device="cpu")
+    return Learner(*learner_spec(WORLD), POLICY, ppo, seed=SEED, device="cpu")
 
 
 def assert_weights_close(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], atol: float = ATOL) -> None:
@@ -138,13 +139,13 @@ def test_three_sharded_ranks_equal_one_learner_even_with_an_empty_shard(batches,
 def test_bad_configurations_are_refused_before_any_actor_starts():
     ppo = PPOConfig()
     with pytest.raises(ValueError, match="num_learners must be an integer >= 1"):
-        LearnerGroup(WORLD, POLICY, ppo, SEED, num_learners=0)
+        LearnerGroup(*learner_spec(WORLD), POLICY, ppo, SEED, num_learners=0)
     with pytest.raises(ValueError, match="num_gpus"):
-        LearnerGroup(WORLD, POLICY, ppo, SEED, num_learners=2, num_gpus=-1)
+        LearnerGroup(*learner_spec(WORLD), POLICY, ppo, SEED, num_learners=2, num_gpus=-1)
     with pytest.raises(ValueError, match="learner_num_gpus >= 1"):
-        LearnerGroup(WORLD, POLICY, ppo, SEED, num_learners=2, device="cuda", num_gpus=0)
+        LearnerGroup(*learner_spec(WORLD), POLICY, ppo, SEED, num_learners=2, device="cuda", num_gpus=0)
     with pytest.raises(ValueError, match="NCCL does not allow"):
-        LearnerGroup(WORLD, POLICY, ppo, SEED, num_learners=2, device="auto", num_gpus=0.5)
+        LearnerGroup(*learner_spec(WORLD), POLICY, ppo, SEED, num_learners=2, device="auto", num_gpus=0.5)
     with pytest.raises(ValueError, match="learner_device"):
         worker_device("tpu", 0)
     assert worker_device("auto", 0) == "cpu"  # unreserved GPUs are not shared between ranks
@@ -165,7 +166,7 @@ def test_two_gloo_learners_match_one_learner_on_the_whole_batch(ray_local, batch
     ppo = PPOConfig(epochs=2, minibatch_size=minibatch_cases(first.num_rows)[case])
     reference = reference_learner(ppo)
     refs = [ray.put(first), ray.put(second)]
-    with LearnerGroup(WORLD, POLICY, ppo, SEED, num_learners=2, device="cpu", num_cpus=1) as group:
+    with LearnerGroup(*learner_spec(WORLD), POLICY, ppo, SEED, num_learners=2, device="cpu", num_cpus=1) as group:
         assert group.backend == "gloo"
         weights_ref, version = group.publish()
         assert version == 0
@@ -209,7 +210,7 @@ def test_one_learner_group_is_the_plain_learner_actor(ray_local, batches):
     first, _ = batches
     ppo = PPOConfig(epochs=2, minibatch_size=128)
     reference = reference_learner(ppo)
-    with LearnerGroup(WORLD, POLICY, ppo, SEED, num_learners=1, device="cpu", num_cpus=1) as group:
+    with LearnerGroup(*learner_spec(WORLD), POLICY, ppo, SEED, num_learners=1, device="cpu", num_cpus=1) as group:
         assert group.backend is None  # no process group
         ref = ray.put(first)
         metrics, (weights_ref, version) = group.update_and_publish([ref])

@@ -14,6 +14,7 @@ import pytest
 from learner.evaluation import COLUMNS, evaluate_reference, evaluation_users
 from learner.evaluate import cli
 from rollout.world import World, WorldConfig
+from worlds import learner_spec
 
 REPO = Path(__file__).resolve().parents[2]
 HEADERS = ("Tint", "Rcum", "Rsin", "coverage", "diversity", "cat-entropy", "novelty")
@@ -138,7 +139,7 @@ def test_a_checkpoint_gets_a_trained_row(tmp_path):
     cfg = TrainConfig(world=WorldConfig(num_items=200, num_categories=8, num_users=100, latent_dim=8,
                                         slate_size=4, max_steps=8, history_len=8, world_seed=1))
     cfg.validate()
-    learner = Learner(cfg.world, cfg.policy, cfg.ppo, seed=0, device="cpu")
+    learner = Learner(*learner_spec(cfg.world), cfg.policy, cfg.ppo, seed=0, device="cpu")
     path = save_checkpoint(tmp_path / "ckpt.pt", {"learner": learner.state(), "config": cfg.to_dict(), "iteration": 0})
     out = tmp_path / "eval.json"
     proc = evaluate("--checkpoint", str(path), "--users", "16", "--policies", "random", "--out", str(out),

@@ -18,6 +18,7 @@ from policy.networks import PolicyConfig
 from rollout.actor import RolloutConfig, RolloutWorker
 from rollout.batch_schema import validate_batch
 from rollout.world import WorldConfig
+from worlds import learner_spec
 
 WORLD = WorldConfig(num_items=200, num_categories=8, num_users=100, history_len=12)
 ROLLOUT = RolloutConfig(users_per_actor=8, plan_categories=4, plan_every=1)
@@ -29,7 +30,7 @@ def _batches(n: int):
 
 
 def test_a_corrupted_batch_is_rejected_counted_and_not_learned_from():
-    learner = Learner(WORLD, PolicyConfig(), PPOConfig(epochs=1, minibatch_size=128), seed=0, device="cpu")
+    learner = Learner(*learner_spec(WORLD), PolicyConfig(), PPOConfig(epochs=1, minibatch_size=128), seed=0, device="cpu")
     good, victim = _batches(2)
     bad = corrupt_batch(victim)
     with pytest.raises(ValueError, match="reward: expected float, got double"):

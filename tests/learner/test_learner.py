@@ -18,6 +18,7 @@ from policy.networks import PolicyConfig
 from rollout.actor import RolloutConfig, RolloutWorker
 from rollout.batch_schema import batch_dims, column, validate_batch
 from rollout.world import WorldConfig
+from worlds import learner_spec
 
 WORLD = WorldConfig(num_items=200, num_categories=8, num_users=100, history_len=12)
 POLICY = PolicyConfig()
@@ -31,7 +32,7 @@ def make_worker(seed: int = 0, world: WorldConfig = WORLD, rollout: RolloutConfi
 
 
 def make_learner(seed: int = 0) -> Learner:
-    return Learner(WORLD, POLICY, PPO, seed=seed, device="cpu")
+    return Learner(*learner_spec(WORLD), POLICY, PPO, seed=seed, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from policy.networks import PolicyConfig
 from rollout.actor import RolloutConfig
 from rollout.batch_schema import column
 from rollout.world import WorldConfig
+from worlds import learner_spec
 
 USERS = 8
 CFG = TrainConfig(world=WorldConfig(num_items=200, num_categories=8, num_users=100, history_len=12),
@@ -41,7 +42,7 @@ def whole_episodes(batch) -> bool:
 @pytest.mark.ray
 def test_killed_actor_is_restarted_and_its_batch_requested_again(ray_local):
     ray = ray_local
-    learner = Learner(CFG.world, CFG.policy, CFG.ppo, seed=0, device="cpu")
+    learner = Learner(*learner_spec(CFG.world), CFG.policy, CFG.ppo, seed=0, device="cpu")
     weights, version = learner.weights()
     actors = start_rollout_actors(CFG, "in-process", seed=0)
     pool = RolloutPool(actors, ray.put(weights), version, max_policy_lag=1)
@@ -78,7 +79,7 @@ def test_a_dead_actors_call_yields_an_error_never_a_batch(ray_local):
     ray = ray_local
     cfg = TrainConfig(world=CFG.world, policy=CFG.policy, ppo=CFG.ppo,
                       rollout=RolloutConfig(num_rollout_actors=1, users_per_actor=256, rollout_num_cpus=0.5))
-    weights, version = Learner(cfg.world, cfg.policy, cfg.ppo, seed=0, device="cpu").weights()
+    weights, version = Learner(*learner_spec(cfg.world), cfg.policy, cfg.ppo, seed=0, device="cpu").weights()
     (actor,) = start_rollout_actors(cfg, "in-process", seed=0)
     ray.get(actor.__ray_ready__.remote())
     batch_ref, stats_ref = actor.collect.options(num_returns=2).remote(ray.put(weights), version)
@@ -103,7 +104,7 @@ def test_a_dead_actors_call_yields_an_error_never_a_batch(ray_local):
 @pytest.mark.ray
 def test_stale_batches_are_dropped_lagged_ones_used_and_in_flight_bounded(ray_local):
     ray = ray_local
-    weights, _ = Learner(CFG.world, CFG.policy, CFG.ppo, seed=0, device="cpu").weights()
+    weights, _ = Learner(*learner_spec(CFG.world), CFG.policy, CFG.ppo, seed=0, device="cpu").weights()
     ref = ray.put(weights)
     actors = start_rollout_actors(CFG, "in-process", seed=1)
     with pytest.raises(ValueError, match="max_batches_in_flight"):

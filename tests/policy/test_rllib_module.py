@@ -10,7 +10,7 @@ import pytest
 
 from policy.networks import ActorCritic, PolicyConfig
 from rollout.vector_env import ENV_ID
-from rollout.world import World, WorldConfig
+from rollout.world import World, WorldConfig, policy_spec
 
 WORLD = WorldConfig(num_items=200, num_categories=8, num_users=100, history_len=12)
 
@@ -24,6 +24,8 @@ def test_rllib_ppo_trains_our_actor_critic() -> None:
 
     from policy.rllib_module import ActorCriticRLModule
 
+    spec = policy_spec(WORLD, World.build(WORLD, log=lambda line: None))
+    spec_config = {"item_features": spec.item_features, "history_len": spec.history_len}
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
         config = (
@@ -34,7 +36,7 @@ def test_rllib_ppo_trains_our_actor_critic() -> None:
                          gym_env_vectorize_mode=gymnasium.VectorizeMode.VECTOR_ENTRY_POINT)
             .training(train_batch_size_per_learner=512, minibatch_size=128, num_epochs=2)
             .rl_module(rl_module_spec=RLModuleSpec(module_class=ActorCriticRLModule,
-                                                   model_config={"world_config": dataclasses.asdict(WORLD)}))
+                                                   model_config=spec_config))
             .debugging(seed=0)
         )
         algo = config.build_algo()

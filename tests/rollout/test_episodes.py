@@ -112,5 +112,5 @@ def test_observe_sees_every_step_and_max_steps_bounds_the_loop(world: World) -> 
     run = run_episodes(env, policy_act(env), 2, observe=lambda slates, result, active: seen.append(
         (slates.copy(), result.reward.copy(), active.copy())))
     assert len(seen) == 2 and run.lengths.max() == 2
-    np.testing.assert_array_equal(run.returns, seen[0][1] + seen[1][1])
+    np.testing.assert_array_equal(run.returns, seen[0][1].astype(np.float64) + seen[1][1])  # summed in float64
     np.testing.assert_array_equal(run.slates, np.concatenate([s[a] for s, _, a in seen]))

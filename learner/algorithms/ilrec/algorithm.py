@@ -15,7 +15,8 @@ from learner.runtime import UsageError, learner_gpus
 from learner.skeleton import Algorithm, Run
 from planner_api.client import connect_planner
 from rollout.actor import worker_seeds
-from rollout.world import UserBatchEnv, World
+from rollout.batch_schema import batch_dims
+from rollout.world import UserBatchEnv, World, policy_spec
 
 
 class ILRec(Algorithm):
@@ -69,7 +70,8 @@ class ILRec(Algorithm):
                   "raise --ilrec-propose-timeout-s or lower --ilrec-demo-group-size", flush=True)
         learner_cls = make_ilrec_learner_class(cfg.run.learner_num_cpus, learner_gpus(ray, cfg))
         try:
-            self.learner = learner_cls.remote(cfg.world, cfg.policy, cfg.ppo, cfg.run.seed, cfg.ilrec,
+            self.learner = learner_cls.remote(policy_spec(cfg.world, self.world), batch_dims(cfg.world, self.world),
+                                              cfg.policy, cfg.ppo, cfg.run.seed, cfg.ilrec,
                                               str(self.demo_path), str(self.emb_path), cfg.run.learner_device,
                                               cfg.run.learner_torch_threads)
             pretrain = ray.get(self.learner.pretrain.remote())

@@ -29,9 +29,8 @@ from learner.algorithms.ilrec.demonstrations import demo_batch
 from learner.algorithms.ilrec.reward import SlateDiscriminator, discriminator_step
 from learner.learner_actor import Learner
 from learner.ppo import PPOConfig, gae, ppo_update
-from policy.networks import PolicyConfig
-from rollout.batch_schema import column, validate_batch
-from rollout.world import WorldConfig
+from policy.networks import PolicyConfig, PolicySpec
+from rollout.batch_schema import BatchDims, column, validate_batch
 
 MAX_AWR_WEIGHT = 20.0
 _COLUMNS = ("history_items", "history_feedback", "action", "behaviour_logp", "value", "reward", "done",
@@ -41,9 +40,9 @@ _COLUMNS = ("history_items", "history_feedback", "action", "behaviour_logp", "va
 class ILRecLearner(Learner):
     """`Learner` (weights, publish, versions, checkpoints) with IL-Rec's update."""
 
-    def __init__(self, world: WorldConfig, policy: PolicyConfig, ppo: PPOConfig, seed: int, ilrec,
+    def __init__(self, spec: PolicySpec, dims: BatchDims, policy: PolicyConfig, ppo: PPOConfig, seed: int, ilrec,
                  demo_path: str, embeddings_path: str, device: str = "auto", torch_threads: int = 1):
-        super().__init__(world, policy, ppo, seed, device, torch_threads)
+        super().__init__(spec, dims, policy, ppo, seed, device, torch_threads)
         self.ilrec = ilrec
         batch = demo_batch(pq.read_table(demo_path, memory_map=True))
         validate_batch(batch, self.dims)

@@ -21,7 +21,8 @@ from learner.serial import SerialLearnerGroup, SerialRolloutPool
 from learner.skeleton import Algorithm, Run
 from learner.algorithms.lerl.reflection_pool import ReflectionPool
 from rollout.actor import RolloutWorker
-from rollout.world import World
+from rollout.batch_schema import batch_dims
+from rollout.world import World, policy_spec
 
 
 class LERL(Algorithm):
@@ -81,11 +82,12 @@ class LERL(Algorithm):
 
     def _learner_group(self, run: Run):
         cfg = self.cfg
+        spec, dims = policy_spec(cfg.world, self.world), batch_dims(cfg.world, self.world)
         try:
             if run.ray is None:
-                return SerialLearnerGroup(Learner(cfg.world, cfg.policy, cfg.ppo, cfg.run.seed, cfg.run.learner_device,
+                return SerialLearnerGroup(Learner(spec, dims, cfg.policy, cfg.ppo, cfg.run.seed, cfg.run.learner_device,
                                                   cfg.run.learner_torch_threads))
-            return LearnerGroup(cfg.world, cfg.policy, cfg.ppo, cfg.run.seed, num_learners=cfg.run.num_learners,
+            return LearnerGroup(spec, dims, cfg.policy, cfg.ppo, cfg.run.seed, num_learners=cfg.run.num_learners,
                                 device=cfg.run.learner_device, num_cpus=cfg.run.learner_num_cpus,
                                 num_gpus=learner_gpus(run.ray, cfg), torch_threads=cfg.run.learner_torch_threads,
                                 timeout_s=cfg.run.learner_timeout_s)

@@ -27,6 +27,7 @@ from rollout.batch_schema import batch_dims
 from rollout.batch_schema import column, validate_batch
 from planner_api.client import connect_planner
 from rollout.world import World, WorldConfig
+from worlds import learner_spec
 
 TINY_WORLD = WorldConfig(num_items=60, num_categories=6, num_users=50, max_steps=6, slate_size=3, history_len=9)
 SMALL_PROPOSE = ProposeSettings(candidates=12, recent=4, group_size=4, timeout_s=30.0)
@@ -165,7 +166,7 @@ def test_learner_clones_demonstrations_and_updates_on_env_plus_learned_reward(ti
     np.save(tmp_path / "emb.npy", embeddings)
     policy = PolicyConfig(model_dim=16)
     ilrec = ILRecConfig(ilrec_pretrain_steps=40, ilrec_disc_batch=16, ilrec_disc_hidden=16, ilrec_demo_ratio=0.5)
-    learner = ILRecLearner(TINY_WORLD, policy, PPOConfig(minibatch_size=32, epochs=1), 0, ilrec, str(demos),
+    learner = ILRecLearner(*learner_spec(TINY_WORLD), policy, PPOConfig(minibatch_size=32, epochs=1), 0, ilrec, str(demos),
                            str(tmp_path / "emb.npy"), "cpu")
     idx = torch.arange(len(learner.demo["reward"]))
     with torch.no_grad():

@@ -19,7 +19,7 @@ from learner.algorithms.laac.offline_data import load_or_build
 from rollout.data.dataset import Dataset, Interactions
 from planner_api.client import InProcessPlanner
 
-SHARED_ML100K = Path(__file__).resolve().parents[3] / "shared" / "data" / "ml-100k"
+SHARED_ML100K = Path(__file__).resolve().parents[5] / "shared" / "data" / "ml-100k"
 N, H, B = 40, 4, 16
 
 

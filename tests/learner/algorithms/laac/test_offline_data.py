@@ -10,7 +10,7 @@ import pytest
 from learner.algorithms.laac.offline_data import build_transitions, cli, load_or_build
 from rollout.data.dataset import Dataset, Interactions
 
-SHARED_ML100K = Path(__file__).resolve().parents[3] / "shared" / "data" / "ml-100k"
+SHARED_ML100K = Path(__file__).resolve().parents[5] / "shared" / "data" / "ml-100k"
 
 
 def _dataset() -> Dataset:
