@@ -16,7 +16,8 @@ def test_query_is_valid_and_holds_its_fields() -> None:
     validate_propose_request(planner_pb2.ProposeRequest(queries=[query], category_names=["a", "b", "c"], seed=1))
     assert (query.user_id, query.num_items) == (7, 2)
     assert [tuple(e) for e in history_entries(query.recent)] == [(4, 1, 1.0, 0, "Four"), (9, 0, 0.0, 1, "")]
-    assert [(c.item_id, c.category_id, c.title) for c in query.candidates] == [(2, 2, "two"), (5, 2, ""), (8, 1, "eight")]
+    candidates = [(c.item_id, c.category_id, c.title) for c in query.candidates]
+    assert candidates == [(2, 2, "two"), (5, 2, ""), (8, 1, "eight")]
 
 
 def test_titles_are_cut_and_feedback_clipped_and_untitled_histories_send_no_titles() -> None:

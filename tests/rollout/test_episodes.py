@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rollout.batch_schema import ACTOR_COLUMNS, BATCH_COLUMNS, TRANSITION_COLUMNS, batch_dims, build_batch, validate_batch
+from rollout.batch_schema import (
+    ACTOR_COLUMNS,
+    BATCH_COLUMNS,
+    TRANSITION_COLUMNS,
+    batch_dims,
+    build_batch,
+    validate_batch,
+)
 from rollout.episodes import EXTRA_COLUMNS, LOOP_COLUMNS, run_episodes
 from rollout.reference_policies import ReferencePolicy
 from rollout.world import UserBatchEnv, World, WorldConfig

@@ -26,9 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from learner.algorithms.ilrec.config import ProposeSettings
-from protos import planner_pb2
 from planner_api.contract import MAX_PROPOSED_ITEMS, MAX_TITLE_BYTES, truncate_utf8
 from planner_api.queries import propose_query
+from protos import planner_pb2
 from rollout.batch_schema import batch_dims, build_batch, transition_schema, validate_batch
 from rollout.episodes import run_episodes
 from rollout.world import UserBatchEnv, World, WorldConfig

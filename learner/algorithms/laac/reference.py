@@ -27,9 +27,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from protos import planner_pb2
 from planner_api.contract import MAX_QUERIES
 from planner_api.queries import propose_query
+from protos import planner_pb2
 
 REFERENCE_CACHE_VERSION = 1
 
