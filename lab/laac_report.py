@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lab import plots
+
 OFFLINE_FILE = "offline_eval.json"
 FULL = (("R@10", 4), ("NCV@10", 4), ("HR@10", 4), ("CV@10", 3))
 
@@ -84,12 +86,7 @@ def offline_markdown(rows: dict[str, dict]) -> str:
 
 def plot_frontier(rows: dict[str, dict], path: Path) -> Path:
     """R@10 (y) against NCV@10 (x) per row; the LAAC rows with an LLM term, ordered by alpha, joined."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plots.subplots(figsize=(6.5, 4.5))
     for name, row in rows.items():
         (x, xerr), (y, yerr) = row["NCV@10"], row["R@10"]
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o" if row["kind"] == "algorithm" else "s", capsize=3, label=name)
@@ -106,12 +103,7 @@ def plot_frontier(rows: dict[str, dict], path: Path) -> Path:
             ax.annotate(f"α={alpha:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set(xlabel="NCV@10 (novel: unseen by the user and long-tail)", ylabel="R@10 (rating-weighted hit)",
            title="accuracy versus novelty on held-out users")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path, [ax])
 
 
 def offline_section(runs: list[dict], out: Path) -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lab import plots
 from lab.laac_report import offline_section
 
 METRICS = (("Tint", "Tint", 2), ("Rcum", "Rcum", 3), ("Rsin", "Rsin", 3), ("coverage", "coverage", 3),
@@ -91,18 +92,13 @@ def markdown_table(rows: dict[str, dict]) -> str:
 
 
 def plot_curves(runs: list[dict], path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     by_name: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         if run["curve"] and "Rcum" in run["curve"][0]:  # offline runs (LAAC) log losses, not episodes
             by_name[run["name"]].append(run)
     if not by_name:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plots.subplots(1, 2, figsize=(11, 4))
     for name, group in sorted(by_name.items()):
         for ax, metric in zip(axes, ("Rcum", "Tint")):
             # Seeds are aligned on environment steps, averaged where all of them got to.
@@ -114,33 +110,18 @@ def plot_curves(runs: list[dict], path: Path) -> Path | None:
             ax.fill_between(x, mean - std, mean + std, alpha=0.2)
     for ax, metric in zip(axes, ("return per session (Rcum)", "interaction length (Tint)")):
         ax.set(xlabel="environment steps", ylabel=metric, title=f"training: {metric}")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path, axes)
 
 
 def plot_diversity_return(rows: dict[str, dict], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plots.subplots(figsize=(6, 4.5))
     for name, row in rows.items():
         (x, xerr), (y, yerr) = row["diversity"], row["Rcum"]
         marker = "o" if row["kind"] == "algorithm" else "s"
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=marker, capsize=3, label=name)
     ax.set(xlabel="diversity (intra-slate, 1 - similarity)", ylabel="return per session (Rcum)",
            title="diversity versus return (evaluation users)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path, [ax])
 
 
 def write_report(roots: list[Path], out: Path | None = None) -> Path:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lab import plots
+
 COLUMNS = ("actors", "users", "replicas", "learners", "env_steps_per_s", "env_steps_per_s_per_actor",
            "policy_lag_mean", "policy_lag_max", "planner_latency_ms", "planner_fallback_rate",
            "update_seconds", "iterations", "wall_s", "status")
@@ -120,12 +122,7 @@ def write_outputs(rows: list[dict], out: Path) -> list[Path]:
     paths = [csv_path, md_path]
     ok = [r for r in rows if r["status"] == "ok"]
     if ok:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, (ax_rate, ax_lag) = plt.subplots(1, 2, figsize=(11, 4))
+        fig, (ax_rate, ax_lag) = plots.subplots(1, 2, figsize=(11, 4))
         series = sorted({(r["users"], r["replicas"], r["learners"]) for r in ok})
         for users, replicas, learners in series:
             pts = sorted((r["actors"], r["env_steps_per_s"], r["policy_lag_mean"]) for r in ok
@@ -137,13 +134,8 @@ def write_outputs(rows: list[dict], out: Path) -> list[Path]:
         ax_lag.set(xlabel="rollout actors", ylabel="policy lag (versions)", title="policy lag")
         for ax in (ax_rate, ax_lag):
             ax.set_ylim(bottom=0)  # ratios between cells read right only from zero
-            ax.grid(alpha=0.3)
             ax.set_xticks(sorted({r["actors"] for r in ok}))
-        ax_rate.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(png_path, dpi=120)
-        plt.close(fig)
-        paths.append(png_path)
+        paths.append(plots.save(fig, png_path, (ax_rate, ax_lag)))
     return paths
 
 

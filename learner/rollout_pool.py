@@ -47,6 +47,19 @@ class PoolCounters:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def count(self, stats, version: int, max_policy_lag: int, dropped_ids: list[str]) -> int | None:
+        """Counts one finished collect against the learner's `version`: its lag, or None when it
+        is more than `max_policy_lag` versions behind (dropped; its id appended to `dropped_ids`)."""
+        self.batches_collected += 1
+        lag = version - int(stats.policy_version)
+        if lag > max_policy_lag:
+            self.dropped_stale_batches += 1
+            dropped_ids.append(stats.batch_id)
+            return None
+        self.batches_used += 1
+        self.lagged_batches += int(lag > 0)
+        return lag
+
 
 @dataclass
 class Collected:
@@ -170,13 +183,8 @@ class RolloutPool:
                 self.counters.restart_seconds_lost += self.submitted_at[index] - self.lost_since[index]
             self.failures[index] = 0
             self.idle.append(index)
-            self.counters.batches_collected += 1
-            lag = self.version - int(stats.policy_version)
-            if lag > self.max_policy_lag:
-                self.counters.dropped_stale_batches += 1
-                self.dropped_batch_ids.append(stats.batch_id)
+            lag = self.counters.count(stats, self.version, self.max_policy_lag, self.dropped_batch_ids)
+            if lag is None:
                 continue
-            self.counters.batches_used += 1
-            self.counters.lagged_batches += int(lag > 0)
             self._fill()  # the actor that just finished starts its next collect at once
             return Collected(batch_ref, stats, lag, index)

@@ -54,14 +54,9 @@ class SerialRolloutPool:
             index, weights, version, reflections = self.pending.popleft()
             batch, stats = self.actors[index].collect(weights, version, reflections=reflections)
             self.idle.append(index)
-            self.counters.batches_collected += 1
-            lag = self.version - int(stats.policy_version)
-            if lag > self.max_policy_lag:
-                self.counters.dropped_stale_batches += 1
-                self.dropped_batch_ids.append(stats.batch_id)
+            lag = self.counters.count(stats, self.version, self.max_policy_lag, self.dropped_batch_ids)
+            if lag is None:
                 continue
-            self.counters.batches_used += 1
-            self.counters.lagged_batches += int(lag > 0)
             self._fill()  # with Ray the worker starts its next collect as it hands this one in
             return Collected(batch, stats, lag, index)
 

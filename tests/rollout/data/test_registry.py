@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import pytest
 
 from rollout.data.dataset import DataError
+from rollout.data import registry
 from rollout.data.registry import DATASETS, load_dataset, resolve_data_dir
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
@@ -34,9 +33,7 @@ def test_unknown_name_lists_datasets():
 def test_synthetic_dispatch(monkeypatch):
     """'synthetic' goes to rollout.data.synthetic.synthetic_dataset with the options (stubbed here)."""
     calls = []
-    stub = types.ModuleType("rollout.data.synthetic")
-    stub.synthetic_dataset = lambda **options: calls.append(options) or "generated"
-    monkeypatch.setitem(sys.modules, "rollout.data.synthetic", stub)
+    monkeypatch.setattr(registry, "synthetic_dataset", lambda **options: calls.append(options) or "generated")
     assert load_dataset("synthetic", num_items=50, seed=3) == "generated"
     assert calls == [{"num_items": 50, "seed": 3}]
 
