@@ -1,8 +1,8 @@
-"""Tests of the learner and the rollout worker used serially (no Ray), with the in-process planner."""
+"""Tests of the learner run in this process (no Ray), on batches a rollout worker collected with the
+in-process planner."""
 
 from __future__ import annotations
 
-import re
 
 import dataclasses
 
@@ -16,7 +16,6 @@ from learner.learner_actor import Learner, pick_device
 from learner.ppo import PPOConfig
 from policy.networks import PolicyConfig
 from rollout.actor import RolloutConfig, RolloutWorker
-from rollout.batch_schema import batch_dims, column, validate_batch
 from rollout.world import WorldConfig
 from worlds import learner_spec
 
@@ -33,129 +32,6 @@ def make_worker(seed: int = 0, world: WorldConfig = WORLD, rollout: RolloutConfi
 
 def make_learner(seed: int = 0) -> Learner:
     return Learner(*learner_spec(WORLD), POLICY, PPO, seed=seed, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def learner0() -> Learner:
-    """A learner at version 0 (tests that update use their own)."""
-    return make_learner()
-
-
-@pytest.fixture(scope="module")
-def collected(learner0):
-    """A worker and one batch it collected with the learner's version-0 weights."""
-    worker = make_worker()
-    weights, version = learner0.weights()
-    batch, stats = worker.collect(weights, version)
-    return worker, batch, stats
-
-
-def episode_bounds(episode_ids: np.ndarray) -> list[tuple[int, int]]:
-    starts = np.flatnonzero(np.r_[True, episode_ids[1:] != episode_ids[:-1]])
-    ends = np.r_[starts[1:], len(episode_ids)]
-    return list(zip(starts.tolist(), ends.tolist()))
-
-
-def check_rows_ordered_with_one_terminal_per_episode(batch: pa.RecordBatch, users: int) -> list[int]:
-    episode, step, done = column(batch, "episode_id"), column(batch, "step"), column(batch, "done")
-    order = np.lexsort((step, episode))
-    np.testing.assert_array_equal(order, np.arange(batch.num_rows))  # already sorted by (episode, step)
-    bounds = episode_bounds(episode)
-    assert len(bounds) == users
-    assert sorted(set(episode.tolist())) == list(range(users))
-    lengths = []
-    for start, end in bounds:
-        assert step[start:end].tolist() == list(range(end - start))  # 0, 1, ..., no gaps
-        assert done[start:end].tolist() == [False] * (end - start - 1) + [True]
-        lengths.append(end - start)
-    return lengths
-
-
-# --- the rollout worker -------------------------------------------------------------------------
-
-
-def test_collected_batch_validates_and_has_the_worlds_dims(collected):
-    worker, batch, stats = collected
-    dims = validate_batch(batch, worker.dims)
-    assert dims == batch_dims(WORLD, worker.world)
-    assert (dims.history_len, dims.num_categories, dims.action_dim, dims.slate_size) == (12, 8, 16, 6)
-    assert set(column(batch, "batch_id").tolist()) == {stats.batch_id}
-    assert re.fullmatch(r"actor-0\.[0-9a-f]{8}/0", stats.batch_id)
-    assert set(column(batch, "policy_version").tolist()) == {0}
-    assert stats.policy_version == 0
-
-
-def test_rows_are_ordered_with_one_terminal_row_per_episode(collected):
-    worker, batch, stats = collected
-    lengths = check_rows_ordered_with_one_terminal_per_episode(batch, ROLLOUT.users_per_actor)
-    assert lengths == stats.episode_lengths.tolist()
-    assert int(stats.episode_lengths.sum()) == batch.num_rows == stats.env_steps
-    # Returns are the per-episode reward sums.
-    reward, episode = column(batch, "reward"), column(batch, "episode_id")
-    np.testing.assert_allclose(stats.episode_returns, np.bincount(episode, weights=reward), rtol=1e-6)
-
-
-def test_slates_stay_inside_the_planners_category_mask(collected):
-    worker, batch, stats = collected
-    mask = column(batch, "category_mask")
-    slate = column(batch, "slate")
-    assert stats.masks_widened == 0  # 4 categories x 25 items always fill a slate of 6
-    assert (mask.sum(axis=1) == ROLLOUT.plan_categories).all()
-    slate_categories = worker.world.item_category[slate]                # [rows, 6]
-    inside = np.take_along_axis(mask, slate_categories, axis=1)
-    assert inside.all()
-    assert all(len(set(row)) == WORLD.slate_size for row in slate.tolist())  # distinct items
-    assert stats.planner_calls == max(stats.episode_lengths)  # one batched call per step
-    assert stats.planner_fallbacks == 0
-
-
-def test_history_column_matches_what_was_shown_before(collected):
-    worker, batch, stats = collected
-    hist, slate, episode = column(batch, "history_items"), column(batch, "slate"), column(batch, "episode_id")
-    for start, end in episode_bounds(episode)[:4]:
-        assert (hist[start] == -1).all()                                  # step 0: empty history
-        for row in range(start + 1, end):
-            assert hist[row, -6:].tolist() == slate[row - 1].tolist()      # newest last
-
-
-def test_without_planner_rows_stay_ordered_when_episodes_end_at_different_steps():
-    world = dataclasses.replace(WORLD, initial_patience=8.0)
-    worker = make_worker(world=world, rollout=dataclasses.replace(ROLLOUT, use_planner=False))
-    batch, stats = worker.collect()
-    lengths = check_rows_ordered_with_one_terminal_per_episode(batch, ROLLOUT.users_per_actor)
-    assert len(set(lengths)) > 1  # the case the sort is for
-    assert stats.planner_calls == 0
-    assert column(batch, "category_mask").all()
-    assert set(column(batch, "policy_version").tolist()) == {-1}  # no weights were ever loaded
-
-
-def test_use_planner_without_an_address_is_an_error():
-    with pytest.raises(ValueError, match="planner address"):
-        RolloutWorker(WORLD, POLICY, ROLLOUT, None, 0, 0)
-
-
-def test_same_seed_and_weights_give_identical_batches_and_different_seeds_differ(learner0):
-    weights, version = learner0.weights()
-    a, sa = make_worker(seed=7).collect(weights, version)
-    b, sb = make_worker(seed=7).collect(weights, version)
-    c, _ = make_worker(seed=8).collect(weights, version)
-    # Everything but the batch id (a label that differs per worker incarnation) is fixed by the seed.
-    data = [name for name in a.schema.names if name != "batch_id"]
-    assert a.select(data).equals(b.select(data))
-    assert sa.batch_id != sb.batch_id
-    np.testing.assert_array_equal(sa.episode_returns, sb.episode_returns)
-    assert not a.select(data).equals(c.select(data))
-    assert not np.array_equal(column(a, "user_id"), column(c, "user_id"))
-
-
-def test_successive_batches_get_new_ids(learner0):
-    worker = make_worker(index=3)
-    weights, version = learner0.weights()
-    ids = [worker.collect(weights, version)[1].batch_id for _ in range(2)]
-    assert ids == [f"actor-3.{worker.incarnation}/0", f"actor-3.{worker.incarnation}/1"]
-
-
-# --- the learner --------------------------------------------------------------------------------
 
 
 def test_update_bumps_version_and_reports_policy_lags():
@@ -269,11 +145,20 @@ def test_a_fresh_worker_after_resume_is_learned_from():
     assert (m["duplicates"], m["rows"]) == (0, batch.num_rows)
 
 
-def test_pick_device():
-    assert pick_device("cpu") == torch.device("cpu")
-    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ValueError, match="learner_device"):
-        pick_device("tpu")
+def test_pick_device_follows_what_torch_sees(monkeypatch):
+    """auto takes CUDA exactly when torch reports a GPU; cpu is always honoured; cuda without a GPU
+    and unknown names are configuration errors (checked both ways by pretending either machine)."""
+    for has_gpu in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda has_gpu=has_gpu: has_gpu)
+        assert pick_device("auto") == torch.device("cuda" if has_gpu else "cpu")
+        assert pick_device("cpu") == torch.device("cpu")
+        if has_gpu:
+            assert pick_device("cuda") == torch.device("cuda")
+        else:
+            with pytest.raises(ValueError, match="learner_device=cuda"):
+                pick_device("cuda")
+        with pytest.raises(ValueError, match="learner_device must be auto, cpu or cuda"):
+            pick_device("tpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present, so learner_device=cuda is valid here")

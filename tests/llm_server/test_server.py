@@ -3,17 +3,16 @@
 Plan has its own tests (large batches, repeated invalid requests, the CLI); every RPC (Plan,
 Reflect, Propose, Explain) goes through the same table-driven end-to-end tests over real gRPC
 on 127.0.0.1: answers equal the heuristics, INVALID_ARGUMENT, INTERNAL for a failing or
-contract-breaking backend, and the client's fallback on a dead port or a missed deadline.
+contract-breaking backend. The client's fallback is tested beside the client
+(tests/planner_api/test_client_fallback.py); the requests both use are in tests/planner_requests.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,95 +28,18 @@ from llm_server.backends import HeuristicBackend, PlannerBackend, backend_names,
 from llm_server.server import PlannerServerActor
 from protos import planner_pb2, planner_pb2_grpc
 from planner_api.contract import check_plan_response
-from planner_api.heuristics import heuristic_explain, heuristic_propose, heuristic_reflect
-from planner_api.history import slice_history
 from planner_api.contract import GRPC_MESSAGE_OPTIONS, PLANNER_SERVICE_NAME, RPC_NAMES
 from planner_api.client import PlannerClient
 from planner_api.heuristics import heuristic_plan
+from planner_requests import (
+    ROLES,
+    SleepyBackend,
+    plan_request,
+    start_in_background,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RPC_TIMEOUT_S = 10.0
-
-
-def plan_request(num_users: int = 4, seed: int = 11) -> planner_pb2.PlanRequest:
-    """A valid request whose users have a little history each."""
-    req = planner_pb2.PlanRequest(category_names=[f"c{c}" for c in range(6)], seed=seed)
-    for user_id in range(num_users):
-        req.users.add(
-            user_id=user_id, step=user_id % 3,
-            history=planner_pb2.History(
-                item_ids=range(10), category_ids=[(user_id + k) % 6 for k in range(10)],
-                feedback=[float(k % 2) for k in range(10)], steps=[0] * 10,
-                titles=[f"item {k}" for k in range(10)]),
-            candidate_categories=[0, 1, 2, 3, 4, 5], num_categories=3,
-        )
-    return req
-
-
-def reflect_request() -> planner_pb2.ReflectRequest:
-    """A valid request of 3 finished sessions of 12 items over 6 categories."""
-    req = planner_pb2.ReflectRequest(category_names=[f"c{c}" for c in range(6)], seed=3)
-    for user_id in range(3):
-        req.sessions.add(user_id=user_id, shown_categories=[(user_id + k) % 6 for k in range(12)],
-                         feedback=[k % 3 == 0 for k in range(12)], length=2, session_return=4.0)
-    return req
-
-
-def propose_request() -> planner_pb2.ProposeRequest:
-    """A valid request of 3 LAAC-shaped queries: 5 recent items, 100 candidates, 10 answers."""
-    req = planner_pb2.ProposeRequest(category_names=[f"c{c}" for c in range(6)], seed=4)
-    for user, recent in enumerate(plan_request(num_users=3).users):
-        req.queries.add(user_id=user, recent=slice_history(recent.history, -5), num_items=10, candidates=[
-            planner_pb2.CandidateItem(item_id=k, category_id=k % 6) for k in range(100)])
-    return req
-
-
-def explain_request() -> planner_pb2.ExplainRequest:
-    """A valid request: a slate of 6 for a user with some history."""
-    return planner_pb2.ExplainRequest(
-        user_id=5, category_names=[f"c{c}" for c in range(6)], seed=5,
-        history=plan_request(num_users=1).users[0].history,
-        slate=[planner_pb2.CandidateItem(item_id=k, category_id=k % 4) for k in range(6)],
-    )
-
-
-# RPC name -> (valid request, the heuristic that answers it, a change that makes the request
-# invalid, the message the server answers it with).
-ROLES: dict[str, tuple[Callable[[], Message], Callable[[Message], Message],
-                       Callable[[Message], object], str]] = {
-    "Plan": (plan_request, heuristic_plan,
-             lambda r: setattr(r.users[2], "num_categories", 0),
-             "users[2].num_categories=0 is below 1"),
-    "Reflect": (reflect_request, heuristic_reflect, lambda r: r.sessions[1].feedback.pop(),
-                "sessions[1].feedback has 11 entries; need len(shown_categories)=12"),
-    "Propose": (propose_request, heuristic_propose,
-                lambda r: setattr(r.queries[2].candidates[7], "item_id", 3),
-                "queries[2].candidates[7].item_id=3 is a duplicate; ids must be distinct"),
-    "Explain": (explain_request, heuristic_explain,
-                lambda r: setattr(r.slate[4], "category_id", 6),
-                "slate[4].category_id=6 is not a valid category id "
-                "(need 0 <= id < len(category_names)=6)"),
-}
-
-
-def _delayed(method: str) -> Callable:
-    """HeuristicBackend's `method`, answering only after the backend's delay_s."""
-
-    async def answer(self: SleepyBackend, req: Message) -> Message:
-        await asyncio.sleep(self.delay_s)
-        return await getattr(HeuristicBackend, method)(self, req)
-
-    return answer
-
-
-class SleepyBackend(HeuristicBackend):
-    """The heuristic backend, answering only after a delay (to miss a client's deadline)."""
-
-    name = "sleepy"
-    plan, reflect, propose, explain = (_delayed(rpc.lower()) for rpc in RPC_NAMES)
-
-    def __init__(self, delay_s: float) -> None:
-        self.delay_s = delay_s
 
 
 async def _fail(self: PlannerBackend, req: Message) -> Message:
@@ -161,12 +83,6 @@ class LyingBackend(HeuristicBackend):
     plan, reflect, propose, explain = (_lying(rpc) for rpc in RPC_NAMES)
 
 
-def start_in_background(backend: PlannerBackend) -> tuple[PlannerServerActor, str]:
-    """The real grpc.aio server on 127.0.0.1, port 0, on an event loop in a background thread."""
-    host = PlannerServerActor()
-    return host, host.start_with_backend(backend, "127.0.0.1", 0)
-
-
 @pytest.fixture(scope="module")
 def heuristic_address() -> Iterator[str]:
     host, address = start_in_background(make_backend("heuristic"))
@@ -178,13 +94,6 @@ def heuristic_address() -> Iterator[str]:
 def planner_stub(heuristic_address: str) -> Iterator[planner_pb2_grpc.PlannerStub]:
     with grpc.insecure_channel(heuristic_address, options=GRPC_MESSAGE_OPTIONS) as channel:
         yield planner_pb2_grpc.PlannerStub(channel)
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_make_backend_rejects_unknown_names_listing_the_known_ones() -> None:
@@ -317,50 +226,6 @@ def test_every_rpc_rejects_invalid_requests(heuristic_address: str, rpc: str) ->
         # The server keeps serving the same RPC.
         _, fell_back = getattr(client, rpc.lower())(make_request(), timeout_s=RPC_TIMEOUT_S)
         assert not fell_back
-
-
-def test_every_rpc_falls_back_when_nothing_listens(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="planner_api.client"):
-        with PlannerClient(f"127.0.0.1:{free_port()}") as client:
-            for rpc in RPC_NAMES:
-                make_request, rule, _, _ = ROLES[rpc]
-                for _ in range(2):
-                    req = make_request()
-                    response, fell_back = getattr(client, rpc.lower())(req, timeout_s=5.0)
-                    assert fell_back and response == rule(req)
-                stats = client.by_method[rpc]
-                assert (stats.calls, stats.fallbacks) == (2, 2)
-            assert (client.calls, client.fallbacks) == (8, 8)
-    for rpc in RPC_NAMES:
-        warnings = [r for r in caplog.records if f"failed {rpc} with UNAVAILABLE" in r.getMessage()]
-        assert len(warnings) == 1, f"{rpc}: a failure code is logged once per RPC"
-
-
-def test_every_rpc_falls_back_when_the_deadline_is_missed() -> None:
-    host, address = start_in_background(SleepyBackend(delay_s=1.0))
-    try:
-        with PlannerClient(address) as client:
-            client.wait_ready(timeout_s=RPC_TIMEOUT_S)
-            for rpc in RPC_NAMES:
-                make_request, rule, _, _ = ROLES[rpc]
-                req = make_request()
-                response, fell_back = getattr(client, rpc.lower())(req, timeout_s=0.1)
-                assert fell_back and response == rule(req)
-                assert client.by_method[rpc].fallbacks == 1
-                assert client.by_method[rpc].total_latency_s < 1.0
-            # A generous deadline is met by the same server.
-            response, fell_back = client.plan(plan_request(), timeout_s=RPC_TIMEOUT_S)
-            assert not fell_back
-            assert (client.calls, client.fallbacks) == (5, 4)
-    finally:
-        host.stop()
-
-
-def test_wait_ready_times_out_with_a_clear_message() -> None:
-    address = f"127.0.0.1:{free_port()}"
-    with PlannerClient(address) as client:
-        with pytest.raises(TimeoutError, match=f"planner at {address} did not report SERVING"):
-            client.wait_ready(timeout_s=0.5)
 
 
 def test_server_actor_lifecycle() -> None:
