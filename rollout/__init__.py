@@ -1,4 +1,6 @@
-"""The simulated world, the transition batch contract, the planner client and the rollout actor.
+"""The simulated world (data sets, user model, dynamics, quit rules), metrics, reference policies,
+the transition batch schema, the one episode loop (`episodes`), the rollout worker and the
+gymnasium VectorEnv. It reaches the planner only through `planner_api`.
 
 Kept free of heavy imports: submodules are imported where they are used.
 """
