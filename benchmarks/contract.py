@@ -64,6 +64,13 @@ def planner_parts(users: int, history: int, seed: int) -> dict:
     rows, user_ids = np.arange(users), np.arange(users)
     request = planner._request(rows, user_ids, steps)
     data = request.SerializeToString()
+
+    def path() -> None:  # the parts below, end to end: what one planned step costs both sides
+        built = planner._request(rows, user_ids, steps)
+        parsed = planner_pb2.PlanRequest.FromString(built.SerializeToString())
+        validate_plan_request(parsed)
+        heuristic_plan(parsed)
+
     return {
         "record_ms": record_ms,
         "build_ms": best_ms(lambda: planner._request(rows, user_ids, steps)),
@@ -71,6 +78,7 @@ def planner_parts(users: int, history: int, seed: int) -> dict:
         "parse_ms": best_ms(lambda: planner_pb2.PlanRequest.FromString(data)),
         "validate_ms": best_ms(lambda: validate_plan_request(request)),
         "heuristic_ms": best_ms(lambda: heuristic_plan(request)),
+        "path_ms": best_ms(path),
         "request_bytes": len(data),
         "entries_per_user": len(request.users[0].history.item_ids),
     }

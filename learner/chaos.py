@@ -2,7 +2,10 @@
 
 - `--chaos-kill-rollout-every N`: kill one rollout actor (round-robin) before every N-th iteration;
 - `--chaos-kill-rollout-every-s S`: kill one every S seconds of training, from a background thread,
-  so kills land at any point of a collect or an update;
+  so kills land at any point of a collect or an update; one fault at a time: the next kill waits
+  until the last victim has delivered a batch again (else, where a restart takes longer than the
+  actors' turn, the killer would kill actors that are still restarting and the run would never
+  progress);
 - `--chaos-kill-planner-every N`: kill one planner replica before every N-th iteration;
 - `--chaos-corrupt-batch-every N`: every N-th iteration, replace one collected batch by a copy that
   breaks the transition schema (its reward column turned float64) before it reaches the learner,
@@ -27,9 +30,14 @@ class DriverChaos:
     """The driver's fault injector; `before_iteration` and `corrupt` are called by the loop,
     `start`/`stop` run the time-based killer."""
 
-    def __init__(self, ray, run_cfg, actors: list, planner_replicas=None, counts: dict | None = None):
+    def __init__(self, ray, run_cfg, actors: list, planner_replicas=None, counts: dict | None = None,
+                 collected_from: list[int] | None = None):
+        """`collected_from`: finished collects per actor, kept up to date by the loop (the pool's
+        list); with it, a time-based kill waits until the previous victim has delivered again."""
         self._ray, self._cfg = ray, run_cfg
         self._actors, self._replicas = actors, planner_replicas
+        self._collected_from = collected_from
+        self._last_victim: tuple[int, int] | None = None  # (actor index, its collects when killed)
         self.counts = {name: int((counts or {}).get(name, 0)) for name in COUNTERS}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -48,9 +56,18 @@ class DriverChaos:
 
     def _kill_rollout_actor(self) -> None:
         with self._lock:
-            actor = self._actors[self.counts["rollout_kills"] % len(self._actors)]
-            self._ray.kill(actor, no_restart=False)
+            index = self.counts["rollout_kills"] % len(self._actors)
+            self._ray.kill(self._actors[index], no_restart=False)
             self.counts["rollout_kills"] += 1
+            if self._collected_from is not None:
+                self._last_victim = (index, self._collected_from[index])
+
+    def _last_victim_is_back(self) -> bool:
+        """Whether the actor killed last has finished a collect since (True when none was killed)."""
+        if self._last_victim is None or self._collected_from is None:
+            return True
+        index, before = self._last_victim
+        return self._collected_from[index] > before
 
     def start(self) -> None:
         """Starts the time-based killer (when `chaos_kill_rollout_every_s` is set)."""
@@ -60,6 +77,9 @@ class DriverChaos:
 
         def loop() -> None:
             while not self._stop.wait(every):
+                while not self._last_victim_is_back():  # one fault at a time
+                    if self._stop.wait(0.05):
+                        return
                 try:
                     self._kill_rollout_actor()
                 except Exception as exc:  # noqa: BLE001 - an injector must not end the run it tests

@@ -115,8 +115,8 @@ class RunConfig:
     address while the others (or the heuristic fallback) serve (0 = off)."""
     chaos_kill_rollout_every_s: float = 0.0
     """Fault injection: kill one rollout actor (round-robin) every this many seconds of training,
-    wherever the loop is (mid-collect, mid-update); Ray restarts it and its lost batch is requested
-    again (0 = off). For reliability tests."""
+    wherever the loop is (mid-collect, mid-update), once the previous victim delivers again; Ray
+    restarts it and its lost batch is requested again (0 = off). For reliability tests."""
     chaos_planner_hang_every: int = 0
     """Fault injection: every planner replica holds one Plan request in this many for
     --chaos-planner-hang-s seconds, past the callers' deadline, so they fall back to the heuristic

@@ -119,6 +119,7 @@ class RolloutPool:
         self.failing_since = [0.0] * len(actors)
         self.submitted_at = [0.0] * len(actors)      # when each actor's current collect was submitted
         self.lost_since = [0.0] * len(actors)        # submission time of the collect a death lost
+        self.collected_from = [0] * len(actors)      # finished collects per actor (used or dropped)
 
     @property
     def in_flight(self) -> int:
@@ -183,6 +184,7 @@ class RolloutPool:
                 self.counters.restart_seconds_lost += self.submitted_at[index] - self.lost_since[index]
             self.failures[index] = 0
             self.idle.append(index)
+            self.collected_from[index] += 1
             lag = self.counters.count(stats, self.version, self.max_policy_lag, self.dropped_batch_ids)
             if lag is None:
                 continue

@@ -34,6 +34,7 @@ class SerialRolloutPool:
         self.dropped_batch_ids: list[str] = []
         self.pending: deque = deque()  # (worker index, weights, version, reflections), in submission order
         self.idle: deque[int] = deque(range(len(self.actors)))
+        self.collected_from = [0] * len(self.actors)  # finished collects per worker (used or dropped)
 
     @property
     def in_flight(self) -> int:
@@ -54,6 +55,7 @@ class SerialRolloutPool:
             index, weights, version, reflections = self.pending.popleft()
             batch, stats = self.actors[index].collect(weights, version, reflections=reflections)
             self.idle.append(index)
+            self.collected_from[index] += 1
             lag = self.counters.count(stats, self.version, self.max_policy_lag, self.dropped_batch_ids)
             if lag is None:
                 continue

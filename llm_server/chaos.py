@@ -11,7 +11,9 @@ replicas of it, and `python -m learner.main --chaos-planner-hang-every N` asks f
 Counters (in the replica's `stats()`, summed over replicas as `planner_chaos_*` in metrics):
 `chaos_plan_requests` (Plan requests seen), `chaos_hangs` (requests held) and
 `chaos_hang_seconds` (how long they were held: until the answer, or until the caller's deadline
-cancelled the call; i.e. the time callers lost waiting before their fallback).
+cancelled the call; i.e. the time callers lost waiting before their fallback) and
+`chaos_hangs_completed` (holds that slept their whole `hang_s`, i.e. that no deadline cut; 0 when
+every caller's deadline is below `hang_s` and the service honours it).
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ class PlanHang:
         self._plans = 0
         self._hangs = 0
         self._hang_seconds = 0.0
+        self._hangs_completed = 0
 
     def install(self, backend: PlannerBackend) -> PlannerBackend:
         """Wraps `backend.plan` on that instance (the service looks the method up on each call)."""
@@ -71,6 +74,7 @@ class PlanHang:
                 started = time.perf_counter()
                 try:
                     await asyncio.sleep(self._chaos.hang_s)  # cancelled when the caller's deadline passes
+                    self._hangs_completed += 1  # not cancelled: nothing cut this hold short
                 finally:
                     self._hang_seconds += time.perf_counter() - started
             return await plan(req)
@@ -80,7 +84,7 @@ class PlanHang:
 
     def stats(self) -> dict:
         return {"chaos_plan_requests": self._plans, "chaos_hangs": self._hangs,
-                "chaos_hang_seconds": self._hang_seconds}
+                "chaos_hang_seconds": self._hang_seconds, "chaos_hangs_completed": self._hangs_completed}
 
 
 class ChaosPlannerServer(PlannerServer):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -139,10 +138,10 @@ def test_a_run_config_json_with_an_unknown_key_is_refused(refuse, tmp_path):
 def test_the_real_entry_point_exits_2_with_one_line(tmp_path, argv, message):
     (tmp_path / "row.yaml").write_text("policy: {model_dimm: 64}\n")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "learner.main", *argv, "--run-dir", str(tmp_path / "run")],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1 and message.replace("{tmp}", str(tmp_path)) in proc.stderr
+    # Refused up front, not after starting anything: no run directory, no world built, no Ray.
     assert "run directory:" not in proc.stdout and not (tmp_path / "run").exists()
-    assert time.monotonic() - started < 60  # refused up front, not after starting anything
+    assert "world:" not in proc.stdout

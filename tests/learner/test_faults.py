@@ -11,6 +11,10 @@ the loop must survive, on 127.0.0.1 in a loopback-only namespace, bounded in tim
 The run completes; metrics.jsonl shows the restarts, the fallbacks and the time lost; every batch
 is accounted for (handed to the learner + dropped = collected, no duplicates), and the corrupted
 batches were rejected and counted, never learned from (they are not in the learner's seen ids).
+
+No bound on how fast: the test waits for the events themselves (a checkpoint that saw a kill, a
+metrics row after it, the resumed run's exit). The limits below only turn a hang into a failure;
+a slow machine takes what it takes.
 """
 from __future__ import annotations
 
@@ -30,7 +34,10 @@ from netns import loopback_only, netns_available
 REPO = Path(__file__).resolve().parents[2]
 ITERATIONS = 16
 CORRUPT_EVERY, PLANNER_KILL_EVERY, ROLLOUT_KILL_EVERY = 4, 3, 3
-BOUND_S = 170  # the whole test, both processes included
+HANG_S = 30.0  # a held Plan request would sleep this long: far past the 1 s deadline that must cut it
+# Hang guards, not speed bounds (here the first run takes ~20 s, the whole test ~50 s).
+FIRST_RUN_GUARD_S = 600
+RESUME_GUARD_S = 600
 
 
 def _cmd(args: list[str]) -> list[str]:
@@ -48,6 +55,17 @@ def _rows(run_dir: Path) -> list[dict]:
     return rows
 
 
+def _wait_for(event, proc: subprocess.Popen, err_path: Path, guard_s: float, what: str):
+    """Poll `event()` until it returns something truthy (returned). Fails at once when the
+    process exits first (with its stderr), and after `guard_s` only as a hang guard."""
+    guard = time.monotonic() + guard_s
+    while not (found := event()):
+        assert proc.poll() is None, f"the run exited ({proc.returncode}) before {what}:\n" + err_path.read_text()[-3000:]
+        assert time.monotonic() < guard, f"hung: no {what} after {guard_s:g} s\n" + err_path.read_text()[-3000:]
+        time.sleep(0.2)
+    return found
+
+
 def _checkpoint(run_dir: Path) -> tuple[int, int]:
     """(iteration, time-based rollout kills so far) of the newest latest.pt; (0, 0) before one."""
     try:
@@ -59,6 +77,7 @@ def _checkpoint(run_dir: Path) -> tuple[int, int]:
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.timeout(FIRST_RUN_GUARD_S + RESUME_GUARD_S + 120)
 def test_run_survives_killed_actors_hung_planner_corrupted_batches_and_a_killed_driver(tmp_path: Path) -> None:
     if not netns_available():
         pytest.skip("cannot create a loopback-only network namespace here (needs root or user namespaces)")
@@ -69,29 +88,32 @@ def test_run_survives_killed_actors_hung_planner_corrupted_batches_and_a_killed_
              "--planner-backend", "heuristic", "--planner-replicas", "2", "--planner-timeout-s", "1",
              "--eval-users", "0", "--checkpoint-every", "3", "--time-budget-s", "0",
              "--chaos-kill-rollout-every-s", "2", "--chaos-kill-planner-every", str(PLANNER_KILL_EVERY),
-             "--chaos-planner-hang-every", "60", "--chaos-corrupt-batch-every", str(CORRUPT_EVERY)]
-    proc = subprocess.Popen(_cmd(first), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+             "--chaos-planner-hang-every", "60", "--chaos-planner-hang-s", str(HANG_S),
+             "--chaos-corrupt-batch-every", str(CORRUPT_EVERY)]
+    # stderr to a file, not a pipe nobody reads while the run goes on (a run that logged more than
+    # a pipe holds, 64 KiB, would block on it); it is shown when the run fails.
+    err_path = tmp_path / "first.stderr"
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(_cmd(first), cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     try:
         # Kill the driver once a checkpoint that saw a time-based kill exists and at least one
         # iteration finished after it.
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.monotonic() - started < 110, "no checkpoint after a kill, then an iteration, in time"
+        def killed_checkpoint_then_an_iteration() -> bool:
             saved, kills = _checkpoint(run_dir)
-            if kills >= 1 and any(row["iteration"] > saved for row in _rows(run_dir)):
-                break
-            time.sleep(0.1)
+            return kills >= 1 and any(row["iteration"] > saved for row in _rows(run_dir))
+
+        _wait_for(killed_checkpoint_then_an_iteration, proc, err_path, FIRST_RUN_GUARD_S,
+                  "checkpoint after a kill, then an iteration")
         os.kill(proc.pid, signal.SIGKILL)  # the driver, as a crash would: no cleanup, no final checkpoint
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # then what it left behind (its local Ray)
         except ProcessLookupError:
             pass
-        proc.wait(timeout=30)
-        proc.stderr.close()
+        proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
+    first_run_s = time.monotonic() - started
     _, saved = resume_checkpoint(run_dir)
     redone = len({row["iteration"] for row in _rows(run_dir) if row["iteration"] > saved["iteration"]})
     assert saved["iteration"] >= 3 and redone >= 1 and saved["iteration"] < ITERATIONS
@@ -99,8 +121,7 @@ def test_run_survives_killed_actors_hung_planner_corrupted_batches_and_a_killed_
     # The resume changes run options only: time-based rollout kills off, iteration-based ones on.
     second = ["--resume", str(run_dir), "--chaos-kill-rollout-every-s", "0",
               "--chaos-kill-rollout-every", str(ROLLOUT_KILL_EVERY)]
-    done = subprocess.run(_cmd(second), cwd=REPO, capture_output=True, text=True,
-                          timeout=max(BOUND_S - (time.monotonic() - started), 10))
+    done = subprocess.run(_cmd(second), cwd=REPO, capture_output=True, text=True, timeout=RESUME_GUARD_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "FAULT INJECTION" in done.stderr  # labelled as such wherever it is on
 
@@ -138,18 +159,18 @@ def test_run_survives_killed_actors_hung_planner_corrupted_batches_and_a_killed_
     # (planner counters are the process's: the row with the most hangs, before or after the resume)
     busiest = max(rows, key=lambda r: r.get("planner_chaos_hangs", 0))
     hangs, hang_seconds = busiest.get("planner_chaos_hangs", 0), busiest.get("planner_chaos_hang_seconds", 0.0)
-    assert hangs >= 1 and last["planner_fallbacks_total"] >= 1
-    # Each hold ends at the caller's 1 s deadline (or earlier, when a chaos kill takes the caller), never
-    # after the 2 s the hang asked for: the deadline bounds the time lost.
-    assert 0 < hang_seconds <= 1.2 * hangs + 0.5
+    assert hangs >= 1 and last["planner_fallbacks_total"] >= 1 and hang_seconds > 0
+    # Every hold was cut by the caller's 1 s deadline (or earlier, when a chaos kill took the caller):
+    # none slept the 30 s the hang asked for, in any row of either run. The deadline bounds the time lost.
+    assert all(r.get("planner_chaos_hangs_completed", 0) == 0 for r in rows)
     # The driver's death: one resume, the iterations it redid and the training time they had taken.
     assert last["resumes"] == 1 and last["resume_iterations_redone"] == redone
     assert last["resume_seconds_lost"] > 0
-    assert time.monotonic() - started < BOUND_S
     print(json.dumps({k: last[k] for k in (
         "batches_collected", "batches_used", "dropped_stale_batches", "rejected_batches_total", "duplicate_batches",
         "chaos_rollout_kills", "rollout_restarts", "resubmitted_batches", "restart_seconds_lost",
         "chaos_planner_kills", "planner_fallbacks_total", "resumes", "resume_iterations_redone",
         "resume_seconds_lost")} | {"planner_restarts_max": max(r.get("planner_restarts", 0) for r in rows),
                                    "planner_chaos_hangs_max": hangs, "planner_chaos_hang_seconds_max": hang_seconds,
-                                   "saved_iteration": saved["iteration"], "seconds": time.monotonic() - started}))
+                                   "saved_iteration": saved["iteration"], "first_run_seconds": first_run_s,
+                                   "seconds": time.monotonic() - started}))

@@ -41,22 +41,27 @@ def _latest_iteration(run_dir: Path) -> int:
         return 0
 
 
+HANG_GUARD_S = 480  # only turns a hang into a failure; the wait is for the checkpoint itself (~20 s here)
+
+
 @pytest.mark.ray
+@pytest.mark.timeout(2 * HANG_GUARD_S + 120)
 def test_sigkilled_run_resumes_from_its_last_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    started = time.monotonic()
+    err_path = tmp_path / "first.stderr"  # a file, not a pipe nobody reads while the run goes on
     # Its own process group (session), so the kill takes the driver and every child it started.
-    proc = subprocess.Popen(_cmd(["--iterations", "200", "--run-dir", str(run_dir), *FAST]), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(_cmd(["--iterations", "200", "--run-dir", str(run_dir), *FAST]), cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     try:
-        while _latest_iteration(run_dir) < 2:
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.monotonic() - started < 120, "no checkpoint with iteration >= 2 in time"
+        guard = time.monotonic() + HANG_GUARD_S
+        while _latest_iteration(run_dir) < 2:  # the event: a checkpoint of iteration 2 or later
+            assert proc.poll() is None, err_path.read_text()[-3000:]
+            assert time.monotonic() < guard, f"hung: no checkpoint of iteration >= 2 after {HANG_GUARD_S} s"
             time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        proc.stderr.close()
+        proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
 
     saved = resume_checkpoint(run_dir)[1]
@@ -65,7 +70,7 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(tmp_path):
     assert saved["driver"]["env_steps_total"] > 0 and "entries" in saved["reflection_pool"]
     target = iteration + 2
     proc = subprocess.run(_cmd(["--resume", str(run_dir), "--iterations", str(target)]), cwd=REPO,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     progress = [line for line in proc.stdout.splitlines() if line.startswith("iter ")]
     assert progress[0].startswith(f"iter {iteration + 1:>4}/{target}") and len(progress) == 2
@@ -88,7 +93,6 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(tmp_path):
     # Same settings as the killed run (taken from its checkpoint), a new iteration count.
     config = json.loads((run_dir / "config.json").read_text())
     assert config["world"]["num_items"] == 300 and config["run"]["iterations"] == target
-    assert time.monotonic() - started < 150
 
 
 def test_help_explains_the_resume_and_rollout_pool_options():

@@ -2,6 +2,8 @@
 backpressure, and no partial or duplicated batch ever reaching the learner."""
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 
 import numpy as np
@@ -11,6 +13,8 @@ from learner.config import TrainConfig
 from learner.learner_actor import Learner
 from learner.ppo import PPOConfig
 from learner.rollout_pool import RolloutPool, rollout_seed, start_rollout_actors
+from llm_server.backends import HeuristicBackend
+from llm_server.server import PlannerServerActor
 from policy.networks import PolicyConfig
 from rollout.actor import RolloutConfig
 from rollout.batch_schema import column
@@ -18,6 +22,7 @@ from rollout.world import WorldConfig
 from worlds import learner_spec
 
 USERS = 8
+HANG_GUARD_S = 120  # hang guards only
 CFG = TrainConfig(world=WorldConfig(num_items=200, num_categories=8, num_users=100, history_len=12),
                   policy=PolicyConfig(), ppo=PPOConfig(epochs=1, minibatch_size=128),
                   rollout=RolloutConfig(num_rollout_actors=2, users_per_actor=USERS, rollout_num_cpus=0.5))
@@ -47,7 +52,6 @@ def test_killed_actor_is_restarted_and_its_batch_requested_again(ray_local):
     actors = start_rollout_actors(CFG, "in-process", seed=0)
     pool = RolloutPool(actors, ray.put(weights), version, max_policy_lag=1)
     used, killed = [], 0
-    start = time.monotonic()
     for iteration in range(6):
         collected = [pool.next() for _ in range(2)]
         if iteration in (1, 3):
@@ -61,7 +65,6 @@ def test_killed_actor_is_restarted_and_its_batch_requested_again(ray_local):
         used += [c.stats.batch_id for c in collected]
         weights, version = learner.weights()
         pool.set_weights(ray.put(weights), version)
-    assert time.monotonic() - start < 60
     counters = pool.counters
     assert counters.rollout_restarts >= 1 and counters.resubmitted_batches >= counters.rollout_restarts
     assert counters.batches_used == len(used) == 12
@@ -74,17 +77,39 @@ def test_killed_actor_is_restarted_and_its_batch_requested_again(ray_local):
     assert len(incarnations) > 2
 
 
+class HeldAfterFirstPlan(HeuristicBackend):
+    """The heuristic planner, holding every Plan after the first until `release`: a collect that
+    has asked for its first plan is then, for sure, still running (an event, not a delay)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_plan = threading.Event()
+        self.release = threading.Event()
+
+    async def plan(self, req):
+        if self.first_plan.is_set():
+            while not self.release.is_set():
+                await asyncio.sleep(0.01)
+        self.first_plan.set()
+        return await super().plan(req)
+
+
 @pytest.mark.ray
-def test_a_dead_actors_call_yields_an_error_never_a_batch(ray_local):
+def test_a_dead_actors_call_yields_an_error_never_a_batch(ray_local, request):
     ray = ray_local
     cfg = TrainConfig(world=CFG.world, policy=CFG.policy, ppo=CFG.ppo,
-                      rollout=RolloutConfig(num_rollout_actors=1, users_per_actor=256, rollout_num_cpus=0.5))
+                      rollout=RolloutConfig(num_rollout_actors=1, users_per_actor=USERS, rollout_num_cpus=0.5,
+                                            plan_every=1))
     weights, version = Learner(*learner_spec(cfg.world), cfg.policy, cfg.ppo, seed=0, device="cpu").weights()
-    (actor,) = start_rollout_actors(cfg, "in-process", seed=0)
-    ray.get(actor.__ray_ready__.remote())
+    backend = HeldAfterFirstPlan()
+    host = PlannerServerActor()
+    address = host.start_with_backend(backend, "127.0.0.1", 0)
+    request.addfinalizer(lambda: host.stop(0.5))
+    (actor,) = start_rollout_actors(cfg, address, seed=0)
     batch_ref, stats_ref = actor.collect.options(num_returns=2).remote(ray.put(weights), version)
-    time.sleep(0.3)  # well inside the collect (256 users x 20 steps)
-    ray.kill(actor, no_restart=False)
+    assert backend.first_plan.wait(HANG_GUARD_S), "the collect never asked for a plan"
+    ray.kill(actor, no_restart=False)  # mid-collect: its second plan is being held
+    backend.release.set()
     for ref in (batch_ref, stats_ref):
         with pytest.raises(ray.exceptions.RayActorError):
             ray.get(ref, timeout=60)
@@ -98,7 +123,7 @@ def test_a_dead_actors_call_yields_an_error_never_a_batch(ray_local):
             assert time.monotonic() < deadline, "the killed actor was not restarted"
             time.sleep(0.2)
     assert stats.batch_id.startswith("actor-0.") and stats.batch_id.endswith("/0")
-    assert batch.num_rows == stats.env_steps and int(column(batch, "done").sum()) == 256
+    assert batch.num_rows == stats.env_steps and int(column(batch, "done").sum()) == USERS
 
 
 @pytest.mark.ray

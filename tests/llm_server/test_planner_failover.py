@@ -124,13 +124,19 @@ def test_recovery_after_a_longer_outage_is_prompt(planner: Planner) -> None:
     try:
         assert_served(collect(worker)[1])
         planner.stop()
-        down = time.monotonic()
+        down, slowest = time.monotonic(), 0.0
         while time.monotonic() - down < OUTAGE_S:  # rollouts go on meanwhile, on the heuristic
+            started = time.monotonic()
             assert_all_fell_back(collect(worker)[1])
+            slowest = max(slowest, time.monotonic() - started)
             time.sleep(0.2)
         planner.restart()
         took = collect_until_served(worker)
-        assert took < PROMPT_RECOVERY_S, f"fell back for {took:.1f} s after the server came back"
+        # The client's reconnect backoff is capped at 1 s (rollout/planning.py): served again within
+        # that plus the few collects that run meanwhile, timed here on this machine (gRPC's default
+        # backoff would have grown to ~6 s by the end of a 10 s outage).
+        bound = PROMPT_RECOVERY_S + 3 * slowest
+        assert took < bound, f"fell back for {took:.1f} s after the server came back (bound {bound:.1f} s)"
     finally:
         worker.close()
 

@@ -76,7 +76,8 @@ class LERL(Algorithm):
         self.per_iteration = cfg.run.batches_per_iteration or len(workers)
         for key, value in driver.get("rollout", {}).items():
             setattr(self.pool.counters, key, value)
-        self.chaos = DriverChaos(run.ray, cfg.run, workers, run.planner_replicas, driver.get("chaos"))
+        self.chaos = DriverChaos(run.ray, cfg.run, workers, run.planner_replicas, driver.get("chaos"),
+                                 self.pool.collected_from)
         self.totals = {**driver.get("totals", {}), "env_steps": int(driver.get("env_steps_total", 0))}
         self.chaos.start()
 

@@ -212,7 +212,8 @@ def test_cli_ilrec_tiny_budget_writes_metrics_checkpoints_and_eval(tmp_path, mon
         for key in ("Tint", "Rcum", "Rsin", "env_steps_total", "wall_seconds", "ilrec_disc_loss",
                     "ilrec_learned_reward_mean", "ilrec_demo_env_steps"):
             assert key in row, key
-        assert 1 <= row["Tint"] <= 6 and row["env_steps"] > 0
+        # A step's reward is a mean click over the slate, in [0, 1]: a return is at most its length.
+        assert 1 <= row["Tint"] <= 6 and 0 < row["Rcum"] <= row["Tint"] and row["env_steps"] > 0
     assert rows[1]["env_steps_total"] > rows[0]["env_steps_total"]
     evaluation = json.loads((run_dir / "eval.json").read_text())
     assert {"trained", "llm-propose", "random", "greedy"} <= set(evaluation)
@@ -225,7 +226,10 @@ def test_cli_ilrec_tiny_budget_writes_metrics_checkpoints_and_eval(tmp_path, mon
     assert config["run"]["algorithm"] == "ilrec" and config["ilrec"]["ilrec_demo_sessions"] == 8
     demos = json.loads((run_dir / "demonstrations.json").read_text())
     assert Path(demos["path"]).is_file() and not demos["cached"] and demos["answered_by"] == ["heuristic"]
-    assert load_run(run_dir)["eval"]["trained"]["Rcum"] >= 0  # learner.report reads the run
+    assert all(0 < m["Rcum"] <= m["Tint"] <= 6 for m in evaluation.values())
+    # learner.report reads the run as written: the same evaluation, curve and config.
+    run = load_run(run_dir)
+    assert run["eval"] == evaluation and run["curve"] == rows and run["config"] == config
     assert len(list((tmp_path / "cache" / "ilrec").glob("item-embeddings-*.npy"))) == 1
 
 
