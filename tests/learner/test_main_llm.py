@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tiny_model import make_tiny_llama
 from netns import loopback_only, netns_available
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,11 +33,6 @@ def _run_isolated(args: list[str], env: dict[str, str], timeout: float) -> subpr
 
 
 def test_training_with_the_vllm_planner(tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "tests" / "llm_server"))
-    try:
-        from tiny_model import make_tiny_llama
-    finally:
-        sys.path.pop(0)
     model = make_tiny_llama(tmp_path / "tiny-llama")
     cache = tmp_path / "cache"
     run_dir = tmp_path / "run"

@@ -20,6 +20,7 @@ import pytest
 from protos import planner_pb2
 from planner_api.contract import check_plan_response
 from planner_api.history import history_entries, make_history
+from test_prompt_injection import HOSTILE_NAMES, NAMES, check_answers, hostile_explain, hostile_plan, hostile_propose, hostile_reflect
 
 pytestmark = [
     pytest.mark.slow,
@@ -205,3 +206,23 @@ def test_smollm2_answers_the_longest_valid_user_itself(engine: Engine) -> None:
     before = engine.backend.stats()
     check(req, engine.plan(req))
     assert engine.backend.stats()["invalid_answers"] == before["invalid_answers"]
+
+
+@pytest.mark.slow
+def test_smollm2_answers_stay_inside_the_allowed_set(engine) -> None:
+    """The hostile requests of test_prompt_injection.py, answered by SmolLM2 inside the constraint."""
+    backend = engine.backend
+    run = engine.loop.run_until_complete
+    for names in (NAMES, HOSTILE_NAMES):
+        before = backend.stats()
+        plan_req = hostile_plan(names)
+        check_answers(run(backend.plan(plan_req)), plan_req, "plan")
+        after = backend.stats()
+        # Every user answered by the model itself, inside the constraint: no invalid answer replaced.
+        assert after["answers"] - before["answers"] == len(plan_req.users)
+        assert after["invalid_answers"] == before["invalid_answers"]
+        for rpc, build in (("propose", hostile_propose), ("explain", hostile_explain), ("reflect", hostile_reflect)):
+            req = build(names)
+            answer = run(getattr(backend, rpc)(req))
+            assert answer.backend == "vllm"
+            check_answers(answer, req, rpc)
