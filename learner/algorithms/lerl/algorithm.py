@@ -59,15 +59,17 @@ class LERL(Algorithm):
             if "reflection_pool" in run.resumed:
                 self.reflections.load_state(run.resumed["reflection_pool"])
         seed = rollout_seed(cfg.run.seed, run.start)
-        weights, version = self.learner.publish()
         sample = lambda: self.reflections.sample(cfg.run.reflections_per_plan)  # noqa: E731
         if run.ray is None:
             workers = [RolloutWorker(cfg.world, cfg.policy, cfg.rollout, run.planner_address, i, seed)
                        for i in range(cfg.rollout.num_rollout_actors)]
+            weights, version = self.learner.publish()
             self.pool = SerialRolloutPool(workers, weights, version, max_in_flight=cfg.run.max_batches_in_flight,
                                           max_policy_lag=cfg.run.max_policy_lag, reflections=sample)
         else:
+            # The actors start (each builds its world) while the learner builds its network.
             workers = start_rollout_actors(cfg, run.planner_address, seed)
+            weights, version = self.learner.publish()
             # Actors collect asynchronously with the newest weights at submission; the learner takes
             # whichever batches finish first (so its lag is measured, not assumed zero).
             self.pool = RolloutPool(workers, weights, version, max_in_flight=cfg.run.max_batches_in_flight,
