@@ -82,7 +82,9 @@ def test_quick_preset_of_the_lerl_table_runs_end_to_end(tmp_path: Path) -> None:
     model = make_tiny_llama(tmp_path / "tiny-llama")
     cmd = [sys.executable, "-m", "learner.main", "--config", "experiments/lerl-synthetic", "--preset", "quick",
            "--run-dir", str(runs), "--planner-model", str(model)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # A cache of its own: the synthetic world trains no user model, and a local model folder needs
+    # no conversion, so nothing may appear in its models/ folder.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LLMREC_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     names = {p.stem for p in experiment_files(REPO / "experiments" / "lerl-synthetic")}
@@ -92,6 +94,36 @@ def test_quick_preset_of_the_lerl_table_runs_end_to_end(tmp_path: Path) -> None:
     report = (runs / "report.md").read_text()
     assert all(f"| {name} | 1 |" in report for name in names)
     assert (runs / "learning_curves.png").is_file() and (runs / "diversity_vs_return.png").is_file()
+    check_vllm_planner_run(runs / "lerl" / "seed-0", iterations=3, eval_users=32, cache=env["LLMREC_CACHE_DIR"])
     # Re-running the table skips what finished.
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("finished before, skipped") == len(names)
+
+
+def check_vllm_planner_run(run_dir: Path, iterations: int, eval_users: int, cache: str) -> None:
+    """A LERL run with the vllm planner backend: what its config, metrics and evaluation must say."""
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["run"]["planner_backend"] == "vllm"
+    # plan_every 0 (auto) is resolved before the actors start and saved: with an LLM, once per
+    # session, at its start (every step with the heuristic).
+    assert config["rollout"]["plan_every"] == config["world"]["max_steps"] == 20
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == list(range(1, iterations + 1))
+    for row in rows:
+        assert row["planner_fallback_rate"] == 0.0, row
+        assert row["planner_answers"] > 0
+        assert row["planner_invalid_answers"] == 0
+        assert 0.0 <= row["planner_prefix_cache_hit_rate"] <= 1.0
+        # One engine request per distinct prompt: users that share one (sessions just started) share it.
+        assert row["planner_requests"] + row["planner_deduplicated_plans"] >= row["planner_answers"]
+        assert row["planner_prompt_tokens"] > 0
+    # The backend's counters are running totals.
+    assert rows[-1]["planner_answers"] >= rows[0]["planner_answers"]
+    # Every user of a batch asks with the same header (and, at a session's start, the same prompt):
+    # the prefix cache serves part of the prompts.
+    assert rows[-1]["planner_prefix_cache_hit_rate"] > 0.0
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    assert set(evaluation) == {"random", "popular", "greedy", "round-robin", "random+planner", "trained"}
+    assert all(m["episodes"] == eval_users for m in evaluation.values())
+    models = Path(cache) / "models"
+    assert not models.exists() or not any(models.iterdir())
