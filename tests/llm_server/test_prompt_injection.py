@@ -165,9 +165,20 @@ def test_a_huge_name_costs_no_more_than_a_short_one() -> None:
     import time
 
     user = planner_pb2.UserContext(candidate_categories=range(20), num_categories=2)
-    started = time.perf_counter()
-    prompt = prompts.plan_prompt(user, ["x" * 10_000_000] * 20, list(range(20)))
-    assert time.perf_counter() - started < 0.5 and len(prompt) < 4000
+
+    def best(names) -> tuple[float, str]:
+        times, prompt = [], ""
+        for _ in range(3):
+            started = time.perf_counter()
+            prompt = prompts.plan_prompt(user, names, list(range(20)))
+            times.append(time.perf_counter() - started)
+        return min(times), prompt
+
+    huge_s, prompt = best(["x" * 10_000_000] * 20)
+    short_s, _ = best(["x" * 20] * 20)
+    # Measured here: 0.27 ms against 0.02 ms; reading 200 MB through the regular expressions would
+    # take seconds. A ratio of two timings of this run, plus a millisecond for the timer's grain.
+    assert huge_s < 50 * short_s + 1e-3 and len(prompt) < 4000, (huge_s, short_s)
 
 
 # --- answers stay inside the allowed set ----------------------------------------------------------

@@ -19,8 +19,8 @@ from planner_api.client import PlannerClient, channel_target, connect_planner
 from planner_api.heuristics import heuristic_plan
 
 CALL_TIMEOUT_S = 2.0
-READY_TIMEOUT_S = 30.0
-FAULT_BOUND_S = 30.0  # the kill, the restart and serving again must all happen within this
+READY_TIMEOUT_S = 120.0  # hang guards, generous: a slow machine is slower, not broken
+FAULT_BOUND_S = 120.0  # hang guard: the kill, the restart and serving again
 MAX_FAULT_FALLBACKS = 5  # calls in flight on the dying replica, and none after it: a handful at most
 
 
