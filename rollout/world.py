@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from policy.networks import PolicySpec
+from rollout.data.atomic import AtomicOptions
 from rollout.data.dataset import Dataset
 from rollout.data.registry import DATASETS, load_dataset
 from rollout.data.synthetic import synthetic_dataset
@@ -39,9 +40,23 @@ class WorldConfig:
     """The data set, the simulated users and their quit rule (LERL defaults where the paper fixes them)."""
 
     dataset: str = "synthetic"
-    """Data set the world is built on: synthetic (no download), ml-100k, kuairand-pure or kuairec."""
+    """Data set the world is built on: synthetic (no download), ml-100k (GroupLens' files, or with no
+    --data-dir and none downloaded the copy inside the recbole wheel: no download), kuairand-pure,
+    kuairec, or atomic (any data set in RecBole's atomic files: --data-dir DIR, --atomic-*)."""
     data_dir: str = ""
-    """Folder with the data set's files; "" = $LLMREC_DATA_DIR/<dataset>, then the download cache."""
+    """Folder with the data set's files; "" = $LLMREC_DATA_DIR/<dataset>, then the download cache
+    (then, for ml-100k, the embedded copy)."""
+    atomic_name: str = ""
+    """--dataset atomic: the files' stem, NAME.inter / NAME.item / NAME.user; "" = the folder's name."""
+    atomic_category_field: str = ""
+    """--dataset atomic: the .item column (token or token_seq) of categories; "" = class, genre,
+    category or tag when present, else the first token column that is not the id or the title."""
+    atomic_feedback_field: str = ""
+    """--dataset atomic: the .inter float column of feedback; "" = rating, label or click when
+    present, else the first float column (0/1 values are clicks, others ratings)."""
+    atomic_positive_threshold: float = -1.0
+    """--dataset atomic: feedback at or above this counts as positive; -1 = 4 of 5 stars on the
+    file's rating scale, or a click."""
     num_items: int = 1000
     """Synthetic world only: items in the catalog."""
     num_categories: int = 20
@@ -88,6 +103,8 @@ class WorldConfig:
 
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.dataset == "atomic" and not self.data_dir:
+            raise ValueError("dataset=atomic needs --data-dir: the folder with NAME.inter and NAME.item")
         for name in ("num_items", "num_categories", "num_users", "latent_dim", "slate_size", "max_steps",
                      "history_len", "favourite_categories", "window_size", "user_model_epochs"):
             if getattr(self, name) < 1:
@@ -113,6 +130,14 @@ class WorldConfig:
             raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {self.reward_mode!r}")
         if self.max_steps * self.slate_size > 10 ** 7:
             raise ValueError("max_steps x slate_size is implausibly large")
+
+
+    def atomic_options(self) -> AtomicOptions:
+        """The --atomic-* options as the atomic loader takes them."""
+        return AtomicOptions(name=self.atomic_name or None, category_field=self.atomic_category_field or None,
+                             feedback_field=self.atomic_feedback_field or None,
+                             positive_threshold=None if self.atomic_positive_threshold == -1
+                             else self.atomic_positive_threshold)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -156,7 +181,8 @@ class World:
             world = cls(data, UserModel(click=click), features, truth["item_latent"])
         else:
 
-            data = load_dataset(cfg.dataset, cfg.data_dir or None)
+            options = {"atomic": cfg.atomic_options()} if cfg.dataset == "atomic" else {}
+            data = load_dataset(cfg.dataset, cfg.data_dir or None, **options)
             model = load_or_train(data, UserModelConfig(dim=cfg.latent_dim, epochs=cfg.user_model_epochs,
                                                         seed=cfg.world_seed), log=log)
             world = cls(data, model, model.click.item_vectors, model.click.item_vectors)
@@ -333,3 +359,30 @@ class UserBatchEnv:
 def policy_spec(cfg: WorldConfig, world: World) -> PolicySpec:
     """What a network needs of this world (policy.networks.PolicySpec)."""
     return PolicySpec(item_features=world.item_features, history_len=cfg.history_len)
+
+
+def data_card(world: World) -> dict:
+    """What a run's world is made of (printed at start, data.json in the run directory): the data
+    set's sizes, its positive rate, its user features, where its files came from and a checksum of
+    their content, and how well the user model it was given predicts held-out interactions."""
+    data = world.data
+    card = {"dataset": data.name, "source": data.source, "fingerprint": data.fingerprint(),
+            "users": data.num_users, "items": data.num_items, "categories": data.num_categories,
+            "interactions": len(data.interactions), "feedback": data.feedback,
+            "positive_rate": float(data.positive().mean()) if len(data.interactions) else 0.0,
+            "user_features": sorted(data.user_features)}
+    report = world.user_model.report or {}
+    card["user_model"] = {key: report[key] for key in ("auc", "popularity_auc", "rmse", "mean_rating_rmse")
+                          if key in report} or "the generator's ground truth"
+    return card
+
+
+def data_card_line(card: dict) -> str:
+    """The data card as the one line a run prints at start."""
+    model = card["user_model"]
+    quality = (f"user model held-out AUC {model['auc']:.3f} (popularity {model['popularity_auc']:.3f})"
+               if isinstance(model, dict) and "auc" in model else f"user model: {model}")
+    features = ", ".join(card["user_features"]) or "none"
+    return (f"data: {card['dataset']} ({card['source']}, fingerprint {card['fingerprint']}): {card['users']:,} users, "
+            f"{card['items']:,} items, {card['categories']} categories, {card['interactions']:,} interactions "
+            f"({card['feedback']}, {100 * card['positive_rate']:.1f}% positive); user features: {features}; {quality}")

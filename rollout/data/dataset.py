@@ -47,6 +47,11 @@ class Dataset:
     feedback: str = "click"                # "click": label in {0, 1}; "rating": label in rating_scale
     rating_scale: tuple[float, float] = (1.0, 5.0)
     extra: dict = field(default_factory=dict)  # source-specific arrays (e.g. synthetic ground truth)
+    positive_threshold: float | None = None  # a label at or above it is positive; None: see positive()
+    # Typed columns per user (dense user order) where the data set has them (age, gender,
+    # occupation, ...): for personas, prompts and user groups; never required.
+    user_features: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str = ""  # where the files came from ("embedded: PATH", "directory: PATH", "generated")
 
     @property
     def num_items(self) -> int:
@@ -61,7 +66,10 @@ class Dataset:
         return len(self.category_names)
 
     def positive(self) -> np.ndarray:
-        """[M] bool: the interactions that count as positive feedback (click, or rating >= 4 of 5)."""
+        """[M] bool: the interactions that count as positive feedback: at or above
+        `positive_threshold` when set, else a click, or a rating of at least 4 of 5."""
+        if self.positive_threshold is not None:
+            return self.interactions.label >= self.positive_threshold
         if self.feedback == "click":
             return self.interactions.label > 0.5
         low, high = self.rating_scale
@@ -74,6 +82,8 @@ class Dataset:
                     self.interactions.item, self.interactions.label, self.interactions.timestamp):
             h.update(np.ascontiguousarray(arr).tobytes())
         h.update(f"{self.feedback}|{self.rating_scale}|users={self.num_users}|items={self.num_items}".encode())
+        if self.positive_threshold is not None:  # only when set: fingerprints of the other data sets stay
+            h.update(f"|positive>={self.positive_threshold}".encode())
         return h.hexdigest()[:16]
 
     def validate(self) -> "Dataset":
@@ -101,4 +111,7 @@ class Dataset:
             raise DataError(f"{self.name}: feedback must be one of {FEEDBACK_KINDS}, got {self.feedback!r}")
         if m and not np.isfinite(it.label).all():
             raise DataError(f"{self.name}: interaction labels contain NaN or infinity")
+        for key, column in self.user_features.items():
+            if len(column) != self.num_users:
+                raise DataError(f"{self.name}: user feature {key!r} has {len(column)} values for {self.num_users} users")
         return self

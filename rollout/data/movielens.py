@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rollout.data.atomic import AtomicOptions, load_atomic, read_atomic
 from rollout.data.dataset import DataError, Dataset, Interactions
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
@@ -199,4 +200,50 @@ def load_movielens_100k(data_dir: str | Path) -> Dataset:
         interactions=interactions,
         feedback="rating",
         rating_scale=(1.0, 5.0),
+        user_features=_parse_users(root / "u.user", user_raw),
     ).validate()
+
+
+# The 19 genres in GroupLens' u.genre order (RecBole's copy lists an item's genres as tokens, without
+# the index file): the category order, so that both copies make the same world.
+ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+                 "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+                 "War", "Western")
+USER_FIELDS = ("age", "gender", "occupation", "zip_code")
+
+
+def _parse_users(path: Path, user_raw: np.ndarray) -> dict[str, np.ndarray]:
+    """Age, gender, occupation and zip code per user from `u.user` ("id|age|gender|occupation|zip"),
+    in dense user order; {} when the file is not there (user features are never required)."""
+    if not path.is_file():
+        return {}
+    rows = {}
+    for lineno, line in enumerate(_read_lines(path, "latin-1"), 1):
+        parts = line.split("|")
+        if len(parts) != 1 + len(USER_FIELDS) or not parts[0].isdigit() or not parts[1].isdigit():
+            raise DataError(f"{path}: line {lineno}: expected 'user id|age|gender|occupation|zip code', "
+                            f"got {_show(line)}")
+        rows[int(parts[0])] = parts[1:]
+    missing = [int(u) for u in user_raw if int(u) not in rows]
+    if missing:
+        raise DataError(f"{path}: user {missing[0]} rated movies but has no line here")
+    table = [rows[int(u)] for u in user_raw]
+    return {"age": np.asarray([float(r[0]) for r in table], np.float32),
+            **{name: np.asarray([r[j] for r in table], dtype=object) for j, name in enumerate(USER_FIELDS[1:], 1)}}
+
+
+def load_movielens_100k_atomic(folder: str | Path) -> Dataset:
+    """MovieLens-100K from RecBole's atomic files (`ml-100k.inter`, `.item`, `.user`: the copy the
+    recbole wheel ships): the same interactions, genres, primary genres and ids as GroupLens' files
+    (`load_movielens_100k`); titles get their release year back, "Toy Story (1995)", as GroupLens
+    writes them."""
+    root = Path(folder)
+    data = load_atomic(root, AtomicOptions(name="ml-100k", category_field="class", category_order=ML100K_GENRES))
+    items = read_atomic(root / "ml-100k.item")
+    if "release_year" in items.fields:
+        year = dict(zip(items.column("item_id"), items.column("release_year")))
+        data.item_titles = [f"{title} ({year[str(raw)]})" if year.get(str(raw)) else title
+                            for title, raw in zip(data.item_titles, data.item_raw_ids)]
+    if "age" in data.user_features:
+        data.user_features["age"] = np.asarray([float(a) for a in data.user_features["age"]], np.float32)
+    return data.validate()

@@ -6,18 +6,21 @@ so that `--dataset ml-100k` works after `python -m rollout.data.download ml-100k
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Callable
 
+from rollout.data.atomic import AtomicOptions, load_atomic
 from rollout.data.dataset import DataError, Dataset
 from rollout.data.download import DATA_DIR_ENV, cache_root
 from rollout.data.kuairand import KUAIRAND_URL, load_kuairand_pure
 from rollout.data.kuairec import KUAIREC_URL, load_kuairec
-from rollout.data.movielens import ML100K_URL, load_movielens_100k
+from rollout.data.movielens import ML100K_URL, load_movielens_100k, load_movielens_100k_atomic
 from rollout.data.synthetic import synthetic_dataset
 
-DATASETS = ("synthetic", "ml-100k", "kuairand-pure", "kuairec")
+DATASETS = ("synthetic", "ml-100k", "kuairand-pure", "kuairec", "atomic")
+RECBOLE_ML100K = ("dataset_example", "ml-100k")  # where the recbole wheel keeps its MovieLens-100K
 
 _LOADERS: dict[str, Callable[..., Dataset]] = {
     "ml-100k": load_movielens_100k,
@@ -25,10 +28,22 @@ _LOADERS: dict[str, Callable[..., Dataset]] = {
     "kuairec": load_kuairec,
 }
 _HOW_TO_GET = {
-    "ml-100k": f"run `python -m rollout.data.download ml-100k` (or unzip {ML100K_URL} there)",
+    "ml-100k": (f"install the recbole wheel that carries a copy (`bash scripts/setup.sh` does), or run "
+                f"`python -m rollout.data.download ml-100k` (or unzip {ML100K_URL} there)"),
     "kuairand-pure": f"download KuaiRand-Pure from {KUAIRAND_URL} and unpack its CSV files there",
     "kuairec": f"download KuaiRec from {KUAIREC_URL} and unpack its CSV files there",
 }
+
+
+def embedded_ml100k() -> Path | None:
+    """MovieLens-100K inside the installed recbole wheel (RecBole atomic files; scripts/setup.sh
+    installs the wheel without its dependencies), or None. The package is only located, never
+    imported: RecBole's own dependencies are not installed."""
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))).joinpath(*RECBOLE_ML100K)
+    return folder if (folder / "ml-100k.inter").is_file() else None
 
 
 def candidate_dirs(name: str) -> list[Path]:
@@ -55,6 +70,8 @@ def resolve_data_dir(name: str, data_dir: str | Path | None) -> Path:
     for folder in candidates:
         if folder.is_dir():
             return folder
+    if name == "ml-100k" and embedded_ml100k() is not None:
+        return embedded_ml100k()  # no download needed: the copy inside the recbole wheel
     looked = ", ".join(str(p) for p in candidates)
     raise DataError(f"data set {name!r} not found; looked in {looked}. To get it, {_HOW_TO_GET[name]} "
                     f"into {candidates[0]}, or pass data_dir= (--data-dir) pointing at its folder, "
@@ -70,6 +87,20 @@ def load_dataset(name: str, data_dir: str | Path | None = None, **options) -> Da
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
     if name == "synthetic":
-        # Imported here: the generator is only needed when asked for.
-        return synthetic_dataset(**options)
-    return _LOADERS[name](resolve_data_dir(name, data_dir), **options)
+        data = synthetic_dataset(**options)
+        data.source = "generated"
+        return data
+    if name == "atomic":
+        if data_dir is None:
+            raise DataError("--dataset atomic reads RecBole atomic files (NAME.inter, NAME.item, NAME.user): "
+                            "pass --data-dir DIR (and --atomic-name NAME when the files are not named after DIR)")
+        folder = Path(data_dir).expanduser()
+        data = load_atomic(folder, options.get("atomic", AtomicOptions()))
+    else:
+        folder = resolve_data_dir(name, data_dir)
+        if name == "ml-100k" and not (folder / "u.data").is_file() and (folder / "ml-100k.inter").is_file():
+            data = load_movielens_100k_atomic(folder)  # RecBole's atomic copy (e.g. the embedded one)
+        else:
+            data = _LOADERS[name](folder, **options)
+    data.source = f"{'embedded' if folder == embedded_ml100k() else 'directory'}: {folder}"
+    return data

@@ -43,7 +43,7 @@ from learner.runtime import UsageError
 from learner.skeleton import Algorithm, Run
 from planner_api.client import connect_planner
 from rollout.reference_policies import REFERENCE_POLICIES
-from rollout.world import World
+from rollout.world import World, data_card, data_card_line
 
 TENSORS = ("items", "feedback", "action", "reward", "reward_feedback", "done", "llm", "has_llm")
 
@@ -77,6 +77,10 @@ class LAAC(Algorithm):
         print(f"offline data: {len(self.arrays):,} transitions ({len(self.train_rows):,} train, {len(self.test_rows):,} "
               f"held-out) of {data.num_users:,} users and {data.num_items:,} items -> {self.offline_path}", flush=True)
         self.device = pick_device(cfg.run.learner_device)
+        print(data_card_line(data_card(self.world)), flush=True)
+
+    def run_files(self) -> dict:
+        return {"data.json": data_card(self.world)}
 
     def needs_planner(self) -> bool:
         lc = self.cfg.laac

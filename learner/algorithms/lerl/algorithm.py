@@ -22,7 +22,7 @@ from learner.skeleton import Algorithm, Run
 from learner.algorithms.lerl.reflection_pool import ReflectionPool
 from rollout.actor import RolloutWorker
 from rollout.batch_schema import batch_dims
-from rollout.world import World, policy_spec
+from rollout.world import World, data_card, data_card_line, policy_spec
 
 
 class LERL(Algorithm):
@@ -39,6 +39,7 @@ class LERL(Algorithm):
         cfg.validate_world(self.world)
         print(f"world: {cfg.world.dataset}, {self.world.num_items:,} items in {self.world.num_categories} "
               f"categories, {self.world.num_users:,} users, quit rule {cfg.world.quit_rule}", flush=True)
+        print(data_card_line(data_card(self.world)), flush=True)
 
     def needs_planner(self) -> bool:
         return self.cfg.rollout.use_planner
@@ -47,7 +48,10 @@ class LERL(Algorithm):
         return not self.cfg.run.serial
 
     def run_files(self) -> dict:
-        return {"user_model.json": self.world.user_model.report} if self.world.user_model.report else {}
+        files = {"data.json": data_card(self.world)}
+        if self.world.user_model.report:
+            files["user_model.json"] = self.world.user_model.report
+        return files
 
     def setup(self, run: Run) -> None:
         cfg, self.run = self.cfg, run

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import types
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ def no_default_dirs(tmp_path, monkeypatch):
 
 
 def test_names():
-    assert DATASETS == ("synthetic", "ml-100k", "kuairand-pure", "kuairec")
+    assert DATASETS == ("synthetic", "ml-100k", "kuairand-pure", "kuairec", "atomic")
 
 
 def test_unknown_name_lists_datasets():
@@ -33,14 +34,16 @@ def test_unknown_name_lists_datasets():
 def test_synthetic_dispatch(monkeypatch):
     """'synthetic' goes to rollout.data.synthetic.synthetic_dataset with the options (stubbed here)."""
     calls = []
-    monkeypatch.setattr(registry, "synthetic_dataset", lambda **options: calls.append(options) or "generated")
-    assert load_dataset("synthetic", num_items=50, seed=3) == "generated"
+    generated = types.SimpleNamespace()
+    monkeypatch.setattr(registry, "synthetic_dataset", lambda **options: calls.append(options) or generated)
+    assert load_dataset("synthetic", num_items=50, seed=3) is generated and generated.source == "generated"
     assert calls == [{"num_items": 50, "seed": 3}]
 
 
 @pytest.mark.parametrize("name", ["ml-100k", "kuairand-pure", "kuairec"])
 def test_not_found_says_where_and_how(no_default_dirs, monkeypatch, name):
     monkeypatch.setenv("LLMREC_DATA_DIR", str(no_default_dirs / "data"))
+    monkeypatch.setattr(registry, "embedded_ml100k", lambda: None)  # as without the recbole wheel
     with pytest.raises(DataError) as err:
         load_dataset(name)
     msg = str(err.value)
