@@ -59,7 +59,7 @@ def refuse(monkeypatch, tmp_path, capsys):
     (["--num-learners", "0"], "num_learners must be >= 1, got 0"),
     (["--rollout-num-cpus", "-1"], "rollout_num_cpus must be >= 0, got -1"),
     (["--feature-noise", "-0.5"], "feature_noise must be >= 0"),
-    (["--dataset", "movielens"], "dataset must be one of synthetic, ml-100k, kuairand-pure, kuairec, got 'movielens'"),
+    (["--dataset", "movielens"], "dataset must be one of synthetic, ml-100k, kuairand-pure, kuairec, atomic, got 'movielens'"),
     (["--chaos-kill-rollout-every-s", "-1"], "chaos_kill_rollout_every_s must be >= 0"),
     (["--chaos-planner-hang-every", "5", "--chaos-planner-hang-s", "1", "--planner-timeout-s", "2"],
      "chaos_planner_hang_s=1 must exceed planner_timeout_s=2"),

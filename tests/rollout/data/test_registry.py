@@ -27,7 +27,7 @@ def test_names():
 
 
 def test_unknown_name_lists_datasets():
-    with pytest.raises(ValueError, match="unknown data set 'ml-1m'.*synthetic, ml-100k, kuairand-pure, kuairec"):
+    with pytest.raises(ValueError, match="unknown data set 'ml-1m'.*synthetic, ml-100k, kuairand-pure, kuairec, atomic"):
         load_dataset("ml-1m")
 
 
