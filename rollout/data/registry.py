@@ -87,9 +87,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, **options) -> Da
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
     if name == "synthetic":
-        data = synthetic_dataset(**options)
-        data.source = "generated"
-        return data
+        return synthetic_dataset(**options)
     if name == "atomic":
         if data_dir is None:
             raise DataError("--dataset atomic reads RecBole atomic files (NAME.inter, NAME.item, NAME.user): "

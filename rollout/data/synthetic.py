@@ -57,7 +57,7 @@ def synthetic_dataset(num_items: int = 1000, num_categories: int = 20, num_users
     matrix = np.zeros((n, c), bool)
     matrix[np.arange(n), item_category] = True
     return Dataset(
-        name="synthetic", category_names=names, item_category=item_category, item_category_matrix=matrix,
+        name="synthetic", source="generated", category_names=names, item_category=item_category, item_category_matrix=matrix,
         item_titles=[f"{names[cat]} video #{i}" for i, cat in enumerate(item_category)],
         item_raw_ids=np.arange(n), user_raw_ids=np.arange(num_users),
         interactions=Interactions(users, items, clicks, timestamps), feedback="click",

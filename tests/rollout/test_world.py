@@ -329,3 +329,17 @@ def test_env_rejects_bad_inputs(catalog):
     # None of the rejected calls stepped anyone.
     assert env.steps.tolist() == [0, 0]
     assert env.patience.tolist() == [20.0, 20.0]
+
+
+def test_the_data_card_of_a_generated_world_says_what_it_is():
+    from rollout.world import data_card, data_card_line
+
+    cfg = WorldConfig(num_items=120, num_categories=6, num_users=50)
+    card = data_card(World.build(cfg))
+    assert (card["dataset"], card["source"], card["items"], card["categories"], card["users"]) == (
+        "synthetic", "generated", 120, 6, 50)
+    assert card["interactions"] > 0 and 0.0 < card["positive_rate"] < 1.0
+    assert card["user_model"] == "the generator's ground truth" and card["user_features"] == []
+    assert card["fingerprint"] == World.build(cfg).data.fingerprint()
+    line = data_card_line(card)
+    assert line.startswith("data: synthetic (generated, fingerprint ") and "user model: the generator's" in line
