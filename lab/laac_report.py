@@ -116,7 +116,7 @@ def offline_section(runs: list[dict], out: Path) -> list[str]:
     lines = ["## Offline evaluation (held-out users)", "",
              "R@10: the held-out next item's rating / 5 when it is in the top 10 of the whole catalog; NCV@10: the "
              "share of the top 10 that the user has not rated before and that is outside the 10 % most-rated items "
-             "(definitions: `learner/laac_eval.py`).", "", offline_markdown(rows), ""]
+             "(definitions: `learner/algorithms/laac/evaluation.py`).", "", offline_markdown(rows), ""]
     cand = candidate_lines(offline)
     if cand:
         lines += ["The LLM policy alone cannot rank a whole catalog; on its own protocol, beside the trained "
