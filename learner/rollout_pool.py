@@ -121,6 +121,10 @@ class RolloutPool:
         self.lost_since = [0.0] * len(actors)        # submission time of the collect a death lost
         self.collected_from = [0] * len(actors)      # finished collects per actor (used or dropped)
 
+    def close(self) -> None:
+        """Nothing to release here: the actors end with the run's Ray (SerialRolloutPool.close
+        closes its in-process workers; the driver calls either the same way)."""
+
     @property
     def in_flight(self) -> int:
         return len(self.pending)

@@ -25,6 +25,7 @@ from torch.utils.tensorboard import SummaryWriter
 from learner.checkpoint import check_compatible, save_checkpoint, trim_metrics, work_lost
 from learner.evaluation import evaluation_table
 from learner.runtime import UsageError, init_ray, make_run_dir, shut_down, start_planner, wait_for_planner
+from rollout.world import World, data_card, data_card_line
 
 
 @dataclass
@@ -62,6 +63,25 @@ class Algorithm:
 
     def __init__(self, cfg):
         self.cfg = cfg
+        self.world_files: dict[str, Any] = {}  # what build_world keeps for the run directory
+
+    def build_world(self, check=None) -> World:
+        """The run's world, built in `prepare` (so a user model is trained and cached once, before
+        any actor needs it), checked by `check(world)` when given (ValueError), then announced with
+        its data card; the card (data.json) and the user model's report (user_model.json) are kept
+        for the run directory."""
+        cfg = self.cfg
+        world = World.build(cfg.world)
+        if check is not None:
+            check(world)
+        card = data_card(world)
+        print(f"world: {cfg.world.dataset}, {world.num_items:,} items in {world.num_categories} categories, "
+              f"{world.num_users:,} users, quit rule {cfg.world.quit_rule}", flush=True)
+        print(data_card_line(card), flush=True)
+        self.world_files = {"data.json": card}
+        if world.user_model.report:
+            self.world_files["user_model.json"] = world.user_model.report
+        return world
 
     # Before anything starts (ValueError here ends the run with one line, having started nothing).
     def prepare(self) -> None:
@@ -81,8 +101,8 @@ class Algorithm:
         return self.cfg.run.checkpoint_every
 
     def run_files(self) -> dict[str, Any]:
-        """Extra JSON files for the run directory before training (name -> content)."""
-        return {}
+        """JSON files for the run directory before training (name -> content): the world's."""
+        return self.world_files
 
     # Once Ray, the run directory and the planner are up.
     def setup(self, run: Run) -> None:
@@ -125,7 +145,7 @@ def _log_row(row: dict, writer: SummaryWriter, metrics_file) -> None:
     metrics_file.flush()
 
 
-def _start(algo: Algorithm, resumed: dict) -> Run:
+def _start(algo: Algorithm, resumed: dict, t_run: float) -> Run:
     """Everything before the first iteration: checks, Ray, run directory, planner."""
     cfg = algo.cfg
     if resumed and not algo.supports_resume:
@@ -133,7 +153,6 @@ def _start(algo: Algorithm, resumed: dict) -> Run:
     start = int(resumed.get("iteration", 0)) + 1
     if start > algo.total_iterations():
         raise UsageError(f"the run is at iteration {start - 1} already; pass --iterations > {start - 1} to go on")
-    t_run = time.perf_counter()
     try:
         if resumed:
             check_compatible(resumed, cfg)
@@ -174,7 +193,7 @@ def run(algo: Algorithm, resume_state: dict | None = None) -> dict:
     evaluation rows (eval.json)."""
     cfg, resumed = algo.cfg, resume_state or {}
     t_run = time.perf_counter()
-    run_ = _start(algo, resumed)
+    run_ = _start(algo, resumed, t_run)
     writer = metrics_file = None
     try:
         algo.setup(run_)

@@ -144,13 +144,11 @@ def _items(file: AtomicFile, options: AtomicOptions):
         raise DataError(f"{file.path}: no token or token_seq column to take categories from "
                         f"(fields: {', '.join(file.fields)}); name one with --atomic-category-field")
     raw = file.column(id_field)
-    if len(set(raw)) != len(raw):
-        seen, line = set(), 0
-        for line, value in enumerate(raw, 2):
-            if value in seen:
-                break
-            seen.add(value)
-        raise DataError(f"{file.path}: line {line}: {id_field} {raw[line - 2]!r} appears twice")
+    seen: set[str] = set()
+    for line, value in enumerate(raw, 2):
+        if value in seen:
+            raise DataError(f"{file.path}: line {line}: {id_field} {value!r} appears twice")
+        seen.add(value)
     tokens = [value.split() or [UNKNOWN] for value in file.column(category)]
     names = list(options.category_order) or list(dict.fromkeys(t for item in tokens for t in item))
     index = {name: i for i, name in enumerate(names)}
@@ -182,12 +180,24 @@ def _user_features(file: AtomicFile, user_raw: np.ndarray) -> dict[str, np.ndarr
     return features
 
 
+def read_files(folder: str | Path, name: str | None = None) -> tuple[AtomicFile, AtomicFile, AtomicFile | None]:
+    """The parsed NAME.inter, NAME.item and (None when absent) NAME.user of `folder`; NAME
+    defaults to the folder's name."""
+    root = Path(folder)
+    name = name or root.name
+    user_path = root / f"{name}.user"
+    return (read_atomic(root / f"{name}.inter"), read_atomic(root / f"{name}.item"),
+            read_atomic(user_path) if user_path.is_file() else None)
+
+
 def load_atomic(folder: str | Path, options: AtomicOptions = AtomicOptions()) -> Dataset:
     """The atomic data set in `folder` (see the module doc)."""
-    root = Path(folder)
-    name = options.name or root.name
-    inter = read_atomic(root / f"{name}.inter")
-    item_file = read_atomic(root / f"{name}.item")
+    return build_dataset(options.name or Path(folder).name, *read_files(folder, options.name), options)
+
+
+def build_dataset(name: str, inter: AtomicFile, item_file: AtomicFile, user_file: AtomicFile | None,
+                  options: AtomicOptions = AtomicOptions()) -> Dataset:
+    """A `Dataset` from parsed atomic files (`read_files`)."""
     item_raw, titles, category_names, primary, matrix = _items(item_file, options)
 
     user_field, item_field = _id_field(inter, "user", 0), _id_field(inter, "item", 1)
@@ -219,7 +229,6 @@ def load_atomic(folder: str | Path, options: AtomicOptions = AtomicOptions()) ->
 
     order = np.lexsort((stamp, dense_user))  # stable: ties keep file order
     clicks = bool(np.isin(label, (0.0, 1.0)).all())
-    positive = options.positive_threshold
     dataset = Dataset(
         name=name, category_names=category_names, item_category=primary, item_category_matrix=matrix,
         item_titles=titles, item_raw_ids=_raw_ids(item_raw), user_raw_ids=_raw_ids(user_raw),
@@ -227,17 +236,20 @@ def load_atomic(folder: str | Path, options: AtomicOptions = AtomicOptions()) ->
                                   label=label[order].astype(np.float32), timestamp=stamp[order].astype(np.int64)),
         feedback="click" if clicks else "rating",
         rating_scale=(0.0, 1.0) if clicks else (float(label.min()), float(label.max())),
-        positive_threshold=positive)
-    user_path = root / f"{name}.user"
-    if user_path.is_file():
-        dataset.user_features = _user_features(read_atomic(user_path), dataset.user_raw_ids)
+        positive_threshold=options.positive_threshold)
+    if user_file is not None:
+        dataset.user_features = _user_features(user_file, dataset.user_raw_ids)
     return dataset.validate()
+
+
+def _integers(values) -> bool:
+    """Whether every raw id is an integer (most data sets): then ids sort and are kept as numbers."""
+    return all(v.lstrip("-").isdigit() for v in values)
 
 
 def _id_key(values):
     """Sort key of raw ids: numeric when every id is an integer, else the text."""
-    numeric = all(v.lstrip("-").isdigit() for v in values)
-    return (lambda v: int(v)) if numeric else (lambda v: v)
+    return int if _integers(values) else str
 
 
 def _id_order(values: list[str]) -> np.ndarray:
@@ -245,10 +257,6 @@ def _id_order(values: list[str]) -> np.ndarray:
     return np.asarray(sorted(range(len(values)), key=lambda i: key(values[i])), np.int64)
 
 
-def _raw_ids(values) -> np.ndarray:
-    """Raw ids as integers when they all are (most data sets), else as strings."""
-    array = np.asarray(values, dtype=object).astype(str)
-    try:
-        return array.astype(np.int64)
-    except ValueError:
-        return array
+def _raw_ids(values: list[str]) -> np.ndarray:
+    """Raw ids as integers when they all are, else as strings."""
+    return np.asarray([int(v) for v in values], np.int64) if _integers(values) else np.asarray(values, dtype=str)

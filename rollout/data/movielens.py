@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rollout.data.atomic import AtomicOptions, load_atomic, read_atomic
+from rollout.data.atomic import AtomicOptions, build_dataset, read_files
 from rollout.data.dataset import DataError, Dataset, Interactions
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
@@ -237,9 +237,9 @@ def load_movielens_100k_atomic(folder: str | Path) -> Dataset:
     recbole wheel ships): the same interactions, genres, primary genres and ids as GroupLens' files
     (`load_movielens_100k`); titles get their release year back, "Toy Story (1995)", as GroupLens
     writes them."""
-    root = Path(folder)
-    data = load_atomic(root, AtomicOptions(name="ml-100k", category_field="class", category_order=ML100K_GENRES))
-    items = read_atomic(root / "ml-100k.item")
+    inter, items, users = read_files(folder, "ml-100k")
+    data = build_dataset("ml-100k", inter, items, users,
+                         AtomicOptions(name="ml-100k", category_field="class", category_order=ML100K_GENRES))
     if "release_year" in items.fields:
         year = dict(zip(items.column("item_id"), items.column("release_year")))
         data.item_titles = [f"{title} ({year[str(raw)]})" if year.get(str(raw)) else title

@@ -70,8 +70,9 @@ def resolve_data_dir(name: str, data_dir: str | Path | None) -> Path:
     for folder in candidates:
         if folder.is_dir():
             return folder
-    if name == "ml-100k" and embedded_ml100k() is not None:
-        return embedded_ml100k()  # no download needed: the copy inside the recbole wheel
+    embedded = embedded_ml100k() if name == "ml-100k" else None
+    if embedded is not None:
+        return embedded  # no download needed: the copy inside the recbole wheel
     looked = ", ".join(str(p) for p in candidates)
     raise DataError(f"data set {name!r} not found; looked in {looked}. To get it, {_HOW_TO_GET[name]} "
                     f"into {candidates[0]}, or pass data_dir= (--data-dir) pointing at its folder, "
@@ -100,5 +101,6 @@ def load_dataset(name: str, data_dir: str | Path | None = None, **options) -> Da
             data = load_movielens_100k_atomic(folder)  # RecBole's atomic copy (e.g. the embedded one)
         else:
             data = _LOADERS[name](folder, **options)
-    data.source = f"{'embedded' if folder == embedded_ml100k() else 'directory'}: {folder}"
+    embedded = name == "ml-100k" and folder == embedded_ml100k()
+    data.source = f"{'embedded' if embedded else 'directory'}: {folder}"
     return data

@@ -16,7 +16,7 @@ from learner.skeleton import Algorithm, Run
 from planner_api.client import connect_planner
 from rollout.actor import worker_seeds
 from rollout.batch_schema import batch_dims
-from rollout.world import UserBatchEnv, World, data_card, data_card_line, policy_spec
+from rollout.world import UserBatchEnv, policy_spec
 
 
 class ILRec(Algorithm):
@@ -32,10 +32,7 @@ class ILRec(Algorithm):
         if cfg.run.serial:
             raise ValueError("--algorithm ilrec has no serial mode yet (its learner is a Ray actor): drop --serial")
         cfg.rollout.use_planner = False  # the RL policy is flat; the LLM is the demonstrator, not a mask
-        self.world = World.build(cfg.world)
-        print(f"world: {cfg.world.dataset}, {self.world.num_items:,} items in {self.world.num_categories} "
-              f"categories, {self.world.num_users:,} users, quit rule {cfg.world.quit_rule}", flush=True)
-        print(data_card_line(data_card(self.world)), flush=True)
+        self.world = self.build_world()
         try:
             _, self.emb_path = world_item_embeddings(self.world)
         except EmbeddingError as exc:
@@ -43,12 +40,6 @@ class ILRec(Algorithm):
 
     def needs_planner(self) -> bool:
         return True  # it answers the demonstrator's Propose calls
-
-    def run_files(self) -> dict:
-        files = {"data.json": data_card(self.world)}
-        if self.world.user_model.report:
-            files["user_model.json"] = self.world.user_model.report
-        return files
 
     def setup(self, run: Run) -> None:
         cfg, ray, self.run = self.cfg, run.ray, run

@@ -43,7 +43,6 @@ from learner.runtime import UsageError
 from learner.skeleton import Algorithm, Run
 from planner_api.client import connect_planner
 from rollout.reference_policies import REFERENCE_POLICIES
-from rollout.world import World, data_card, data_card_line
 
 TENSORS = ("items", "feedback", "action", "reward", "reward_feedback", "done", "llm", "has_llm")
 
@@ -64,7 +63,7 @@ class LAAC(Algorithm):
 
     def prepare(self) -> None:
         cfg, lc = self.cfg, self.cfg.laac
-        self.world = World.build(cfg.world)
+        self.world = self.build_world()
         table, self.offline_path = load_or_build(self.world.data, lc.laac_history_len, lc.laac_holdout_fraction,
                                                  cfg.world.world_seed)
         data = self.world.data
@@ -77,10 +76,6 @@ class LAAC(Algorithm):
         print(f"offline data: {len(self.arrays):,} transitions ({len(self.train_rows):,} train, {len(self.test_rows):,} "
               f"held-out) of {data.num_users:,} users and {data.num_items:,} items -> {self.offline_path}", flush=True)
         self.device = pick_device(cfg.run.learner_device)
-        print(data_card_line(data_card(self.world)), flush=True)
-
-    def run_files(self) -> dict:
-        return {"data.json": data_card(self.world)}
 
     def needs_planner(self) -> bool:
         lc = self.cfg.laac

@@ -22,7 +22,7 @@ from learner.skeleton import Algorithm, Run
 from learner.algorithms.lerl.reflection_pool import ReflectionPool
 from rollout.actor import RolloutWorker
 from rollout.batch_schema import batch_dims
-from rollout.world import World, data_card, data_card_line, policy_spec
+from rollout.world import policy_spec
 
 
 class LERL(Algorithm):
@@ -33,25 +33,13 @@ class LERL(Algorithm):
     supports_resume = True
 
     def prepare(self) -> None:
-        cfg = self.cfg
-        # Built here first so a user model is trained (and cached) once, before any actor needs it.
-        self.world = World.build(cfg.world)
-        cfg.validate_world(self.world)
-        print(f"world: {cfg.world.dataset}, {self.world.num_items:,} items in {self.world.num_categories} "
-              f"categories, {self.world.num_users:,} users, quit rule {cfg.world.quit_rule}", flush=True)
-        print(data_card_line(data_card(self.world)), flush=True)
+        self.world = self.build_world(check=self.cfg.validate_world)
 
     def needs_planner(self) -> bool:
         return self.cfg.rollout.use_planner
 
     def needs_ray(self) -> bool:
         return not self.cfg.run.serial
-
-    def run_files(self) -> dict:
-        files = {"data.json": data_card(self.world)}
-        if self.world.user_model.report:
-            files["user_model.json"] = self.world.user_model.report
-        return files
 
     def setup(self, run: Run) -> None:
         cfg, self.run = self.cfg, run
@@ -152,7 +140,7 @@ class LERL(Algorithm):
                                            weights, users, cfg.run.eval_seed)
 
     def close(self) -> None:
-        if hasattr(self, "pool") and isinstance(self.pool, SerialRolloutPool):
+        if hasattr(self, "pool"):
             self.pool.close()
         if hasattr(self, "learner"):
             self.learner.shutdown()
