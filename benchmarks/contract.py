@@ -48,7 +48,7 @@ def planner_parts(users: int, history: int, seed: int) -> dict:
     from rollout.session_planner import SessionPlanner
     from rollout.world import World, WorldConfig
 
-    cfg = WorldConfig()
+    cfg = WorldConfig(dataset="synthetic")
     world = World.build(cfg, log=lambda line: None)
     rng = np.random.default_rng(seed)
     planner = SessionPlanner(world, None, 4, 1, 0, 1.0, seed, False, cfg.slate_size, pool_size=8)
@@ -93,7 +93,7 @@ def reference_step_ms(users: int, seed: int) -> float:
     from rollout.world import WorldConfig
 
     torch.set_num_threads(1)
-    worker = RolloutWorker(WorldConfig(), PolicyConfig(), RolloutConfig(users_per_actor=users, use_planner=False),
+    worker = RolloutWorker(WorldConfig(dataset="synthetic"), PolicyConfig(), RolloutConfig(users_per_actor=users, use_planner=False),
                            None, 0, seed)
     worker.collect()
     best = float("inf")

@@ -44,7 +44,7 @@ def session_requests(num_users: int, steps: int, plan_every: int, seed: int, tit
     from rollout.session_planner import SessionPlanner
     from rollout.world import UserBatchEnv, World, WorldConfig
 
-    cfg = WorldConfig()
+    cfg = WorldConfig(dataset="synthetic")
     world = World.build(cfg, log=lambda line: None)
     env = UserBatchEnv(world, cfg, num_users, seed)
     env.reset()

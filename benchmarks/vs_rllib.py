@@ -45,7 +45,7 @@ def our_param_count() -> int:
     from policy.networks import ActorCritic, PolicyConfig
     from rollout.world import World, WorldConfig
 
-    cfg = WorldConfig()
+    cfg = WorldConfig(dataset="synthetic")
     world = World.build(cfg, log=lambda line: None)
     return sum(p.numel() for p in ActorCritic(world.item_features, cfg.history_len, PolicyConfig()).parameters())
 
@@ -68,7 +68,7 @@ def floor_rate(users: int, seconds: float, seed: int) -> float:
     from rollout.world import WorldConfig
 
     torch.set_num_threads(1)
-    worker = RolloutWorker(WorldConfig(), PolicyConfig(), RolloutConfig(users_per_actor=users, use_planner=False),
+    worker = RolloutWorker(WorldConfig(dataset="synthetic"), PolicyConfig(), RolloutConfig(users_per_actor=users, use_planner=False),
                            None, 0, seed)
     worker.collect()  # warm-up
     steps, t0 = 0, time.perf_counter()
@@ -144,7 +144,7 @@ def run_rllib(args, env_steps: int, params_target: int) -> dict:
     from rollout.vector_env import ENV_ID
     from rollout.world import World, WorldConfig, policy_spec
 
-    world_cfg = WorldConfig()
+    world_cfg = WorldConfig(dataset="synthetic")
     world = World.build(world_cfg, log=lambda line: None)
     features = world.item_features.shape[1]
     hidden = rllib_hidden(params_target, world_cfg.history_len * (features + 1), features)

@@ -33,15 +33,19 @@ from rollout.user_model import (
 
 QUIT_RULES = ("patience", "window")
 REWARD_MODES = ("click", "rating")
+SYNTHETIC_ONLY = ("num_items", "num_categories", "num_users", "favourite_categories", "click_scale", "click_bias",
+                  "feature_noise")
+"""WorldConfig fields the generated world reads and a logged one does not."""
 
 
 @dataclass
 class WorldConfig:
     """The data set, the simulated users and their quit rule (LERL defaults where the paper fixes them)."""
 
-    dataset: str = "synthetic"
-    """Data set the world is built on: synthetic (no download), ml-100k (GroupLens' files, or with no
-    --data-dir and none downloaded the copy inside the recbole wheel: no download), kuairand-pure,
+    dataset: str = "ml-100k"
+    """Data set the world is built on: ml-100k (the default: GroupLens' files, or with no --data-dir
+    and none downloaded the copy inside the recbole wheel, so no download), synthetic (a generated
+    world for systems work and benchmarks: its categories mean nothing to an LLM), kuairand-pure,
     kuairec, or atomic (any data set in RecBole's atomic files: --data-dir DIR, --atomic-*)."""
     data_dir: str = ""
     """Folder with the data set's files; "" = $LLMREC_DATA_DIR/<dataset>, then the download cache
@@ -105,6 +109,12 @@ class WorldConfig:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         if self.dataset == "atomic" and not self.data_dir:
             raise ValueError("dataset=atomic needs --data-dir: the folder with NAME.inter and NAME.item")
+        if self.dataset != "synthetic":
+            # Silently ignoring them would let a user believe they shaped a logged world.
+            changed = [f for f in SYNTHETIC_ONLY if getattr(self, f) != getattr(WorldConfig, f)]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} {'applies' if len(changed) == 1 else 'apply'} only to dataset=synthetic (the {self.dataset} world "
+                                 "takes its catalog and users from the data): add --dataset synthetic or drop them")
         for name in ("num_items", "num_categories", "num_users", "latent_dim", "slate_size", "max_steps",
                      "history_len", "favourite_categories", "window_size", "user_model_epochs"):
             if getattr(self, name) < 1:

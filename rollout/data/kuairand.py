@@ -67,6 +67,35 @@ def read_csv_columns(path: Path, types: Mapping[str, pa.DataType],
     return out
 
 
+KUAISHOU_USER_FEATURES: dict[str, pa.DataType] = {
+    "user_active_degree": pa.string(), "is_lowactive_period": pa.int64(), "is_live_streamer": pa.int64(),
+    "is_video_author": pa.int64(), "follow_user_num": pa.int64(), "fans_user_num": pa.int64(),
+    "friend_user_num": pa.int64(), "register_days": pa.int64(), "follow_user_num_range": pa.string(),
+    "fans_user_num_range": pa.string(), "friend_user_num_range": pa.string(), "register_days_range": pa.string(),
+}
+"""The named user columns KuaiRand and KuaiRec publish (same schema in both). Their 18 `onehot_feat*`
+columns are anonymised codes with no meaning a persona or a fairness group could name: left out."""
+
+
+def kuaishou_user_features(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(sorted raw user ids, typed feature columns aligned to them) of a Kuaishou user-features file.
+
+    Columns of `KUAISHOU_USER_FEATURES` absent from the header are skipped (older releases lack some);
+    a present one with a bad value is a DataError naming the file (via `read_csv_columns`)."""
+    with path.open(encoding="utf-8", newline="") as f:
+        header = set(next(csv.reader(f), []))
+    types = {"user_id": pa.int64(), **{k: t for k, t in KUAISHOU_USER_FEATURES.items() if k in header}}
+    table = read_csv_columns(path, types)
+    user_raw = unique_ids(path, "user_id", table["user_id"])
+    order = np.argsort(table["user_id"], kind="stable")  # file order -> the sorted ids' order
+    features = {}
+    for name, dtype in types.items():
+        if name != "user_id":
+            column = table[name][order]
+            features[name] = column.astype(np.float32) if pa.types.is_integer(dtype) else column
+    return user_raw, features
+
+
 def unique_ids(path: Path, column: str, ids: np.ndarray) -> np.ndarray:
     """The sorted raw ids of a features file, refusing duplicates (ids must name one row each)."""
     raw = np.unique(ids)
@@ -158,8 +187,7 @@ def load_kuairand_pure(data_dir: str | Path, log_files: Sequence[str] | None = N
     tags_in_file_order = [_parse_tag(video_path, i, t) for i, t in enumerate(videos["tag"].tolist())]
     item_tags = [tags_in_file_order[j] for j in np.argsort(videos["video_id"], kind="stable")]
     category_names, primary, matrix = category_table(item_tags, default_name="tag {}")
-    users = read_csv_columns(user_path, {"user_id": pa.int64()})
-    user_raw = unique_ids(user_path, "user_id", users["user_id"])
+    user_raw, user_features = kuaishou_user_features(user_path)
 
     parts = []
     for log in logs:
@@ -183,5 +211,6 @@ def load_kuairand_pure(data_dir: str | Path, log_files: Sequence[str] | None = N
         interactions=Interactions(user=user[order], item=item[order], label=label[order],
                                   timestamp=ts[order].astype(np.int64)),
         feedback="click",
+        user_features=user_features,
         extra={"log_files": [str(p) for p in logs]},
     ).validate()

@@ -20,6 +20,7 @@ from rollout.data.kuairand import (
     category_table,
     dense_ids,
     find_file,
+    kuaishou_user_features,
     read_csv_columns,
     unique_ids,
 )
@@ -161,8 +162,7 @@ def load_kuairec(data_dir: str | Path, matrix: str = "small_matrix.csv", click_w
     captions = _read_captions(paths[CAPTION_FILE])
     category_names, primary, cat_matrix = category_table(item_tags, _category_names(item_raw, item_tags, captions))
     titles = [_title(captions.get(v)) for v in item_raw.tolist()]
-    users = read_csv_columns(paths[USER_FILE], {"user_id": pa.int64()})
-    user_raw = unique_ids(paths[USER_FILE], "user_id", users["user_id"])
+    user_raw, user_features = kuaishou_user_features(paths[USER_FILE])
 
     cols = read_csv_columns(matrix_path, {"user_id": pa.int64(), "video_id": pa.int64(),
                                           "timestamp": pa.float64(), "watch_ratio": pa.float64()},
@@ -185,6 +185,7 @@ def load_kuairec(data_dir: str | Path, matrix: str = "small_matrix.csv", click_w
         user_raw_ids=user_raw,
         interactions=Interactions(user=user[order], item=item[order], label=label[order], timestamp=ts[order]),
         feedback="click",
+        user_features=user_features,
         extra={"watch_ratio": watch_ratio[order], "timed": timed[order], "click_watch_ratio": click_watch_ratio,
                "matrix": str(matrix_path)},
     ).validate()

@@ -46,25 +46,27 @@ def refuse(monkeypatch, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--num-users", "0"], "num_users must be >= 1, got 0"),
-    (["--num-items", "-5"], "num_items must be >= 1, got -5"),
+    (["--dataset", "synthetic", "--num-users", "0"], "num_users must be >= 1, got 0"),
+    (["--dataset", "synthetic", "--num-items", "-5"], "num_items must be >= 1, got -5"),
     (["--slate-size", "-1"], "slate_size must be >= 1, got -1"),
-    (["--slate-size", "5000"], "slate_size=5000 exceeds num_items=1000"),
+    (["--dataset", "synthetic", "--slate-size", "5000"], "slate_size=5000 exceeds num_items=1000"),
+    # The generated world's knobs on a logged world are refused, not silently ignored.
+    (["--num-items", "300", "--num-users", "40"], "num_items, num_users apply only to dataset=synthetic"),
     (["--users-per-actor", "-3"], "users_per_actor must be >= 1, got -3"),
     (["--plan-categories", "0"], "plan_categories must be >= 1, got 0"),
-    (["--plan-categories", "30", "--plan-pool", "30"], "plan_categories=30 exceeds num_categories=20"),
+    (["--dataset", "synthetic", "--plan-categories", "30", "--plan-pool", "30"], "plan_categories=30 exceeds num_categories=20"),
     (["--num-rollout-actors", "0"], "num_rollout_actors must be >= 1"),
     (["--batches-per-iteration", "-1"], "batches_per_iteration must be >= 0, got -1"),
     (["--learner-num-gpus", "-2"], "learner_num_gpus must be >= 0, or -1 for automatic"),
     (["--num-learners", "0"], "num_learners must be >= 1, got 0"),
     (["--rollout-num-cpus", "-1"], "rollout_num_cpus must be >= 0, got -1"),
-    (["--feature-noise", "-0.5"], "feature_noise must be >= 0"),
+    (["--dataset", "synthetic", "--feature-noise", "-0.5"], "feature_noise must be >= 0"),
     (["--dataset", "movielens"], "dataset must be one of synthetic, ml-100k, kuairand-pure, kuairec, atomic, got 'movielens'"),
     (["--chaos-kill-rollout-every-s", "-1"], "chaos_kill_rollout_every_s must be >= 0"),
     (["--chaos-planner-hang-every", "5", "--chaos-planner-hang-s", "1", "--planner-timeout-s", "2"],
      "chaos_planner_hang_s=1 must exceed planner_timeout_s=2"),
     # A mask that can never fill a slate: 20 items in 20 categories, 4 categories allowed, slates of 6.
-    (["--num-items", "20", "--num-categories", "20", "--plan-categories", "4"],
+    (["--dataset", "synthetic", "--num-items", "20", "--num-categories", "20", "--plan-categories", "4"],
      "the largest 4 categories of the synthetic world hold 4 items, fewer than slate_size=6"),
 ])
 def test_impossible_values_are_refused_naming_the_option(refuse, argv, message):
@@ -111,7 +113,7 @@ def test_malformed_data_files_are_refused_naming_the_file(refuse, tmp_path, dama
 @pytest.mark.parametrize("text, message", [
     ("run: {iteratons: 3}\n", "unknown config key run.iteratons"),
     ("wrld: {num_items: 3}\n", "unknown key(s) wrld"),
-    ("world: {num_users: 0}\n", "num_users must be >= 1, got 0"),
+    ("world: {dataset: synthetic, num_users: 0}\n", "num_users must be >= 1, got 0"),
     ("seeds: [-1]\n", "seeds must be a non-empty list of integers >= 0"),
     ("run: [1, 2\n", "not valid YAML"),
 ])
@@ -131,7 +133,7 @@ def test_a_run_config_json_with_an_unknown_key_is_refused(refuse, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--num-users", "0"], "num_users must be >= 1, got 0"),
+    (["--dataset", "synthetic", "--num-users", "0"], "num_users must be >= 1, got 0"),
     (["--dataset", "ml-100k", "--data-dir", "{tmp}/nowhere"], "missing {tmp}/nowhere/u.data"),
     (["--config", "{tmp}/row.yaml"], "unknown config key policy.model_dimm"),
 ])

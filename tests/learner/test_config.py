@@ -85,7 +85,7 @@ def test_no_flags_give_the_defaults():
 
 def test_flags_parse_into_the_right_section():
     cfg = parse("--iterations", "7", "--address", "auto", "--learner-device", "cpu",
-                "--num-items", "300", "--rho", "0.1", "--world-seed", "5",
+                "--dataset", "synthetic", "--num-items", "300", "--rho", "0.1", "--world-seed", "5",
                 "--model-dim", "64", "--lr", "0.01", "--normalize-advantages", "false",
                 "--users-per-actor", "8", "--use-planner", "no", "--planner-timeout-s", "0.5")
     assert (cfg.run.iterations, cfg.run.address, cfg.run.learner_device) == (7, "auto", "cpu")
@@ -114,7 +114,7 @@ def test_bad_flags_exit_with_a_usage_error(argv, capsys):
 
 
 def test_from_dict_round_trips_and_rejects_unknown_names(tmp_path):
-    cfg = parse("--num-items", "300", "--lr", "0.02", "--planner-address", "in-process")
+    cfg = parse("--dataset", "synthetic", "--num-items", "300", "--lr", "0.02", "--planner-address", "in-process")
     path = tmp_path / "config.json"
     cfg.save(path)
     assert TrainConfig.from_dict(json.loads(path.read_text())) == cfg
@@ -152,9 +152,9 @@ def test_validate_names_the_field(section, changes, field):
 
 
 def test_plan_categories_is_checked_against_the_worlds_categories():
-    cfg = parse("--num-categories", "6", "--plan-categories", "6")
+    cfg = parse("--dataset", "synthetic", "--num-categories", "6", "--plan-categories", "6")
     cfg.validate()
-    cfg = parse("--num-categories", "6", "--plan-categories", "7")
+    cfg = parse("--dataset", "synthetic", "--num-categories", "6", "--plan-categories", "7")
     with pytest.raises(ValueError, match="plan_categories=7 exceeds num_categories=6"):
         cfg.validate()
 

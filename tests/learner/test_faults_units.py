@@ -21,7 +21,7 @@ from rollout.batch_schema import validate_batch
 from rollout.world import WorldConfig
 from worlds import learner_spec
 
-WORLD = WorldConfig(num_items=200, num_categories=8, num_users=100, history_len=12)
+WORLD = WorldConfig(dataset="synthetic", num_items=200, num_categories=8, num_users=100, history_len=12)
 ROLLOUT = RolloutConfig(users_per_actor=8, plan_categories=4, plan_every=1)
 
 

@@ -19,7 +19,7 @@ from rollout.actor import RolloutConfig, RolloutWorker
 from rollout.world import WorldConfig
 from worlds import learner_spec
 
-WORLD = WorldConfig(num_items=200, num_categories=8, num_users=100, history_len=12)
+WORLD = WorldConfig(dataset="synthetic", num_items=200, num_categories=8, num_users=100, history_len=12)
 POLICY = PolicyConfig()
 PPO = PPOConfig(epochs=2, minibatch_size=128)
 ROLLOUT = RolloutConfig(users_per_actor=16, plan_categories=4, use_planner=True)

@@ -86,7 +86,7 @@ def test_bad_option_value_is_one_line_usage_error():
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "users_per_actor must be >= 1" in proc.stderr
     proc = _run(["--slate-size", "5000"], timeout=60)
-    assert proc.returncode == 2 and "slate_size=5000 exceeds num_items" in proc.stderr
+    assert proc.returncode == 2 and "slate_size=5000 exceeds the ml-100k catalog's 1682 items" in proc.stderr
     proc = _run(["--no-such-option"], timeout=60)
     assert proc.returncode == 2 and "unrecognized arguments: --no-such-option" in proc.stderr
 

@@ -109,7 +109,7 @@ def _saved_run(tmp_path: Path) -> Path:
     """A run directory with a checkpoint (no training needed to test the refusal)."""
     run_dir = tmp_path / "run"
     cfg = TrainConfig()
-    cfg.world.num_items = 300
+    cfg.world.dataset, cfg.world.num_items = "synthetic", 300
     save_checkpoint(run_dir / "checkpoints" / "latest.pt",
                     {"learner": {"version": 3}, "config": cfg.to_dict(), "iteration": 3})
     return run_dir

@@ -23,7 +23,7 @@ from worlds import learner_spec
 
 USERS = 8
 HANG_GUARD_S = 120  # hang guards only
-CFG = TrainConfig(world=WorldConfig(num_items=200, num_categories=8, num_users=100, history_len=12),
+CFG = TrainConfig(world=WorldConfig(dataset="synthetic", num_items=200, num_categories=8, num_users=100, history_len=12),
                   policy=PolicyConfig(), ppo=PPOConfig(epochs=1, minibatch_size=128),
                   rollout=RolloutConfig(num_rollout_actors=2, users_per_actor=USERS, rollout_num_cpus=0.5))
 

@@ -19,7 +19,7 @@ from rollout.actor import RolloutConfig, RolloutWorker
 from rollout.batch_schema import column
 from rollout.world import WorldConfig
 
-WORLD = WorldConfig(num_items=200, num_categories=8, num_users=100, history_len=12)
+WORLD = WorldConfig(dataset="synthetic", num_items=200, num_categories=8, num_users=100, history_len=12)
 POLICY = PolicyConfig()
 ROLLOUT = RolloutConfig(users_per_actor=8, plan_every=1, planner_timeout_s=2.0)
 COLLECT_BOUND_S = 30.0  # a collect of 8 users must never hang on a dead planner

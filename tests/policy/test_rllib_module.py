@@ -12,7 +12,7 @@ from policy.networks import ActorCritic, PolicyConfig
 from rollout.vector_env import ENV_ID
 from rollout.world import World, WorldConfig, policy_spec
 
-WORLD = WorldConfig(num_items=200, num_categories=8, num_users=100, history_len=12)
+WORLD = WorldConfig(dataset="synthetic", num_items=200, num_categories=8, num_users=100, history_len=12)
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rollout.world import WorldConfig
 
-CFG = WorldConfig(num_items=120, num_categories=8, num_users=50, history_len=10)
+CFG = WorldConfig(dataset="synthetic", num_items=120, num_categories=8, num_users=50, history_len=10)
 
 
 def test_a_worker_restarted_by_ray_does_not_replay_its_first_episodes(monkeypatch) -> None:

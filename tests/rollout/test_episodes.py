@@ -17,7 +17,7 @@ from rollout.episodes import EXTRA_COLUMNS, LOOP_COLUMNS, run_episodes
 from rollout.reference_policies import ReferencePolicy
 from rollout.world import UserBatchEnv, World, WorldConfig
 
-SMALL = WorldConfig(num_items=80, num_categories=6, num_users=30, latent_dim=8, slate_size=3, max_steps=7,
+SMALL = WorldConfig(dataset="synthetic", num_items=80, num_categories=6, num_users=30, latent_dim=8, slate_size=3, max_steps=7,
                     history_len=6, favourite_categories=2, initial_patience=5.0, world_seed=2)
 USERS = np.arange(0, 24, 3)
 

@@ -18,7 +18,7 @@ from rollout.world import UserBatchEnv, World, WorldConfig
 
 # DORL's setting on a tiny synthetic world; click_bias 50 makes every item a sure click (slate of
 # one: no similarity penalty), so a step's reward is exactly 1 and any 0 comes from leaving.
-DORL = WorldConfig(num_items=60, num_categories=6, num_users=10, latent_dim=8, quit_rule="window",
+DORL = WorldConfig(dataset="synthetic", num_items=60, num_categories=6, num_users=10, latent_dim=8, quit_rule="window",
                    window_size=4, window_threshold=0, slate_size=1, max_steps=30, history_len=8,
                    favourite_categories=2, click_bias=50.0, world_seed=5)
 A, B, C, D, E, F = range(6)

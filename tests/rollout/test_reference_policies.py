@@ -15,7 +15,7 @@ from rollout.world import UserBatchEnv, World, WorldConfig
 
 SHARED_ML100K = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ml-100k"
 
-SMALL = WorldConfig(num_items=120, num_categories=8, num_users=40, latent_dim=8, slate_size=4, max_steps=10,
+SMALL = WorldConfig(dataset="synthetic", num_items=120, num_categories=8, num_users=40, latent_dim=8, slate_size=4, max_steps=10,
                     history_len=8, favourite_categories=2, world_seed=4)
 
 

@@ -20,7 +20,7 @@ import pytest
 from rollout.vector_env import ENV_ID, RecSimVectorEnv
 from rollout.world import WorldConfig
 
-WORLD = WorldConfig(num_items=200, num_categories=8, num_users=100, history_len=12)
+WORLD = WorldConfig(dataset="synthetic", num_items=200, num_categories=8, num_users=100, history_len=12)
 ITERATIONS = 3
 
 

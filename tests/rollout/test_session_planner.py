@@ -9,7 +9,7 @@ from planner_api.history import history_entries
 from rollout.session_planner import SessionPlanner
 from rollout.world import World, WorldConfig
 
-CFG = WorldConfig(num_items=120, num_categories=8, num_users=50, history_len=10)
+CFG = WorldConfig(dataset="synthetic", num_items=120, num_categories=8, num_users=50, history_len=10)
 
 
 def _session(planner: SessionPlanner, world: World, steps: int, users: int, seed: int):

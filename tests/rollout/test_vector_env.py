@@ -18,7 +18,7 @@ from gymnasium.vector import AutoresetMode
 from rollout.vector_env import ENV_ID, RecSimVectorEnv, make_vector_env
 from rollout.world import UserBatchEnv, World, WorldConfig
 
-SMALL = WorldConfig(num_items=200, num_categories=8, num_users=100, latent_dim=8, history_len=12,
+SMALL = WorldConfig(dataset="synthetic", num_items=200, num_categories=8, num_users=100, latent_dim=8, history_len=12,
                     slate_size=6, max_steps=20, world_seed=3)
 N = 6
 

@@ -14,7 +14,7 @@ from rollout.actor import RolloutConfig, RolloutWorker
 from rollout.batch_schema import batch_dims, column, validate_batch
 from rollout.world import World, WorldConfig, policy_spec
 
-WORLD = WorldConfig(num_items=200, num_categories=8, num_users=100, history_len=12)
+WORLD = WorldConfig(dataset="synthetic", num_items=200, num_categories=8, num_users=100, history_len=12)
 POLICY = PolicyConfig()
 ROLLOUT = RolloutConfig(users_per_actor=16, plan_categories=4, use_planner=True)
 

@@ -9,7 +9,7 @@ import pytest
 
 from rollout.world import UserBatchEnv, World, WorldConfig
 
-SMALL = WorldConfig(num_items=120, num_categories=8, num_users=50, latent_dim=8, history_len=10,
+SMALL = WorldConfig(dataset="synthetic", num_items=120, num_categories=8, num_users=50, latent_dim=8, history_len=10,
                     slate_size=6, max_steps=20, initial_patience=20.0, world_seed=3)
 
 
@@ -334,7 +334,7 @@ def test_env_rejects_bad_inputs(catalog):
 def test_the_data_card_of_a_generated_world_says_what_it_is():
     from rollout.world import data_card, data_card_line
 
-    cfg = WorldConfig(num_items=120, num_categories=6, num_users=50)
+    cfg = WorldConfig(dataset="synthetic", num_items=120, num_categories=6, num_users=50)
     card = data_card(World.build(cfg))
     assert (card["dataset"], card["source"], card["items"], card["categories"], card["users"]) == (
         "synthetic", "generated", 120, 6, 50)

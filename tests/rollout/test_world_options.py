@@ -12,7 +12,7 @@ from rollout.world import UserBatchEnv, World, WorldConfig
 
 SHARED_ML100K = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ml-100k"
 
-SMALL = WorldConfig(num_items=60, num_categories=6, num_users=20, latent_dim=8, slate_size=3, max_steps=5,
+SMALL = WorldConfig(dataset="synthetic", num_items=60, num_categories=6, num_users=20, latent_dim=8, slate_size=3, max_steps=5,
                     history_len=6, favourite_categories=2, world_seed=2)
 
 

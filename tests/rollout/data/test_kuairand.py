@@ -33,7 +33,7 @@ def _write_side_files(folder: Path) -> Path:
         [VIDEO_HEADER, *(f"{v},7349781,NORMAL,2022-04-10,LongImport,0.0,87433.0,720.0,1280.0,9155697141,9.0,{t}"
                          for v, t in videos)]) + "\n")
     (folder / "user_features_pure.csv").write_text(
-        "user_id,user_active_degree,is_lowactive_period\n0,full_active,0\n5,high_active,0\n")
+        "user_id,user_active_degree,is_lowactive_period\n5,high_active,1\n0,full_active,0\n")  # not in id order
     return folder
 
 
@@ -56,6 +56,11 @@ def test_small_files(tmp_path):
     assert list(it.timestamp) == [1_650_000_000, 1_650_000_009, 1_650_000_001, 1_650_000_002]
     assert list(it.label) == [1.0, 0.0, 0.0, 1.0]
     assert ds.item_titles == [""] * 4
+    # The named user columns the file has, typed and in the dense users' order; absent ones skipped.
+    assert set(ds.user_features) == {"user_active_degree", "is_lowactive_period"}
+    assert list(ds.user_features["user_active_degree"]) == ["full_active", "high_active"]
+    assert ds.user_features["is_lowactive_period"].dtype == np.float32
+    assert list(ds.user_features["is_lowactive_period"]) == [0.0, 1.0]
 
 
 def test_standard_logs_only_by_default(tmp_path):
@@ -130,6 +135,9 @@ def test_real_side_files_with_test_log(tmp_path):
     _write_log(tmp_path / STANDARD_LOGS[0], rows)
     ds = load_kuairand_pure(tmp_path)
     assert (ds.num_items, ds.num_users, len(ds.interactions)) == (7583, 27285, 500)
+    # User 0 of the published file: full_active, 514 followed, registered 799 days ago.
+    assert len(ds.user_features) == 12 and ds.user_features["user_active_degree"][0] == "full_active"
+    assert (ds.user_features["follow_user_num"][0], ds.user_features["register_days"][0]) == (514, 799)
     assert ds.category_names[-1] == "unknown" and all(n.startswith("tag ") for n in ds.category_names[:-1])
     # Video 1 is tagged "2" in the published file; multi-tag videos carry every tag.
     assert ds.category_names[ds.item_category[1]] == "tag 2"

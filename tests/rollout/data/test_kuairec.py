@@ -62,6 +62,7 @@ def test_small_files(tmp_path):
     assert list(it.label) == [1.0, 1.0, 1.0, 0.0]  # watch_ratio >= 2.0
     assert list(ds.extra["timed"]) == [True, True, False, True]
     assert np.allclose(ds.extra["watch_ratio"], [2.0, 2.5, 3.0, 0.4])
+    assert {k: list(v) for k, v in ds.user_features.items()} == {"user_active_degree": ["high_active", "full_active"]}
 
 
 def test_options(tmp_path):
@@ -116,6 +117,9 @@ def test_real_side_files_with_test_matrix(tmp_path):
                    for i, (u, v, t, w) in enumerate(zip(users, videos, times, ratios))])
     ds = load_kuairec(tmp_path)
     assert (ds.num_items, ds.num_users, len(ds.interactions)) == (10728, 7176, n)
+    # User 0 of the published file: high_active, 5 followed, registered 107 days ago.
+    assert len(ds.user_features) == 12 and ds.user_features["user_active_degree"][0] == "high_active"
+    assert (ds.user_features["follow_user_num"][0], ds.user_features["register_days"][0]) == (5, 107)
     assert ds.num_categories == 31  # feat ids 0..30; every video has at least one
     # Names from the caption file where its ids agree with feat ids; numbers where they do not.
     names = ds.category_names

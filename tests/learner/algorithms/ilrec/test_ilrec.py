@@ -29,7 +29,7 @@ from planner_api.client import connect_planner
 from rollout.world import World, WorldConfig
 from worlds import learner_spec
 
-TINY_WORLD = WorldConfig(num_items=60, num_categories=6, num_users=50, max_steps=6, slate_size=3, history_len=9)
+TINY_WORLD = WorldConfig(dataset="synthetic", num_items=60, num_categories=6, num_users=50, max_steps=6, slate_size=3, history_len=9)
 SMALL_PROPOSE = ProposeSettings(candidates=12, recent=4, group_size=4, timeout_s=30.0)
 
 
