@@ -42,7 +42,8 @@ def session_requests(num_users: int, steps: int, plan_every: int, seed: int, tit
     session (random slates), built exactly as rollout actors build them."""
     from rollout.reference_policies import ReferencePolicy
     from rollout.session_planner import SessionPlanner
-    from rollout.world import UserBatchEnv, World, WorldConfig
+    from rollout.world import World, WorldConfig
+    from rollout.users import UserBatchEnv
 
     cfg = WorldConfig(dataset="synthetic")
     world = World.build(cfg, log=lambda line: None)

@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import write_result  # noqa: E402
-from rollout.world import UserBatchEnv, World, WorldConfig  # noqa: E402
+from rollout.world import World, WorldConfig  # noqa: E402
+from rollout.users import UserBatchEnv  # noqa: E402
 
 GOAL_STEPS_PER_S = 500_000
 GOAL_FLOOR_RATIO = 2.0

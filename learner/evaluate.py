@@ -15,7 +15,13 @@ from tqdm import tqdm
 
 from learner.checkpoint import load_checkpoint
 from learner.config import TrainConfig, add_config_flags, config_from_args
-from learner.evaluation import evaluate_reference, evaluate_worker, evaluation_table, evaluation_users
+from learner.evaluation import (
+    evaluate_reference,
+    evaluate_worker,
+    evaluation_table,
+    evaluation_users,
+    with_gap_closed,
+)
 from rollout.reference_policies import REFERENCE_POLICIES
 from rollout.world import World
 
@@ -61,6 +67,7 @@ def cli(argv: list[str] | None = None) -> int:
         results["trained"] = evaluate_worker(world, trained.world, trained.policy, trained.rollout,
                                              planner if args.checkpoint else None, state["learner"]["model"],
                                              "mean", users, args.eval_seed)
+    results = with_gap_closed(results)
     print(evaluation_table(results))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))

@@ -21,9 +21,10 @@ from policy.networks import ActorCritic, PolicyConfig, load_numpy_weights, log_p
 from rollout.batch_schema import batch_dims, build_batch
 from rollout.episodes import run_episodes
 from rollout.session_planner import SessionPlanner
-from rollout.world import UserBatchEnv, World, WorldConfig
+from rollout.world import World, WorldConfig
+from rollout.users import UserBatchEnv
 
-ACT_MODES = ("sample", "mean", "random")
+ACT_MODES = ("sample", "mean", "random", "oracle")
 
 
 @dataclass
@@ -169,7 +170,8 @@ class RolloutWorker:
 
         `reflections`: critiques from the learner side's pool, sent with every plan request.
         `act`: "sample" draws from the Gaussian (training), "mean" takes its mean (evaluation),
-        "random" ranks the allowed items uniformly at random (the random reference policy).
+        "random" ranks the allowed items uniformly at random (the random reference policy),
+        "oracle" by the true model's click logits now (the best items inside the planner's categories).
         """
         if act not in ACT_MODES:
             raise ValueError(f"act must be one of {ACT_MODES}, got {act!r}")
@@ -222,9 +224,10 @@ class RolloutWorker:
             stats["masks_widened"] += widened
             with torch.no_grad():
                 dist, value = self.model(torch.from_numpy(env.history_items), torch.from_numpy(env.history_feedback))
-                if act == "random":
+                if act in ("random", "oracle"):
                     action = torch.zeros_like(dist.mean)
-                    scores = torch.rand((env.batch_size, self.world.num_items), generator=self.generator)
+                    scores = (torch.rand((env.batch_size, self.world.num_items), generator=self.generator)
+                              if act == "random" else torch.from_numpy(env.item_logits()))
                 else:
                     noise = torch.randn(dist.mean.shape, generator=self.generator)
                     action = dist.mean + dist.stddev * noise if act == "sample" else dist.mean

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rollout.batch_schema import ACTOR_COLUMNS
-from rollout.world import StepResult, UserBatchEnv
+from rollout.users import StepResult, UserBatchEnv
 
 # The columns the loop fills itself; `act` supplies the other ACTOR_COLUMNS.
 LOOP_COLUMNS = ("episode_id", "user_id", "step", "history_items", "history_feedback", "slate", "reward", "done")

@@ -1,28 +1,40 @@
 """Reference policies that need no training, acting on a `UserBatchEnv` batch at once.
 
+Each is marked oracle (reads the true user model and the user's state) or not:
 - random: distinct items drawn uniformly from those the user may still see;
 - popular: the most popular items in the logs (the same slate for everyone);
-- greedy: the user model's most likely clicks for this user (myopic: it never thinks about
-  patience or repetition, so it keeps showing the same categories);
 - round-robin: slate positions cycle through the categories (most popular first) step by step,
-  so no position repeats its category from one step to the next (with at least 2 categories); the item in each slot is the category's most popular one
-  the user may still see.
+  so no position repeats its category from one step to the next (with at least 2 categories);
+  the item in each slot is the category's most popular one the user may still see;
+- greedy (oracle, myopic): the items most likely clicked now, by the true model and the user's
+  current satiation and fatigue;
+- greedy-no-repeat (oracle): greedy, but never the category shown at that position in the last
+  slate (the rule that games LERL's position-aligned patience);
+- greedy-exposure (oracle): greedy on the click logit minus EXPOSURE_PRICE x the category's recent
+  exposure: the best simple diversity rule we found (it prices the satiation an item will cause);
+- lookahead (oracle): plans ahead with the true model (`rollout.lookahead`): the ceiling's estimate.
+Evaluations with a planner add random+planner (random items inside the planner's categories) and
+greedy+planner (oracle: the best items inside them by the true model now).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from rollout.world import UserBatchEnv
+from rollout.lookahead import LookaheadOracle
+from rollout.slates import exposure_scores, top_k
+from rollout.users import UserBatchEnv
 
-REFERENCE_POLICIES = ("random", "popular", "greedy", "round-robin")
-
-
-def _top_k(scores: np.ndarray, available: np.ndarray | None, k: int) -> np.ndarray:
-    if available is not None:
-        scores = np.where(available, scores, -np.inf)
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
-    return np.take_along_axis(top, order, 1)
+REFERENCE_POLICIES = ("random", "popular", "round-robin", "greedy", "greedy-no-repeat", "greedy-exposure",
+                      "lookahead")
+ORACLES = frozenset({"greedy", "greedy-no-repeat", "greedy-exposure", "lookahead", "greedy+planner"})
+"""The references that read the true user model and the user's state."""
+MYOPIC_ORACLES = ("greedy", "greedy-no-repeat", "greedy-exposure")
+"""The oracles that choose each slate for the step at hand (no plan beyond it)."""
+EXPOSURE_PRICE = 5.0
+"""greedy-exposure's price of exposure, in click logits: the best of 1, 2, 3, 4, 5, 6, 8, 12, 16 on
+the default MovieLens world's evaluation users (benchmarks/test_bed.py: 5 to 8 are within 1 %)."""
+CHEAP_REFERENCES = tuple(name for name in REFERENCE_POLICIES if name != "lookahead")
+"""Every reference but the lookahead oracle, which costs about as much as a short training run."""
 
 
 class ReferencePolicy:
@@ -33,20 +45,46 @@ class ReferencePolicy:
             raise ValueError(f"unknown reference policy {name!r}; known: {', '.join(REFERENCE_POLICIES)}")
         self.name = name
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9E1]))
+        self._planner = LookaheadOracle(base_price=EXPOSURE_PRICE) if name == "lookahead" else None
+
+    @property
+    def oracle(self) -> bool:
+        return self.name in ORACLES
 
     def act(self, env: UserBatchEnv) -> np.ndarray:
         world, k = env.world, env.cfg.slate_size
         available = env.available_items()
         b, n = env.batch_size, world.num_items
         if self.name == "random":
-            return _top_k(self.rng.random((b, n), dtype=np.float32), available, k)
+            return top_k(self.rng.random((b, n), dtype=np.float32), available, k)
         if self.name == "popular":
             # Ties broken towards lower ids, so the slate is a pure function of the logs.
             scores = np.broadcast_to(world.item_popularity - np.arange(n) / (2.0 * n), (b, n))
-            return _top_k(scores, available, k)
+            return top_k(scores, available, k)
         if self.name == "greedy":
-            return _top_k(world.user_model.click.all_scores(env.user_ids), available, k)
+            return top_k(env.item_logits(), available, k)
+        if self.name == "greedy-no-repeat":
+            return self._greedy_no_repeat(env, available, k)
+        if self.name == "greedy-exposure":
+            return top_k(exposure_scores(env, EXPOSURE_PRICE), available, k)
+        if self.name == "lookahead":
+            return self._planner.act(env)
         return self._round_robin(env, available, k)
+
+    @staticmethod
+    def _greedy_no_repeat(env: UserBatchEnv, available: np.ndarray | None, k: int) -> np.ndarray:
+        """Position by position, the best item whose category differs from the last slate's there."""
+        scores = env.item_logits()
+        allowed = np.ones(scores.shape, bool) if available is None else available.copy()
+        slates = np.empty((env.batch_size, k), np.int64)
+        rows = np.arange(env.batch_size)
+        for pos in range(k):
+            banned = env.world.item_category[None, :] == env.last_slate_categories[:, pos:pos + 1]
+            pick = np.where(allowed & ~banned, scores, -np.inf)
+            pick = np.where(np.isfinite(pick).any(1, keepdims=True), pick, np.where(allowed, scores, -np.inf))
+            slates[:, pos] = pick.argmax(1)
+            allowed[rows, slates[:, pos]] = False
+        return slates
 
     def _round_robin(self, env: UserBatchEnv, available: np.ndarray | None, k: int) -> np.ndarray:
         world = env.world

@@ -41,7 +41,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from policy.masking import select_slate
-from rollout.world import UserBatchEnv, World, WorldConfig
+from rollout.world import World, WorldConfig
+from rollout.users import UserBatchEnv
 
 ENV_ID = "LLMRec/RecSim-v0"
 """Registered id; "rollout.vector_env:LLMRec/RecSim-v0" also imports this module first (any process)."""

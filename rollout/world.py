@@ -1,16 +1,7 @@
-"""The simulated world: a data set, a user-response model, and a batch of users stepped together.
+"""The simulated world: a data set with its user model, and the config of the users who live in it.
 
-Each step every active user is shown a slate; item i is clicked with probability (user-model
-probability - rho x i's mean cosine similarity to the rest of the slate), clipped to [0, 1]
-(LERL's KuaiSim setting); reward = mean click over the slate, or for rating data optionally the
-mean of click x normalised predicted rating. Users leave by one of two rules (DESIGN.md):
-- "patience" (LERL): patience starts at `initial_patience`, drops 1 a step and 1 more when any
-  slate position repeats the primary category shown at that position in the previous slate; the
-  user leaves when it falls below 1.
-- "window" (DORL): the user leaves when any category of a newly shown item already appears more
-  than `window_threshold` times among the `window_size` items shown just before it.
-Either way the episode ends at `max_steps`. Every array op is over the whole batch: no Python
-loop over users in a step.
+`WorldConfig` holds every setting of the world; `World.build` loads (or generates) the data set and
+gets its user model (trained once, then cached); `rollout.users` steps a batch of users in it.
 """
 from __future__ import annotations
 
@@ -28,14 +19,16 @@ from rollout.user_model import (
     UserModel,
     UserModelConfig,
     load_or_train,
-    sigmoid,
 )
 
-QUIT_RULES = ("patience", "window")
+QUIT_RULES = ("interest", "patience", "window")
 REWARD_MODES = ("click", "rating")
 SYNTHETIC_ONLY = ("num_items", "num_categories", "num_users", "favourite_categories", "click_scale", "click_bias",
                   "feature_noise")
 """WorldConfig fields the generated world reads and a logged one does not."""
+LERL_USERS = {"quit_rule": "patience", "satiation": 0.0, "item_fatigue": 0.0, "max_steps": 20, "initial_patience": 20.0}
+"""The LERL paper's users, for its faithful-reproduction rows: a response that never changes,
+patience lost to position-aligned category repeats, 20 steps (`WorldConfig(**LERL_USERS)`)."""
 
 
 @dataclass
@@ -83,12 +76,29 @@ class WorldConfig:
     """Logged data only: epochs of matrix-factorisation training of the user model (cached once trained)."""
     slate_size: int = 6
     """Items recommended per step (LERL: 6)."""
-    max_steps: int = 20
-    """Episode cap in steps (LERL: 20; DORL: 30)."""
+    max_steps: int = 50
+    """Episode cap in steps: well above a session's typical length under the interest rule, so length
+    is earned (LERL: 20; DORL: 30)."""
     rho: float = 0.2
     """Weight of the intra-slate similarity penalty on click probability (LERL: 0.2)."""
-    quit_rule: str = "patience"
-    """When a user leaves: patience (LERL) or window (DORL)."""
+    satiation: float = 1.0
+    """Click-logit drop per unit of a category's recent exposure (a whole slate of it, just shown, is
+    1), the mean over users; 0 = users whose response never changes (LERL's and DORL's)."""
+    satiation_spread: float = 1.0
+    """Standard deviation of log satiation across users (each user's is fixed by the world seed)."""
+    exposure_decay: float = 0.8
+    """Share of a category's exposure that remains after each step: how fast interest recovers."""
+    item_fatigue: float = 5.0
+    """Click-logit drop per earlier showing of the same item in the session; 0 = none (the papers')."""
+    quit_rule: str = "interest"
+    """When a user leaves: interest (patience that satisfaction refills and boredom drains), patience
+    (LERL's position rule) or window (DORL's)."""
+    interest_patience: float = 1.5
+    """Interest rule: starting patience, also its cap (satisfaction beyond it is lost)."""
+    boredom_cost: float = 4.0
+    """Interest rule: patience lost per unit of boredom (the mean recent exposure of the slate's categories)."""
+    satisfaction_gain: float = 3.0
+    """Interest rule: patience gained per unit of reward (a fully clicked slate is 1); each step costs 1."""
     initial_patience: float = 20.0
     """Patience rule: starting patience; the user leaves when it falls below 1 (LERL: 20)."""
     window_size: int = 4
@@ -101,6 +111,9 @@ class WorldConfig:
     """click: mean click over the slate; rating (rating data only): mean of click x predicted rating in [0, 1]."""
     history_len: int = 30
     """Items (with feedback) in the observation history: the last history_len shown."""
+    eval_user_share: float = 0.2
+    """Share of the users held out for evaluation (drawn by the world seed): training episodes never
+    meet them; 0 = train and evaluate on every user (the papers')."""
 
     def validate(self) -> None:
         """Raise ValueError naming the field when the world cannot be built as configured."""
@@ -132,6 +145,15 @@ class WorldConfig:
             raise ValueError(f"rho must be in [0, 1], got {self.rho}")
         if self.initial_patience < 1:
             raise ValueError(f"initial_patience must be >= 1, got {self.initial_patience}")
+        for name in ("satiation", "satiation_spread", "item_fatigue", "boredom_cost", "satisfaction_gain"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.exposure_decay < 1.0:
+            raise ValueError(f"exposure_decay must be in [0, 1), got {self.exposure_decay}")
+        if not 0.0 <= self.eval_user_share < 1.0:
+            raise ValueError(f"eval_user_share must be in [0, 1), got {self.eval_user_share}")
+        if not self.interest_patience >= 0:
+            raise ValueError(f"interest_patience must be >= 0, got {self.interest_patience}")
         if self.window_threshold < 0:
             raise ValueError(f"window_threshold must be >= 0, got {self.window_threshold}")
         if self.quit_rule not in QUIT_RULES:
@@ -159,7 +181,6 @@ class World:
 
     def __init__(self, data: Dataset, user_model: UserModel, item_features: np.ndarray, similarity_vectors: np.ndarray):
         self.data, self.user_model = data, user_model
-        self.item_features = item_features.astype(np.float32)        # [N, d]: what the policy scores items by
         self.similarity_vectors = _unit(similarity_vectors)           # [N, d]: cosine similarity for rho
         self.item_category = data.item_category                        # [N] primary category
         self.item_category_matrix = data.item_category_matrix          # [N, C]
@@ -168,6 +189,26 @@ class World:
         positives = data.positive()
         self.item_popularity = np.bincount(data.interactions.item[positives],
                                            minlength=data.num_items).astype(np.int64)
+        # [N, d + 1]: what the policy scores items by; the last column is the standardised log
+        # popularity, the information the popular and round-robin references use.
+        log_pop = np.log1p(self.item_popularity.astype(np.float64))
+        log_pop = (log_pop - log_pop.mean()) / max(float(log_pop.std()), 1e-8)
+        self.item_features = np.concatenate([item_features, log_pop[:, None]], axis=1).astype(np.float32)
+        self.train_users = self.eval_users = np.arange(data.num_users)  # until split_users says otherwise
+
+    def split_users(self, share: float, seed: int) -> None:
+        """Hold out `share` of the users (at least one) for evaluation, drawn by `seed`; the rest train."""
+        if share <= 0:
+            self.train_users = self.eval_users = np.arange(self.num_users)
+            return
+        order = np.random.default_rng(np.random.SeedSequence([seed, 0x5E7])).permutation(self.num_users)
+        held = min(max(1, round(share * self.num_users)), self.num_users - 1)
+        self.eval_users, self.train_users = np.sort(order[:held]), np.sort(order[held:])
+
+    @property
+    def users_held_out(self) -> bool:
+        """Whether evaluation users are apart from the training ones."""
+        return len(self.eval_users) < self.num_users
 
     num_items = property(lambda self: self.data.num_items)
     num_categories = property(lambda self: self.data.num_categories)
@@ -196,6 +237,9 @@ class World:
             model = load_or_train(data, UserModelConfig(dim=cfg.latent_dim, epochs=cfg.user_model_epochs,
                                                         seed=cfg.world_seed), log=log)
             world = cls(data, model, model.click.item_vectors, model.click.item_vectors)
+        if cfg.eval_user_share > 0 and world.num_users < 2:
+            raise ValueError(f"eval_user_share={cfg.eval_user_share} needs at least 2 users; the world has {world.num_users}")
+        world.split_users(cfg.eval_user_share, cfg.world_seed)
         if cfg.slate_size > world.num_items:
             raise ValueError(f"slate_size={cfg.slate_size} exceeds the {cfg.dataset} catalog's {world.num_items} items")
         if cfg.reward_mode == "rating" and world.user_model.rating is None:
@@ -204,166 +248,6 @@ class World:
             raise ValueError(f"remove_recommended with slate_size x max_steps = {cfg.slate_size * cfg.max_steps} "
                              f"exceeds the catalog's {world.num_items} items")
         return world
-
-
-@dataclass
-class StepResult:
-    clicks: np.ndarray   # [B, K] float32 (0 or 1); zeros for users already gone
-    reward: np.ndarray   # [B] float32
-    done: np.ndarray     # [B] bool: the episode ended at this step (the user left, or max_steps)
-    left: np.ndarray     # [B] bool: the user left by the quit rule at this step (a subset of done)
-
-
-class UserBatchEnv:
-    """A batch of `batch_size` simulated users, stepped together.
-
-    Users that have left stay in the arrays (shapes never change) but are inactive: their rewards
-    are 0 and they are not stepped. `reset()` starts a new episode in every slot.
-    """
-
-    def __init__(self, world: World, cfg: WorldConfig, batch_size: int, seed: int):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.world, self.cfg, self.batch_size = world, cfg, batch_size
-        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE4F]))
-        b, h, k = batch_size, cfg.history_len, cfg.slate_size
-        self.user_ids = np.zeros(b, np.int64)
-        self.patience = np.zeros(b, np.float32)
-        self.steps = np.zeros(b, np.int32)
-        self.active = np.zeros(b, bool)
-        self.history_items = np.full((b, h), -1, np.int32)      # -1 = empty slot; newest last
-        self.history_feedback = np.zeros((b, h), np.float32)
-        self.last_slate_categories = np.full((b, k), -1, np.int32)
-        self.recent_categories = np.zeros((b, cfg.window_size, world.num_categories), bool)
-        self.shown = np.zeros((b, world.num_items), bool) if cfg.remove_recommended else None
-        self._rating_span = world.data.rating_scale
-
-    def reset(self, user_ids: np.ndarray | None = None) -> None:
-        """Start new episodes: the given users, or users drawn from the pool by this env's RNG."""
-        if user_ids is None:
-            user_ids = self.rng.integers(0, self.world.num_users, self.batch_size)
-        user_ids = np.asarray(user_ids, np.int64)
-        if user_ids.shape != (self.batch_size,):
-            raise ValueError(f"reset needs {self.batch_size} user ids, got shape {user_ids.shape}")
-        if user_ids.min() < 0 or user_ids.max() >= self.world.num_users:
-            raise ValueError(f"user ids must be in [0, {self.world.num_users})")
-        self.user_ids[:] = user_ids
-        self.patience[:] = self.cfg.initial_patience
-        self.steps[:] = 0
-        self.active[:] = True
-        self.history_items[:] = -1
-        self.history_feedback[:] = 0.0
-        self.last_slate_categories[:] = -1
-        self.recent_categories[:] = False
-        if self.shown is not None:
-            self.shown[:] = False
-
-    def reset_slots(self, mask: np.ndarray, user_ids: np.ndarray | None = None) -> None:
-        """Start new episodes in the rows where `mask` ([B] bool) is set, leaving the others as
-        they are: `reset` for single slots, so a vector env can restart users independently.
-        `user_ids` gives one id per masked row (in row order); None draws them with this env's RNG."""
-        mask = np.asarray(mask, bool)
-        if mask.shape != (self.batch_size,):
-            raise ValueError(f"reset_slots needs a mask of shape {(self.batch_size,)}, got {mask.shape}")
-        rows = np.flatnonzero(mask)
-        if user_ids is None:
-            user_ids = self.rng.integers(0, self.world.num_users, rows.size)
-        user_ids = np.asarray(user_ids, np.int64)
-        if user_ids.shape != rows.shape:
-            raise ValueError(f"reset_slots needs {rows.size} user ids, got shape {user_ids.shape}")
-        if rows.size == 0:
-            return
-        if user_ids.min() < 0 or user_ids.max() >= self.world.num_users:
-            raise ValueError(f"user ids must be in [0, {self.world.num_users})")
-        self.user_ids[rows] = user_ids
-        self.patience[rows] = self.cfg.initial_patience
-        self.steps[rows] = 0
-        self.active[rows] = True
-        self.history_items[rows] = -1
-        self.history_feedback[rows] = 0.0
-        self.last_slate_categories[rows] = -1
-        self.recent_categories[rows] = False
-        if self.shown is not None:
-            self.shown[rows] = False
-
-    def available_items(self) -> np.ndarray | None:
-        """[B, N] items each user may still be shown (None when every item always may)."""
-        return None if self.shown is None else ~self.shown
-
-    def click_probability(self, slates: np.ndarray) -> np.ndarray:
-        """[B, K] click probabilities: user model minus rho x mean similarity to the rest of the slate."""
-        p = sigmoid(self.world.user_model.click.scores(self.user_ids, slates))
-        k = slates.shape[1]
-        if k > 1 and self.cfg.rho > 0:
-            v = self.world.similarity_vectors[slates]                        # [B, K, d] unit vectors
-            sim = np.einsum("bkd,bjd->bkj", v, v)
-            intra = (sim.sum(-1) - 1.0) / (k - 1)                            # mean over the other items
-            p = p - self.cfg.rho * np.clip(intra, 0.0, None)
-        return np.clip(p, 0.0, 1.0).astype(np.float32)
-
-    def _check_slates(self, slates: np.ndarray) -> np.ndarray:
-        b, k = self.batch_size, self.cfg.slate_size
-        if slates.shape != (b, k):
-            raise ValueError(f"slates must have shape {(b, k)}, got {slates.shape}")
-        safe = np.where(self.active[:, None], slates, 0)
-        if (safe < 0).any() or (safe >= self.world.num_items).any():
-            raise ValueError(f"slate item ids must be in [0, {self.world.num_items})")
-        if k > 1:
-            ordered = np.sort(safe[self.active], axis=1)
-            if (ordered[:, 1:] == ordered[:, :-1]).any():
-                raise ValueError("a slate recommends the same item twice")
-        if self.shown is not None and np.take_along_axis(self.shown, safe, 1)[self.active].any():
-            raise ValueError("remove_recommended is on but a slate repeats an item shown earlier in the episode")
-        return safe
-
-    def _leaves(self, safe: np.ndarray, act: np.ndarray) -> np.ndarray:
-        """[B] which active users leave after this step by the configured quit rule."""
-        if self.cfg.quit_rule == "patience":
-            categories = self.world.item_category[safe]
-            repeated = (categories == self.last_slate_categories).any(axis=1)
-            self.patience -= act * (1.0 + repeated)
-            self.last_slate_categories = np.where(act[:, None], categories, self.last_slate_categories)
-            return self.patience < 1.0
-        w = self.cfg.window_size
-        new = self.world.item_category_matrix[safe]                          # [B, K, C]
-        seq = np.concatenate([self.recent_categories, new], axis=1).astype(np.int16)
-        cum = np.concatenate([np.zeros_like(seq[:, :1]), np.cumsum(seq, axis=1)], axis=1)
-        k = safe.shape[1]
-        counts = cum[:, w:w + k] - cum[:, :k]                                # per slate item: its window
-        leave = (new & (counts > self.cfg.window_threshold)).any(axis=(1, 2))
-        self.recent_categories = np.where(act[:, None, None], seq[:, -w:].astype(bool), self.recent_categories)
-        return leave
-
-    def step(self, slates: np.ndarray) -> StepResult:
-        """Show each active user their slate ([B, K] item ids); inactive rows are ignored."""
-        act = self.active
-        safe = self._check_slates(np.asarray(slates))
-        p = self.click_probability(safe)
-        clicks = (self.rng.random(p.shape) < p).astype(np.float32)
-        clicks[~act] = 0.0
-        if self.cfg.reward_mode == "rating":
-            low, high = self._rating_span
-            rating = self.world.user_model.rating.scores(self.user_ids, safe)
-            reward = (clicks * np.clip((rating - low) / (high - low), 0.0, 1.0)).mean(axis=1)
-        else:
-            reward = clicks.mean(axis=1)
-        reward = (reward * act).astype(np.float32)
-
-        leave = self._leaves(safe, act)
-        self.steps += act
-        done = act & (leave | (self.steps >= self.cfg.max_steps))
-
-        k, h = safe.shape[1], self.cfg.history_len
-        upd = act[:, None]
-        shifted_items = np.concatenate([self.history_items[:, k:], safe.astype(np.int32)], axis=1)[:, -h:]
-        shifted_fb = np.concatenate([self.history_feedback[:, k:], clicks], axis=1)[:, -h:]
-        self.history_items = np.where(upd, shifted_items, self.history_items)
-        self.history_feedback = np.where(upd, shifted_fb, self.history_feedback)
-        if self.shown is not None:
-            rows = np.flatnonzero(act)
-            self.shown[rows[:, None], safe[rows]] = True
-        self.active = act & ~done
-        return StepResult(clicks=clicks, reward=reward, done=done, left=act & leave)
 
 
 def policy_spec(cfg: WorldConfig, world: World) -> PolicySpec:

@@ -13,6 +13,7 @@ import pytest
 
 from learner.evaluation import COLUMNS, evaluate_reference, evaluation_users
 from learner.evaluate import cli
+from rollout.reference_policies import REFERENCE_POLICIES
 from rollout.world import World, WorldConfig
 from worlds import learner_spec
 
@@ -33,10 +34,10 @@ def table_text(stdout: str) -> str:
 
 
 def rows(stdout: str) -> dict[str, list[float]]:
-    """Policy name -> the numbers on its table row."""
+    """Policy name -> the numbers on its table row (an oracle's name is marked " *")."""
     out = {}
     for line in stdout.splitlines():
-        parts = line.split()
+        parts = [p for p in line.split() if p != "*"]
         if len(parts) == 1 + len(HEADERS):
             try:
                 out[parts[0]] = [float(x) for x in parts[1:]]
@@ -109,8 +110,8 @@ def test_the_cli_numbers_are_the_library_numbers(two_runs, monkeypatch):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--users", "32", "--policies", "random,oracle"], "unknown policies ['oracle']; known: random, popular, "
-                                                       "greedy, round-robin"),
+    (["--users", "32", "--policies", "random,oracle"], "unknown policies ['oracle']; known: "
+                                                       + ", ".join(REFERENCE_POLICIES)),
     (["--users", "0", "--policies", "random"], "--users must be >= 1"),
 ])
 def test_usage_errors_exit_2_with_one_error_line(tmp_path, args, needle):

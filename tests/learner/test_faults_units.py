@@ -18,10 +18,11 @@ from llm_server.server import PlannerServerActor
 from policy.networks import PolicyConfig
 from rollout.actor import RolloutConfig, RolloutWorker
 from rollout.batch_schema import validate_batch
-from rollout.world import WorldConfig
+from rollout.world import LERL_USERS, WorldConfig
 from worlds import learner_spec
 
-WORLD = WorldConfig(dataset="synthetic", num_items=200, num_categories=8, num_users=100, history_len=12)
+WORLD = WorldConfig(dataset="synthetic", num_items=200, num_categories=8, num_users=100, history_len=12,
+                    **LERL_USERS)  # 20-step sessions: enough planner calls to count
 ROLLOUT = RolloutConfig(users_per_actor=8, plan_categories=4, plan_every=1)
 
 

@@ -15,7 +15,8 @@ from rollout.batch_schema import (
 )
 from rollout.episodes import EXTRA_COLUMNS, LOOP_COLUMNS, run_episodes
 from rollout.reference_policies import ReferencePolicy
-from rollout.world import UserBatchEnv, World, WorldConfig
+from rollout.world import World, WorldConfig
+from rollout.users import UserBatchEnv
 
 SMALL = WorldConfig(dataset="synthetic", num_items=80, num_categories=6, num_users=30, latent_dim=8, slate_size=3, max_steps=7,
                     history_len=6, favourite_categories=2, initial_patience=5.0, world_seed=2)

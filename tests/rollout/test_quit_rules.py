@@ -14,7 +14,8 @@ import pytest
 
 from rollout.data.dataset import Dataset, Interactions
 from rollout.user_model import DotProductModel, UserModel
-from rollout.world import UserBatchEnv, World, WorldConfig
+from rollout.world import World, WorldConfig
+from rollout.users import UserBatchEnv
 
 # DORL's setting on a tiny synthetic world; click_bias 50 makes every item a sure click (slate of
 # one: no similarity penalty), so a step's reward is exactly 1 and any 0 comes from leaving.

@@ -1,6 +1,7 @@
-"""Reference policies (random, popular, greedy, round-robin): valid slates, each one's defining
-property, and on MovieLens-100K the two effects they exist to show (greedy is accurate; greedy's
-filter bubble ends sessions early under LERL's patience rule, round-robin's rotation does not)."""
+"""Reference policies: valid slates, each one's defining property, and on MovieLens-100K the two
+effects they exist to show under LERL's users (greedy is accurate; greedy's filter bubble ends
+sessions early under LERL's patience rule, round-robin's rotation does not). The interest world's
+references and the lookahead oracle: tests/rollout/test_lookahead.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,13 +11,14 @@ import numpy as np
 import pytest
 
 from learner.evaluation import evaluate_reference, evaluation_users
-from rollout.reference_policies import REFERENCE_POLICIES, ReferencePolicy
-from rollout.world import UserBatchEnv, World, WorldConfig
+from rollout.reference_policies import CHEAP_REFERENCES, REFERENCE_POLICIES, ReferencePolicy
+from rollout.world import LERL_USERS, World, WorldConfig
+from rollout.users import UserBatchEnv
 
 SHARED_ML100K = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ml-100k"
 
-SMALL = WorldConfig(dataset="synthetic", num_items=120, num_categories=8, num_users=40, latent_dim=8, slate_size=4, max_steps=10,
-                    history_len=8, favourite_categories=2, world_seed=4)
+SMALL = WorldConfig(dataset="synthetic", num_items=120, num_categories=8, num_users=40, latent_dim=8, slate_size=4,
+                    history_len=8, favourite_categories=2, world_seed=4, **{**LERL_USERS, "max_steps": 10})
 
 
 @pytest.fixture(scope="module")
@@ -197,14 +199,14 @@ def test_greedy_repeats_categories_and_leaves_early_on_the_synthetic_world(world
 def ml100k(tmp_path_factory):
     if not (SHARED_ML100K / "u.data").is_file():
         pytest.skip(f"MovieLens-100K test files not found at {SHARED_ML100K}")
-    cfg = WorldConfig(dataset="ml-100k", data_dir=str(SHARED_ML100K), user_model_epochs=5)  # patience, K=6, 20 steps
+    cfg = WorldConfig(dataset="ml-100k", data_dir=str(SHARED_ML100K), user_model_epochs=5, **LERL_USERS)  # K=6
     cache = tmp_path_factory.getbasetemp() / "ml100k-user-models"   # shared by this session's ML-100K tests
     cache.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LLMREC_CACHE_DIR", str(cache))
         world = World.build(cfg, log=lambda *_: None)
     users = evaluation_users(world, 300, seed=7)
-    results = {name: evaluate_reference(world, cfg, name, users, seed=7) for name in REFERENCE_POLICIES}
+    results = {name: evaluate_reference(world, cfg, name, users, seed=7) for name in CHEAP_REFERENCES}
     return world, cfg, results
 
 

@@ -16,10 +16,11 @@ from gymnasium.utils.passive_env_checker import check_obs
 from gymnasium.vector import AutoresetMode
 
 from rollout.vector_env import ENV_ID, RecSimVectorEnv, make_vector_env
-from rollout.world import UserBatchEnv, World, WorldConfig
+from rollout.world import LERL_USERS, World, WorldConfig
+from rollout.users import UserBatchEnv
 
 SMALL = WorldConfig(dataset="synthetic", num_items=200, num_categories=8, num_users=100, latent_dim=8, history_len=12,
-                    slate_size=6, max_steps=20, world_seed=3)
+                    slate_size=6, world_seed=3, **LERL_USERS)
 N = 6
 
 

@@ -7,10 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rollout.world import UserBatchEnv, World, WorldConfig
+from rollout.world import LERL_USERS, World, WorldConfig
+from rollout.users import UserBatchEnv
 
 SMALL = WorldConfig(dataset="synthetic", num_items=120, num_categories=8, num_users=50, latent_dim=8, history_len=10,
-                    slate_size=6, max_steps=20, initial_patience=20.0, world_seed=3)
+                    slate_size=6, world_seed=3, **LERL_USERS)  # the patience rule's mechanics
 
 
 @pytest.fixture(scope="module")

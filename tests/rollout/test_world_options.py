@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rollout.world import UserBatchEnv, World, WorldConfig
+from rollout.world import LERL_USERS, World, WorldConfig
+from rollout.users import UserBatchEnv
 
 SHARED_ML100K = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ml-100k"
 
-SMALL = WorldConfig(dataset="synthetic", num_items=60, num_categories=6, num_users=20, latent_dim=8, slate_size=3, max_steps=5,
-                    history_len=6, favourite_categories=2, world_seed=2)
+SMALL = WorldConfig(dataset="synthetic", num_items=60, num_categories=6, num_users=20, latent_dim=8, slate_size=3,
+                    history_len=6, favourite_categories=2, world_seed=2, **{**LERL_USERS, "max_steps": 5})
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from learner.skeleton import Algorithm, Run
 from planner_api.client import connect_planner
 from rollout.actor import worker_seeds
 from rollout.batch_schema import batch_dims
-from rollout.world import UserBatchEnv, policy_spec
+from rollout.world import policy_spec
+from rollout.users import UserBatchEnv
 
 
 class ILRec(Algorithm):

@@ -31,7 +31,8 @@ from planner_api.queries import propose_query
 from protos import planner_pb2
 from rollout.batch_schema import batch_dims, build_batch, transition_schema, validate_batch
 from rollout.episodes import run_episodes
-from rollout.world import UserBatchEnv, World, WorldConfig
+from rollout.world import World, WorldConfig
+from rollout.users import UserBatchEnv
 
 DEMO_FORMAT = 1
 

@@ -29,7 +29,7 @@ import torch
 
 from learner.evaluation import evaluate_episodes
 from rollout.metrics import catalog_coverage, hit_rate_at_k, ncv_at_k
-from rollout.world import UserBatchEnv
+from rollout.users import UserBatchEnv
 
 K = 10
 
