@@ -2,7 +2,7 @@
 lookahead oracle as the ceiling's estimate, and the trade-off between the next click and the
 user staying, as numbers and as a plot.
 
-    python benchmarks/test_bed.py [--dataset ml-100k] [--users 256] [--seed 2024]
+    python benchmarks/test_bed.py [--dataset ml-100k] [--users N] [--seed 2024]
 
 Goals (issue 15), on the default MovieLens world: the lookahead oracle's return beats the best
 myopic oracle's (greedy with its diversity rules) by at least 15 %, and no other reference comes
@@ -101,14 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default=WorldConfig.dataset, help="the world's data set (default: %(default)s)")
-    parser.add_argument("--users", type=int, default=256, help="evaluation users (default: %(default)s)")
+    parser.add_argument("--users", type=int, default=0,
+                        help="evaluation users, drawn from the held-out ones (default 0: every held-out user once)")
     parser.add_argument("--seed", type=int, default=2024, help="evaluation seed (default: %(default)s)")
     args = parser.parse_args(argv)
     cfg = WorldConfig(dataset=args.dataset)
+    if args.users < 0:
+        parser.error("--users must be >= 0")
     world = World.build(cfg)
-    print(f"test bed: {args.dataset}, {args.users} evaluation users, seed {args.seed}")
-    result = measure_test_bed(world, cfg, args.users, args.seed)
-    result.update(dataset=args.dataset, users=args.users, seed=args.seed, world=asdict(cfg))
+    users = args.users or len(world.eval_users)
+    print(f"test bed: {args.dataset}, {users} evaluation users (held out of {world.num_users}), seed {args.seed}")
+    result = measure_test_bed(world, cfg, users, args.seed)
+    result.update(dataset=args.dataset, users=users, seed=args.seed, world=asdict(cfg))
     print(result["table"])
     print(f"lookahead / best myopic oracle ({result['best_myopic_oracle']}): "
           f"{result['lookahead_over_best_myopic']:.3f} (goal >= {GOAL_OVER_MYOPIC}); runner-up "

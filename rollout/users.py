@@ -85,6 +85,10 @@ class UserBatchEnv:
         self.times_shown = np.zeros((b, n), np.float32)
         self.shown = np.zeros((b, n), bool) if cfg.remove_recommended else None
         self._rating_span = world.data.rating_scale
+        self._starts = cfg.start_history and world.start_items is not None
+        if self._starts and world.start_items.shape[1] != h:
+            raise ValueError(f"the world's starting histories hold {world.start_items.shape[1]} items but "
+                             f"history_len={h}: build the world with this config")
 
     def _start(self, rows: np.ndarray, user_ids: np.ndarray) -> None:
         """New episodes for `user_ids` in `rows` (every per-user array, in one place)."""
@@ -96,8 +100,12 @@ class UserBatchEnv:
         self.patience[rows] = self.cfg.interest_patience if self.cfg.quit_rule == "interest" else self.cfg.initial_patience
         self.steps[rows] = 0
         self.active[rows] = True
-        self.history_items[rows] = -1
-        self.history_feedback[rows] = 0.0
+        if self._starts:
+            self.history_items[rows] = self.world.start_items[user_ids]
+            self.history_feedback[rows] = self.world.start_feedback[user_ids]
+        else:
+            self.history_items[rows] = -1
+            self.history_feedback[rows] = 0.0
         self.last_slate_categories[rows] = -1
         self.recent_categories[rows] = False
         self.exposure[rows] = 0.0

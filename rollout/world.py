@@ -26,9 +26,11 @@ REWARD_MODES = ("click", "rating")
 SYNTHETIC_ONLY = ("num_items", "num_categories", "num_users", "favourite_categories", "click_scale", "click_bias",
                   "feature_noise")
 """WorldConfig fields the generated world reads and a logged one does not."""
-LERL_USERS = {"quit_rule": "patience", "satiation": 0.0, "item_fatigue": 0.0, "max_steps": 20, "initial_patience": 20.0}
+LERL_USERS = {"quit_rule": "patience", "satiation": 0.0, "item_fatigue": 0.0, "max_steps": 20, "initial_patience": 20.0,
+              "start_history": False}
 """The LERL paper's users, for its faithful-reproduction rows: a response that never changes,
-patience lost to position-aligned category repeats, 20 steps (`WorldConfig(**LERL_USERS)`)."""
+patience lost to position-aligned category repeats, 20 steps, sessions that start empty
+(`WorldConfig(**LERL_USERS)`)."""
 
 
 @dataclass
@@ -111,6 +113,10 @@ class WorldConfig:
     """click: mean click over the slate; rating (rating data only): mean of click x predicted rating in [0, 1]."""
     history_len: int = 30
     """Items (with feedback) in the observation history: the last history_len shown."""
+    start_history: bool = True
+    """Start each session with the user's last history_len logged items and their feedback (the
+    synthetic world's logs are drawn from its users' true preferences), so step 0 is personal;
+    false = every session starts empty (the old world)."""
     eval_user_share: float = 0.2
     """Share of the users held out for evaluation (drawn by the world seed): training episodes never
     meet them; 0 = train and evaluate on every user (the papers')."""
@@ -195,6 +201,22 @@ class World:
         log_pop = (log_pop - log_pop.mean()) / max(float(log_pop.std()), 1e-8)
         self.item_features = np.concatenate([item_features, log_pop[:, None]], axis=1).astype(np.float32)
         self.train_users = self.eval_users = np.arange(data.num_users)  # until split_users says otherwise
+        self.start_items = self.start_feedback = None                     # until starting_histories
+
+    def starting_histories(self, length: int) -> None:
+        """Each user's last `length` logged items in time order with their feedback (1 = positive),
+        as [U, length] arrays padded with -1 / 0 at the front: what a session starts from."""
+        it = self.data.interactions
+        order = np.lexsort((it.timestamp, it.user))
+        users, items = it.user[order], it.item[order]
+        positive = self.data.positive()[order].astype(np.float32)
+        counts = np.bincount(users, minlength=self.num_users)
+        ends = np.cumsum(counts)
+        idx = ends[:, None] - length + np.arange(length)[None, :]            # [U, length] positions
+        valid = idx >= (ends - counts)[:, None]
+        safe = np.clip(idx, 0, max(len(items) - 1, 0))
+        self.start_items = np.where(valid, items[safe] if len(items) else -1, -1).astype(np.int32)
+        self.start_feedback = np.where(valid, positive[safe] if len(items) else 0.0, 0.0).astype(np.float32)
 
     def split_users(self, share: float, seed: int) -> None:
         """Hold out `share` of the users (at least one) for evaluation, drawn by `seed`; the rest train."""
@@ -240,6 +262,8 @@ class World:
         if cfg.eval_user_share > 0 and world.num_users < 2:
             raise ValueError(f"eval_user_share={cfg.eval_user_share} needs at least 2 users; the world has {world.num_users}")
         world.split_users(cfg.eval_user_share, cfg.world_seed)
+        if cfg.start_history:
+            world.starting_histories(cfg.history_len)
         if cfg.slate_size > world.num_items:
             raise ValueError(f"slate_size={cfg.slate_size} exceeds the {cfg.dataset} catalog's {world.num_items} items")
         if cfg.reward_mode == "rating" and world.user_model.rating is None:
@@ -265,10 +289,34 @@ def data_card(world: World) -> dict:
             "interactions": len(data.interactions), "feedback": data.feedback,
             "positive_rate": float(data.positive().mean()) if len(data.interactions) else 0.0,
             "user_features": sorted(data.user_features)}
+    card["held_out_users"] = int(len(world.eval_users)) if world.users_held_out else 0
+    card["logs"] = repeat_statistics(data)
     report = world.user_model.report or {}
     card["user_model"] = {key: report[key] for key in ("auc", "popularity_auc", "rmse", "mean_rating_rmse")
                           if key in report} or "the generator's ground truth"
     return card
+
+
+def repeat_statistics(data: Dataset) -> dict:
+    """What the logs say about satiation, where they can: the share of a user's consecutive
+    interactions that share a timestamp (order unknown), and the median over users of how often
+    the next interaction repeats the last one's category, against how often the user's own
+    category mix predicts (1 = no satiation or loyalty visible; users with 10+ interactions)."""
+    it = data.interactions
+    order = np.lexsort((it.timestamp, it.user))
+    users, ts, cats = it.user[order], it.timestamp[order], data.item_category[it.item[order]]
+    same_user = users[1:] == users[:-1]
+    if not same_user.any():
+        return {"same_timestamp_share": None, "category_repeat_ratio": None}
+    ratios = []
+    bounds = np.flatnonzero(np.r_[True, ~same_user, True])
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        if end - start >= 10:
+            c = cats[start:end]
+            mix = np.bincount(c, minlength=data.num_categories) / len(c)
+            ratios.append(float((c[1:] == c[:-1]).mean() / (mix ** 2).sum()))
+    return {"same_timestamp_share": float((ts[1:] == ts[:-1])[same_user].mean()),
+            "category_repeat_ratio": float(np.median(ratios)) if ratios else None}
 
 
 def data_card_line(card: dict) -> str:

@@ -84,7 +84,9 @@ def test_run_survives_killed_actors_hung_planner_corrupted_batches_and_a_killed_
     started = time.monotonic()
     run_dir = tmp_path / "run"
     first = ["--iterations", str(ITERATIONS), "--run-dir", str(run_dir), "--num-rollout-actors", "2",
-             "--users-per-actor", "8", "--num-items", "300", "--num-categories", "8", "--num-users", "200",
+             "--users-per-actor", "8", "--dataset", "synthetic", "--num-items", "300", "--num-categories", "8", "--num-users", "200",
+             # LERL's 20-step sessions: enough plan requests for the planner's hangs to come round
+             "--quit-rule", "patience", "--satiation", "0", "--item-fatigue", "0", "--max-steps", "20",
              "--planner-backend", "heuristic", "--planner-replicas", "2", "--planner-timeout-s", "1",
              "--eval-users", "0", "--checkpoint-every", "3", "--time-budget-s", "0",
              "--chaos-kill-rollout-every-s", "2", "--chaos-kill-planner-every", str(PLANNER_KILL_EVERY),

@@ -20,7 +20,7 @@ from netns import loopback_only, netns_available
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--num-rollout-actors", "2", "--users-per-actor", "8", "--planner-backend", "heuristic",
         "--eval-users", "0", "--checkpoint-every", "1", "--time-budget-s", "0",
-        "--num-items", "300", "--num-categories", "8", "--num-users", "200"]
+        "--dataset", "synthetic", "--num-items", "300", "--num-categories", "8", "--num-users", "200"]
 
 
 def _cmd(args: list[str]) -> list[str]:

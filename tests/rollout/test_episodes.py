@@ -99,9 +99,10 @@ def test_recorded_columns_form_a_valid_batch_with_the_extras(world: World) -> No
     np.testing.assert_array_equal(cols["action"][:, 0], cols["step"])
     np.testing.assert_array_equal(cols["behaviour_logp"], cols["episode_id"])
     np.testing.assert_array_equal(cols["value"], -cols["step"])
-    # histories are those before each step: empty at step 0, the previous slate at the end after it
+    # histories are those before each step: the user's logged start at step 0, the previous slate
+    # at the end after it
     first = cols["step"] == 0
-    assert (cols["history_items"][first] == -1).all()
+    np.testing.assert_array_equal(cols["history_items"][first], world.start_items[cols["user_id"][first]])
     later = np.flatnonzero(~first)
     np.testing.assert_array_equal(cols["history_items"][later, -SMALL.slate_size:], cols["slate"][later - 1])
 

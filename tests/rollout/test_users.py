@@ -156,3 +156,22 @@ def test_training_episodes_never_meet_the_evaluation_users(world):
     assert (World.build(SMALL).eval_users == world.eval_users).all()
     everyone = World.build(dataclasses.replace(SMALL, eval_user_share=0.0))
     assert not everyone.users_held_out and len(everyone.eval_users) == world.num_users
+
+
+def test_a_session_starts_from_the_users_last_logged_items(world):
+    """Step 0 is personal: the policy sees the user's own history (here the generator's logs)."""
+    it = world.data.interactions
+    env = env_for(world, batch=3)
+    for row, user in enumerate(env.user_ids):
+        mine = np.flatnonzero(it.user == user)
+        mine = mine[np.argsort(it.timestamp[mine], kind="stable")][-SMALL.history_len:]
+        assert env.history_items[row].tolist() == it.item[mine].tolist()
+        assert env.history_feedback[row].tolist() == world.data.positive()[mine].astype(np.float32).tolist()
+    # A user with fewer logged items than the window gets them at the end, padded in front.
+    short = World.build(dataclasses.replace(SMALL, history_len=40))
+    assert (short.start_items[:, 0] == -1).any() and (short.start_items[:, -1] >= 0).all()
+    with pytest.raises(ValueError, match="history_len=6"):
+        UserBatchEnv(short, SMALL, 2, seed=0)
+    empty = UserBatchEnv(world, dataclasses.replace(SMALL, start_history=False), 2, seed=0)
+    empty.reset(np.arange(2))
+    assert (empty.history_items == -1).all()

@@ -107,8 +107,9 @@ def test_slates_stay_inside_the_planners_category_mask(collected):
 def test_history_column_matches_what_was_shown_before(collected):
     worker, batch, stats = collected
     hist, slate, episode = column(batch, "history_items"), column(batch, "slate"), column(batch, "episode_id")
+    users = column(batch, "user_id")
     for start, end in episode_bounds(episode)[:4]:
-        assert (hist[start] == -1).all()                                  # step 0: empty history
+        assert hist[start].tolist() == worker.world.start_items[users[start]].tolist()  # step 0: the logged start
         for row in range(start + 1, end):
             assert hist[row, -6:].tolist() == slate[row - 1].tolist()      # newest last
 

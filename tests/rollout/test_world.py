@@ -342,5 +342,9 @@ def test_the_data_card_of_a_generated_world_says_what_it_is():
     assert card["interactions"] > 0 and 0.0 < card["positive_rate"] < 1.0
     assert card["user_model"] == "the generator's ground truth" and card["user_features"] == []
     assert card["fingerprint"] == World.build(cfg).data.fingerprint()
+    assert card["held_out_users"] == 10                               # eval_user_share 0.2 of 50
+    # The generator's logs have distinct times; its users favour few categories, so they repeat
+    # one more often than their mix predicts would be > 1 for loyalty: whatever it is, it is measured.
+    assert card["logs"]["same_timestamp_share"] == 0.0 and card["logs"]["category_repeat_ratio"] > 0
     line = data_card_line(card)
     assert line.startswith("data: synthetic (generated, fingerprint ") and "user model: the generator's" in line

@@ -200,7 +200,7 @@ def test_cli_ilrec_tiny_budget_writes_metrics_checkpoints_and_eval(tmp_path, mon
 
     monkeypatch.setenv("LLMREC_CACHE_DIR", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"
-    argv = ["--algorithm", "ilrec", "--planner-backend", "heuristic", "--num-items", "60", "--num-categories", "6",
+    argv = ["--algorithm", "ilrec", "--planner-backend", "heuristic", "--dataset", "synthetic", "--num-items", "60", "--num-categories", "6",
             "--num-users", "50", "--max-steps", "6", "--iterations", "2", "--users-per-actor", "8",
             "--eval-users", "12", "--checkpoint-every", "1", "--ilrec-demo-sessions", "8",
             "--ilrec-demo-candidates", "12", "--ilrec-pretrain-steps", "5", "--ilrec-llm-eval-users", "0",

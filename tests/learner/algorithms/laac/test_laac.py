@@ -17,6 +17,7 @@ from learner.algorithms.laac.model import LAACAgent, critic_losses
 from learner.main import cli
 from learner.algorithms.laac.offline_data import load_or_build
 from rollout.data.dataset import Dataset, Interactions
+from rollout.reference_policies import REFERENCE_POLICIES
 from planner_api.client import InProcessPlanner
 
 SHARED_ML100K = Path(__file__).resolve().parents[5] / "shared" / "data" / "ml-100k"
@@ -232,5 +233,5 @@ def test_entry_point_on_movielens_with_the_heuristic_planner_service(tmp_path: P
     assert full["states"] == 400 and 0 <= full["R@10"] <= full["HR@10"] <= 1 and 0 <= full["NCV@10"] <= 1
     assert 0 <= offline["candidates"]["llm"]["HR@5"] <= 1 and offline["candidates"]["llm"]["states"] == 40
     evaluation = json.loads((run_dir / "eval.json").read_text())
-    assert set(evaluation) == {"random", "popular", "greedy", "round-robin", "trained"}
+    assert set(evaluation) == {*REFERENCE_POLICIES, "trained"}
     assert all(m["episodes"] == 8 for m in evaluation.values())
