@@ -25,7 +25,7 @@ from torch.utils.tensorboard import SummaryWriter
 from learner.checkpoint import check_compatible, save_checkpoint, trim_metrics, work_lost
 from learner.evaluation import evaluation_table
 from learner.runtime import UsageError, init_ray, make_run_dir, shut_down, start_planner, wait_for_planner
-from rollout.world import World, data_card, data_card_line
+from rollout.world import World, data_card, data_card_line, dynamics_card
 
 
 @dataclass
@@ -74,7 +74,7 @@ class Algorithm:
         world = World.build(cfg.world)
         if check is not None:
             check(world)
-        card = data_card(world)
+        card = {**data_card(world), "dynamics": dynamics_card(cfg.world)}
         print(f"world: {cfg.world.dataset}, {world.num_items:,} items in {world.num_categories} categories, "
               f"{world.num_users:,} users, quit rule {cfg.world.quit_rule}", flush=True)
         print(data_card_line(card), flush=True)

@@ -71,9 +71,10 @@ class UserBatchEnv:
         self.expected = False
         b, h, k, n, c = batch_size, cfg.history_len, cfg.slate_size, world.num_items, world.num_categories
         self._satiation_of_user = user_satiation(cfg, world.num_users)
+        self._slate_share = np.eye(c, dtype=np.float32)[world.item_category] / k   # [N, C]: an item's share
         self.user_ids = np.zeros(b, np.int64)
         self.satiation = np.zeros(b, np.float32)
-        self.base_logits = np.zeros((b, n), np.float32)            # the user model's, per user of the batch
+        self._all_logits = None   # [B, N] the user model's logits for every item, made when first asked
         self.patience = np.zeros(b, np.float32)
         self.steps = np.zeros(b, np.int32)
         self.active = np.zeros(b, bool)
@@ -96,7 +97,7 @@ class UserBatchEnv:
             raise ValueError(f"user ids must be in [0, {self.world.num_users})")
         self.user_ids[rows] = user_ids
         self.satiation[rows] = self._satiation_of_user[user_ids]
-        self.base_logits[rows] = self.world.user_model.click.all_scores(user_ids)
+        self._all_logits = None
         self.patience[rows] = self.cfg.interest_patience if self.cfg.quit_rule == "interest" else self.cfg.initial_patience
         self.steps[rows] = 0
         self.active[rows] = True
@@ -143,7 +144,7 @@ class UserBatchEnv:
         rows = np.arange(self.batch_size) if rows is None else np.asarray(rows)
         twin = copy.copy(self)
         for name, value in vars(self).items():
-            if isinstance(value, np.ndarray) and name != "_satiation_of_user":
+            if isinstance(value, np.ndarray) and name not in ("_satiation_of_user", "_slate_share"):
                 setattr(twin, name, value[rows])  # fancy indexing: a copy
         twin.batch_size, twin.expected = len(rows), True
         return twin
@@ -155,14 +156,17 @@ class UserBatchEnv:
     def item_logits(self) -> np.ndarray:
         """[B, N] every item's click logit for each user now: the user model's, less satiation
         and fatigue (what a myopic oracle ranks by; the slate's similarity penalty comes after)."""
-        logits = self.base_logits - self.satiation[:, None] * self.exposure[:, self.world.item_category]
+        if self._all_logits is None:  # once per batch of sessions: stepping alone never needs it
+            self._all_logits = self.world.user_model.click.all_scores(self.user_ids).astype(np.float32)
+        logits = self._all_logits - self.satiation[:, None] * self.exposure[:, self.world.item_category]
         return logits - self.cfg.item_fatigue * self.times_shown if self.cfg.item_fatigue else logits
 
     def click_probability(self, slates: np.ndarray) -> np.ndarray:
         """[B, K] click probabilities: the state's logits, minus rho x mean similarity to the rest of the slate."""
         rows = np.arange(self.batch_size)[:, None]
         category = self.world.item_category[slates]
-        logits = (self.base_logits[rows, slates] - self.satiation[:, None] * self.exposure[rows, category]
+        logits = (self.world.user_model.click.scores(self.user_ids, slates)
+                  - self.satiation[:, None] * self.exposure[rows, category]
                   - self.cfg.item_fatigue * self.times_shown[rows, slates])
         p = sigmoid(logits)
         k = slates.shape[1]
@@ -216,9 +220,7 @@ class UserBatchEnv:
     def _remember(self, safe: np.ndarray, act: np.ndarray) -> None:
         """What this slate does to the user: category exposure and times each item was shown."""
         rows = np.flatnonzero(act)
-        share = np.zeros(self.exposure.shape, np.float32)
-        np.add.at(share, (np.repeat(np.arange(self.batch_size), safe.shape[1]), self.world.item_category[safe].ravel()),
-                  1.0 / safe.shape[1])
+        share = self._slate_share[safe].sum(axis=1)                            # [B, C] the slate's share per category
         self.exposure = np.where(act[:, None], self.cfg.exposure_decay * self.exposure + share, self.exposure)
         self.last_slate_categories = np.where(act[:, None], self.world.item_category[safe], self.last_slate_categories)
         self.times_shown[rows[:, None], safe[rows]] += 1.0

@@ -297,6 +297,25 @@ def data_card(world: World) -> dict:
     return card
 
 
+DYNAMICS_SOURCES = {
+    "satiation": "chosen for the trade-off (benchmarks/test_bed.py); the logs' category repeat ratio is measured beside it",
+    "satiation_spread": "chosen: users differ; not measurable from rating logs",
+    "exposure_decay": "chosen: RecSim interest evolution's form; not measurable from rating logs",
+    "item_fatigue": "chosen: an item seen again is rarely wanted again (ratings are one per item)",
+    "interest_patience": "chosen for the trade-off (benchmarks/test_bed.py)",
+    "boredom_cost": "chosen for the trade-off (benchmarks/test_bed.py)",
+    "satisfaction_gain": "chosen for the trade-off (benchmarks/test_bed.py)",
+}
+"""Where each default of the users' dynamics comes from (the data card repeats it per run)."""
+
+
+def dynamics_card(cfg: WorldConfig) -> dict:
+    """The users' dynamics of this run, each setting with where its default comes from."""
+    return {"quit_rule": cfg.quit_rule, "max_steps": cfg.max_steps, "start_history": cfg.start_history,
+            **{name: {"value": getattr(cfg, name), "default": getattr(WorldConfig, name), "source": source}
+               for name, source in DYNAMICS_SOURCES.items()}}
+
+
 def repeat_statistics(data: Dataset) -> dict:
     """What the logs say about satiation, where they can: the share of a user's consecutive
     interactions that share a timestamp (order unknown), and the median over users of how often

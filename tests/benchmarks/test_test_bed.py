@@ -67,3 +67,15 @@ def test_the_lookahead_is_never_worse_than_its_base_rule_in_the_expected_model(s
     assert LookaheadOracle().base_price == ReferencePolicy("lookahead")._planner.base_price
     assert (returns["lookahead"] >= returns["greedy-exposure"] - 1e-4).all()
     assert returns["lookahead"].mean() > returns["greedy-exposure"].mean()
+
+
+def test_the_readme_shows_the_test_bed_result_in_the_repository():
+    """README's test-bed table and ratios are benchmarks/results/test_bed.json's, as measured."""
+    result = json.loads((REPO_ROOT / "benchmarks" / "results" / "test_bed.json").read_text())
+    readme = (REPO_ROOT / "README.md").read_text()
+    table = result["table"].splitlines()
+    for line in table[1:-1]:                      # the header and every policy's row
+        assert line in readme, line
+    assert result["goals_met"] and result["best_myopic_oracle"] == "greedy-exposure"
+    assert f"by {100 * (result['lookahead_over_best_myopic'] - 1):.1f} % in return" in readme
+    assert f"at {100 * result['runner_up_share_of_lookahead']:.1f} %" in readme

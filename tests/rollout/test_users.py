@@ -46,7 +46,7 @@ def test_interest_wanes_with_exposure_and_recovers_with_time(world):
     tired = env.click_probability(probe)
     assert (tired < fresh).all()
     # Exactly the satiation times the exposure, in logits.
-    assert sigmoid(env.base_logits[np.arange(2)[:, None], probe] - 1.0) == pytest.approx(tired, abs=1e-6)
+    assert sigmoid(world.user_model.click.scores(env.user_ids, probe) - 1.0) == pytest.approx(tired, abs=1e-6)
     other = np.stack([items_of(world, 1, 3)] * 2)
     for _ in range(10):                                        # other categories: category 0 recovers
         env.step(other)
@@ -60,8 +60,7 @@ def test_an_item_seen_again_is_less_wanted(world):
     before = env.click_probability(slate)
     env.step(slate)
     after = env.click_probability(slate)
-    rows = np.arange(2)[:, None]
-    assert after == pytest.approx(sigmoid(env.base_logits[rows, slate] - 2.0), abs=1e-6)
+    assert after == pytest.approx(sigmoid(world.user_model.click.scores(env.user_ids, slate) - 2.0), abs=1e-6)
     assert (after < before).all()
 
 

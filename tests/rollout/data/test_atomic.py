@@ -153,6 +153,10 @@ def test_an_unseen_data_set_trains_with_one_command_and_its_data_card_is_right(t
     assert card["dataset"] == "tracks" and card["source"] == f"directory: {folder}" and card["feedback"] == "rating"
     assert card["user_features"] == ["country"]
     assert 0.0 < card["positive_rate"] < 1.0 and 0.0 <= card["user_model"]["auc"] <= 1.0
+    # The users' dynamics, each default with where it comes from; the logs' own repeat statistics.
+    assert card["dynamics"]["quit_rule"] == "interest"
+    assert all(s["source"] for k, s in card["dynamics"].items() if isinstance(s, dict))
+    assert set(card["logs"]) == {"same_timestamp_share", "category_repeat_ratio"}
     assert json.loads((run_dir / "eval.json").read_text())["trained"]["episodes"] == 8
 
 
