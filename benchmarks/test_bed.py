@@ -26,10 +26,15 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import write_result  # noqa: E402
-from learner.evaluation import evaluate_reference, evaluation_table, evaluation_users, with_gap_closed  # noqa: E402
-from learner.evaluation import evaluate_episodes  # noqa: E402
+from learner.evaluation import (  # noqa: E402
+    evaluate_episodes,
+    evaluate_reference,
+    evaluation_table,
+    evaluation_users,
+    with_gap_closed,
+)
 from rollout.reference_policies import EXPOSURE_PRICE, MYOPIC_ORACLES, ORACLES, REFERENCE_POLICIES  # noqa: E402
-from rollout.slates import exposure_scores, top_k  # noqa: E402
+from rollout.slates import exposure_greedy  # noqa: E402
 from rollout.world import World, WorldConfig  # noqa: E402
 
 GOAL_OVER_MYOPIC = 1.15      # lookahead / best myopic oracle, in return
@@ -40,8 +45,7 @@ PRICES = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 16.0)  # greedy-exposure's pr
 def price_sweep(world: World, cfg: WorldConfig, ids, seed: int) -> dict[str, float]:
     """Rcum of greedy on exposure-priced scores at each price: is greedy-exposure's the best rule?"""
     def make_act(price):
-        return lambda env: (lambda step, active: (top_k(exposure_scores(env, price), env.available_items(),
-                                                        cfg.slate_size), {}))
+        return lambda env: (lambda step, active: (exposure_greedy(env, price), {}))
     return {str(price): evaluate_episodes(world, cfg, ids, seed, make_act(price))["Rcum"] for price in PRICES}
 
 

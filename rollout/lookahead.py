@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rollout.slates import exposure_scores, top_k
+from rollout.slates import exposure_greedy, exposure_scores, top_k
 from rollout.users import UserBatchEnv
 
 
@@ -61,8 +61,7 @@ class LookaheadOracle:
             if twin.active.mean() < 0.5:               # compact: simulate only who is still there
                 keep = np.flatnonzero(twin.active)
                 twin, alive = twin.expected_copy(keep), alive[keep]
-            value[alive] += twin.step(top_k(exposure_scores(twin, self.base_price), twin.available_items(),
-                                            env.cfg.slate_size)).reward
+            value[alive] += twin.step(exposure_greedy(twin, self.base_price)).reward
         return value
 
     def act(self, env: UserBatchEnv) -> np.ndarray:
@@ -72,14 +71,15 @@ class LookaheadOracle:
         if rows.size == 0:
             return best
         here = env.expected_copy(rows)
-        tried: list[np.ndarray] = []
+        tried: list[np.ndarray] = []   # the candidates so far, each slate's items sorted
         best_value = np.full(rows.size, -np.inf)
         for slate in self.candidates(here):
             # A user whose candidate repeats one already tried for them is not simulated again.
+            as_set = np.sort(slate, 1)
             new = np.ones(rows.size, bool)
             for earlier in tried:
-                new &= (np.sort(slate, 1) != np.sort(earlier, 1)).any(1)
-            tried.append(slate)
+                new &= (as_set != earlier).any(1)
+            tried.append(as_set)
             if not new.any():
                 continue
             value = np.full(rows.size, -np.inf)

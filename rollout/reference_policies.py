@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from rollout.lookahead import LookaheadOracle
-from rollout.slates import exposure_scores, top_k
+from rollout.slates import exposure_greedy, top_k
 from rollout.users import UserBatchEnv
 
 REFERENCE_POLICIES = ("random", "popular", "round-robin", "greedy", "greedy-no-repeat", "greedy-exposure",
@@ -66,7 +66,7 @@ class ReferencePolicy:
         if self.name == "greedy-no-repeat":
             return self._greedy_no_repeat(env, available, k)
         if self.name == "greedy-exposure":
-            return top_k(exposure_scores(env, EXPOSURE_PRICE), available, k)
+            return exposure_greedy(env, EXPOSURE_PRICE)
         if self.name == "lookahead":
             return self._planner.act(env)
         return self._round_robin(env, available, k)

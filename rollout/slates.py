@@ -19,3 +19,9 @@ def exposure_scores(env: UserBatchEnv, price: float) -> np.ndarray:
     """[B, N] click logits now, less `price` x each item's category's recent exposure."""
     logits = env.item_logits()
     return logits - price * env.exposure[:, env.world.item_category] if price else logits
+
+
+def exposure_greedy(env: UserBatchEnv, price: float) -> np.ndarray:
+    """[B, K] greedy on exposure-priced scores among the items each user may still see (the
+    greedy-exposure reference at its price, the lookahead's base rule, the price sweep's rule)."""
+    return top_k(exposure_scores(env, price), env.available_items(), env.cfg.slate_size)

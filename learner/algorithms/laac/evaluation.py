@@ -29,15 +29,10 @@ import torch
 
 from learner.evaluation import evaluate_episodes
 from rollout.metrics import catalog_coverage, hit_rate_at_k, ncv_at_k
+from rollout.slates import top_k
 from rollout.users import UserBatchEnv
 
 K = 10
-
-
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
-    return np.take_along_axis(top, order, 1)
 
 
 def user_sequences(arrays) -> dict[int, np.ndarray]:
@@ -75,7 +70,7 @@ def offline_metrics(score_fn, arrays, rows: np.ndarray, seqs, popularity: np.nda
     parts, tops = [], []
     for begin in range(0, len(rows), chunk):
         part = rows[begin:begin + chunk]
-        top = _top_k(score_fn(arrays.items[part], arrays.feedback[part]), K)
+        top = top_k(score_fn(arrays.items[part], arrays.feedback[part]), None, K)
         parts.append((len(part), list_metrics(top, arrays, part, seqs, popularity)))
         tops.append(top)
     total = sum(n for n, _ in parts)
@@ -96,7 +91,7 @@ def candidate_metrics(top: np.ndarray, arrays, rows: np.ndarray, seqs, popularit
 def top_among(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """[R, 10] the best 10 of each row's candidates by `scores` [R, N]."""
     picked = np.take_along_axis(scores, candidates, 1)
-    return np.take_along_axis(candidates, _top_k(picked, K), 1)
+    return np.take_along_axis(candidates, top_k(picked, None, K), 1)
 
 
 def torch_scorer(agent, device: torch.device):
@@ -121,10 +116,7 @@ def evaluate_in_world(world, world_cfg, score_fn, history_len: int, users: np.nd
                 items = np.pad(items, ((0, 0), (pad, 0)), constant_values=-1)
                 feedback = np.pad(feedback, ((0, 0), (pad, 0)))
             scores = score_fn(items, feedback).astype(np.float64)
-            available = env.available_items()
-            if available is not None:
-                scores = np.where(available, scores, -np.inf)
-            return _top_k(scores, world_cfg.slate_size), {}
+            return top_k(scores, env.available_items(), world_cfg.slate_size), {}
         return act
 
     return evaluate_episodes(world, world_cfg, users, seed, make_act)
