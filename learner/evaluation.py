@@ -37,6 +37,7 @@ def summarise(world: World, lengths: np.ndarray, returns: np.ndarray, slates: np
     metrics.update(slate_metrics(slates, world.item_category, world.num_categories, world.similarity_vectors,
                                  world.item_popularity, world.num_items))
     metrics["users_held_out"] = world.users_held_out  # evaluation users never met in training
+    metrics["period_held_out"] = world.split_timestamp is not None  # and their later logs unseen too
     return metrics
 
 

@@ -120,6 +120,12 @@ class WorldConfig:
     eval_user_share: float = 0.2
     """Share of the users held out for evaluation (drawn by the world seed): training episodes never
     meet them; 0 = train and evaluate on every user (the papers')."""
+    eval_period_share: float = 0.0
+    """Also hold out the later time period: the last share of the logs by timestamp (over all users)
+    is the evaluation period. Training users' sessions start from their history before it, and the
+    popularity the policy and the references see counts only the earlier logs; evaluation users'
+    sessions start from their history to the end of the logs. The user model (the world's truth)
+    is fitted on all of it. Needs eval_user_share > 0; 0 = no time split."""
 
     def validate(self) -> None:
         """Raise ValueError naming the field when the world cannot be built as configured."""
@@ -158,6 +164,13 @@ class WorldConfig:
             raise ValueError(f"exposure_decay must be in [0, 1), got {self.exposure_decay}")
         if not 0.0 <= self.eval_user_share < 1.0:
             raise ValueError(f"eval_user_share must be in [0, 1), got {self.eval_user_share}")
+        if not 0.0 <= self.eval_period_share < 1.0:
+            raise ValueError(f"eval_period_share must be in [0, 1), got {self.eval_period_share}")
+        if self.eval_period_share > 0 and self.eval_user_share <= 0:
+            raise ValueError("eval_period_share needs held-out users (eval_user_share > 0): with every user in "
+                             "training, the later period would be in training users' histories too")
+        if self.eval_period_share > 0 and not self.start_history:
+            raise ValueError("eval_period_share splits the starting histories: it needs start_history on")
         if not self.interest_patience >= 0:
             raise ValueError(f"interest_patience must be >= 0, got {self.interest_patience}")
         if self.window_threshold < 0:
@@ -192,22 +205,44 @@ class World:
         self.item_category_matrix = data.item_category_matrix          # [N, C]
         self.category_names = data.category_names
         self.item_titles = data.item_titles
-        positives = data.positive()
-        self.item_popularity = np.bincount(data.interactions.item[positives],
-                                           minlength=data.num_items).astype(np.int64)
-        # [N, d + 1]: what the policy scores items by; the last column is the standardised log
-        # popularity, the information the popular and round-robin references use.
-        log_pop = np.log1p(self.item_popularity.astype(np.float64))
-        log_pop = (log_pop - log_pop.mean()) / max(float(log_pop.std()), 1e-8)
-        self.item_features = np.concatenate([item_features, log_pop[:, None]], axis=1).astype(np.float32)
+        self._latent_features = np.asarray(item_features, np.float32)
         self.train_users = self.eval_users = np.arange(data.num_users)  # until split_users says otherwise
         self.start_items = self.start_feedback = None                     # until starting_histories
+        self.split_timestamp = None                                       # until hold_out_period
+        self._count_popularity(np.ones(len(data.interactions), bool))
+
+    def _count_popularity(self, seen: np.ndarray) -> None:
+        """Item popularity from the positive interactions marked `seen`, and the policy's item
+        features: [N, d + 1], whose last column is the standardised log popularity, the
+        information the popular and round-robin references use."""
+        positives = self.data.positive() & seen
+        self.item_popularity = np.bincount(self.data.interactions.item[positives],
+                                           minlength=self.data.num_items).astype(np.int64)
+        log_pop = np.log1p(self.item_popularity.astype(np.float64))
+        log_pop = (log_pop - log_pop.mean()) / max(float(log_pop.std()), 1e-8)
+        self.item_features = np.concatenate([self._latent_features, log_pop[:, None]], axis=1).astype(np.float32)
+
+    def hold_out_period(self, share: float) -> None:
+        """Make the last `share` of the logs by timestamp the evaluation period: popularity counts
+        only the earlier logs, and `starting_histories` cuts training users' histories before it."""
+        ts = self.data.interactions.timestamp
+        if share <= 0 or not len(ts):
+            return
+        self.split_timestamp = int(np.quantile(ts, 1.0 - share, method="higher"))
+        self._count_popularity(ts < self.split_timestamp)
 
     def starting_histories(self, length: int) -> None:
         """Each user's last `length` logged items in time order with their feedback (1 = positive),
-        as [U, length] arrays padded with -1 / 0 at the front: what a session starts from."""
+        as [U, length] arrays padded with -1 / 0 at the front: what a session starts from. With a
+        held-out period, training users' histories end before it; evaluation users' run to the end."""
         it = self.data.interactions
+        keep = np.ones(len(it.user), bool)
+        if self.split_timestamp is not None:
+            evaluating = np.zeros(self.num_users, bool)
+            evaluating[self.eval_users] = True
+            keep = evaluating[it.user] | (it.timestamp < self.split_timestamp)
         order = np.lexsort((it.timestamp, it.user))
+        order = order[keep[order]]
         users, items = it.user[order], it.item[order]
         positive = self.data.positive()[order].astype(np.float32)
         counts = np.bincount(users, minlength=self.num_users)
@@ -262,6 +297,7 @@ class World:
         if cfg.eval_user_share > 0 and world.num_users < 2:
             raise ValueError(f"eval_user_share={cfg.eval_user_share} needs at least 2 users; the world has {world.num_users}")
         world.split_users(cfg.eval_user_share, cfg.world_seed)
+        world.hold_out_period(cfg.eval_period_share)
         if cfg.start_history:
             world.starting_histories(cfg.history_len)
         if cfg.slate_size > world.num_items:
@@ -290,6 +326,7 @@ def data_card(world: World) -> dict:
             "positive_rate": float(data.positive().mean()) if len(data.interactions) else 0.0,
             "user_features": sorted(data.user_features)}
     card["held_out_users"] = int(len(world.eval_users)) if world.users_held_out else 0
+    card["held_out_period_from"] = world.split_timestamp
     card["logs"] = repeat_statistics(data)
     report = world.user_model.report or {}
     card["user_model"] = {key: report[key] for key in ("auc", "popularity_auc", "rmse", "mean_rating_rmse")

@@ -157,6 +157,27 @@ def test_training_episodes_never_meet_the_evaluation_users(world):
     assert not everyone.users_held_out and len(everyone.eval_users) == world.num_users
 
 
+def test_the_later_period_can_be_held_out_too():
+    """eval_period_share: training users start from their logs before the split time and the
+    popularity feature counts only those; evaluation users start from their logs to the end."""
+    split = World.build(dataclasses.replace(SMALL, eval_period_share=0.25))
+    whole = World.build(SMALL)
+    it, t = split.data.interactions, split.split_timestamp
+    assert t is not None and 0.7 < (it.timestamp < t).mean() <= 0.8
+    for user in split.train_users[:20]:
+        before = np.flatnonzero((it.user == user) & (it.timestamp < t))
+        before = before[np.argsort(it.timestamp[before], kind="stable")][-SMALL.history_len:]
+        shown = split.start_items[user][split.start_items[user] >= 0]
+        assert shown.tolist() == it.item[before].tolist()
+    assert (split.start_items[split.eval_users] == whole.start_items[split.eval_users]).all()
+    early = split.data.positive() & (it.timestamp < t)
+    assert split.item_popularity.tolist() == np.bincount(it.item[early], minlength=split.num_items).tolist()
+    assert (split.item_popularity <= whole.item_popularity).all() and split.item_popularity.sum() < whole.item_popularity.sum()
+    assert whole.split_timestamp is None
+    with pytest.raises(ValueError, match="eval_user_share > 0"):
+        World.build(dataclasses.replace(SMALL, eval_period_share=0.2, eval_user_share=0.0))
+
+
 def test_a_session_starts_from_the_users_last_logged_items(world):
     """Step 0 is personal: the policy sees the user's own history (here the generator's logs)."""
     it = world.data.interactions

@@ -343,6 +343,8 @@ def test_the_data_card_of_a_generated_world_says_what_it_is():
     assert card["user_model"] == "the generator's ground truth" and card["user_features"] == []
     assert card["fingerprint"] == World.build(cfg).data.fingerprint()
     assert card["held_out_users"] == 10                               # eval_user_share 0.2 of 50
+    assert card["held_out_period_from"] is None                       # no time split by default
+    assert data_card(World.build(dataclasses.replace(cfg, eval_period_share=0.5)))["held_out_period_from"] > 0
     # The generator's logs have distinct times; its users favour few categories, so they repeat
     # one more often than their mix predicts would be > 1 for loyalty: whatever it is, it is measured.
     assert card["logs"]["same_timestamp_share"] == 0.0 and card["logs"]["category_repeat_ratio"] > 0
