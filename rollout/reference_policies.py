@@ -10,6 +10,8 @@ Each is marked oracle (reads the true user model and the user's state) or not:
   current satiation and fatigue;
 - greedy-no-repeat (oracle): greedy, but never the category shown at that position in the last
   slate (the rule that games LERL's position-aligned patience);
+- greedy-rotation (oracle): greedy, but never a category shown anywhere in the last slate (the
+  rotation rule LERL's session planner used to apply to every planner row);
 - greedy-exposure (oracle): greedy on the click logit minus EXPOSURE_PRICE x the category's recent
   exposure: the best simple diversity rule we found (it prices the satiation an item will cause);
 - lookahead (oracle): plans ahead with the true model (`rollout.lookahead`): the ceiling's estimate.
@@ -24,11 +26,11 @@ from rollout.lookahead import LookaheadOracle
 from rollout.slates import exposure_greedy, top_k
 from rollout.users import UserBatchEnv
 
-REFERENCE_POLICIES = ("random", "popular", "round-robin", "greedy", "greedy-no-repeat", "greedy-exposure",
-                      "lookahead")
-ORACLES = frozenset({"greedy", "greedy-no-repeat", "greedy-exposure", "lookahead", "greedy+planner"})
+REFERENCE_POLICIES = ("random", "popular", "round-robin", "greedy", "greedy-no-repeat", "greedy-rotation",
+                      "greedy-exposure", "lookahead")
+ORACLES = frozenset({"greedy", "greedy-no-repeat", "greedy-rotation", "greedy-exposure", "lookahead", "greedy+planner"})
 """The references that read the true user model and the user's state."""
-MYOPIC_ORACLES = ("greedy", "greedy-no-repeat", "greedy-exposure")
+MYOPIC_ORACLES = ("greedy", "greedy-no-repeat", "greedy-rotation", "greedy-exposure")
 """The oracles that choose each slate for the step at hand (no plan beyond it)."""
 EXPOSURE_PRICE = 5.0
 """greedy-exposure's price of exposure, in click logits: the best of 1, 2, 3, 4, 5, 6, 8, 12, 16 on
@@ -65,6 +67,8 @@ class ReferencePolicy:
             return top_k(env.item_logits(), available, k)
         if self.name == "greedy-no-repeat":
             return self._greedy_no_repeat(env, available, k)
+        if self.name == "greedy-rotation":
+            return self._greedy_rotation(env, available, k)
         if self.name == "greedy-exposure":
             return exposure_greedy(env, EXPOSURE_PRICE)
         if self.name == "lookahead":
@@ -85,6 +89,18 @@ class ReferencePolicy:
             slates[:, pos] = pick.argmax(1)
             allowed[rows, slates[:, pos]] = False
         return slates
+
+    @staticmethod
+    def _greedy_rotation(env: UserBatchEnv, available: np.ndarray | None, k: int) -> np.ndarray:
+        """The best items whose categories were not in the last slate (any item when too few are left)."""
+        b, c = env.batch_size, env.world.num_categories
+        last = env.last_slate_categories
+        shown = np.zeros((b, c + 1), bool)                              # column c absorbs "no last slate"
+        shown[np.arange(b)[:, None], np.where(last >= 0, last, c)] = True
+        allowed = np.ones((b, env.world.num_items), bool) if available is None else available
+        fresh = allowed & ~shown[:, env.world.item_category]
+        enough = fresh.sum(1, keepdims=True) >= k
+        return top_k(env.item_logits(), np.where(enough, fresh, allowed), k)
 
     def _round_robin(self, env: UserBatchEnv, available: np.ndarray | None, k: int) -> np.ndarray:
         world = env.world

@@ -181,6 +181,25 @@ def test_round_robin_rotates_when_categories_equal_the_slate_size():
     assert env.steps.tolist() == [20] * 3
 
 
+def test_greedy_rotation_never_shows_a_category_of_the_last_slate(world):
+    """8 categories, 4 slots: there are always enough fresh categories, so no category repeats
+    from one step to the next; among the allowed items it is greedy's argsort."""
+    env = make_env(world)
+    policy = ReferencePolicy("greedy-rotation")
+    assert policy.oracle
+    first = policy.act(env)
+    np.testing.assert_array_equal(first, ReferencePolicy("greedy").act(env))   # no last slate yet
+    for _ in range(4):
+        slates = policy.act(env)
+        last = env.last_slate_categories
+        now = world.item_category[slates]
+        assert not (now[:, :, None] == last[:, None, :]).any()
+        scores = np.where(np.isin(world.item_category[None, :], last[0]), -np.inf,
+                          world.user_model.click.all_scores(env.user_ids[:1]))
+        assert set(slates[0].tolist()) == set(np.argsort(-scores[0], kind="stable")[:4].tolist())
+        env.step(slates)
+
+
 def test_greedy_repeats_categories_and_leaves_early_on_the_synthetic_world(world):
     """The contrast on the small world: greedy's slate never changes, so every position repeats."""
     cfg = dataclasses.replace(SMALL, max_steps=20)
