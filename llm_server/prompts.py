@@ -1,7 +1,7 @@
 """Every prompt the LLM service sends, in one module, built to be cheap on a CPU:
 
 - prefix-stable: what is shared by all users comes first (role, category list), then what is
-  fixed for a session (reflections), then the session's history one step per line, oldest first,
+  fixed for a session (reflections, the user's logged past), then the session's history one step per line, oldest first,
   and a constant closing question last, so step t+1's prompt extends step t's and vLLM's prefix
   cache serves everything but the newest line;
 - short answers: the planner answers with one letter and its ranking is read from the
@@ -26,6 +26,8 @@ MAX_TITLE_CHARS = 60
 MAX_NAME_CHARS = 40
 MAX_REFLECTION_CHARS = 300
 MAX_PROMPT_STEPS = 30       # history lines in a plan prompt: the latest steps (a prompt must fit the model)
+MAX_PAST_LIKED = 8          # liked items of the user's past named in a plan prompt (the latest)
+MAX_PAST_CATEGORIES = 5     # categories of the user's past summarised in a plan prompt (the most seen)
 MAX_PROMPT_CANDIDATES = 100  # candidates listed in a propose prompt (LAAC: 100)
 
 PLAN_SYSTEM = ("You are the planner of a video recommender. Pick the content category to show this user "
@@ -98,6 +100,28 @@ def history_lines(history: planner_pb2.History, names: Sequence[str]) -> list[st
     return lines
 
 
+def past_lines(past: planner_pb2.History, names: Sequence[str]) -> list[str]:
+    """The user's logged past in two lines: the latest liked items (titles when sent, else their
+    categories), and the most seen categories with how many of their items the user liked."""
+    entries = history_entries(past)
+    if not entries:
+        return []
+    liked = [e for e in entries if e.feedback >= 0.5][-MAX_PAST_LIKED:]
+    lines = []
+    if liked:
+        lines.append("Liked before: " + ", ".join(
+            (f"{quoted(e.title, MAX_TITLE_CHARS)} ({clean(names[e.category_id], MAX_NAME_CHARS)})" if e.title
+             else clean(names[e.category_id], MAX_NAME_CHARS)) for e in reversed(liked)))
+    seen: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for e in entries:
+        seen[e.category_id][0] += 1
+        seen[e.category_id][1] += e.feedback >= 0.5
+    top = sorted(seen.items(), key=lambda kv: (-kv[1][0], kv[0]))[:MAX_PAST_CATEGORIES]
+    lines.append("Most seen: " + ", ".join(f"{clean(names[c], MAX_NAME_CHARS)} {n_liked} liked of {n}"
+                                           for c, (n, n_liked) in top))
+    return lines
+
+
 def plan_prompt(user: planner_pb2.UserContext, names: Sequence[str], candidates: Sequence[int], template=None,
                 avoid: Sequence[str] = ()) -> str:
     """The planning prompt for one user over (at most 20) candidate categories, lettered A, B, ...;
@@ -106,6 +130,8 @@ def plan_prompt(user: planner_pb2.UserContext, names: Sequence[str], candidates:
     if user.reflections:
         body.append("Lessons from earlier sessions:\n" + "\n".join(
             f"- {quoted(r, MAX_REFLECTION_CHARS)}" for r in user.reflections))
+    if past := past_lines(user.past, names):
+        body.append("Before this session (latest first):\n" + "\n".join(past))
     lines = history_lines(user.history, names)[-MAX_PROMPT_STEPS:]
     body.append("This session, step by step:\n" + ("\n".join(lines) if lines else "(nothing shown yet)"))
     body.append((f"Just shown: {', '.join(avoid)}. " if avoid else "") + PLAN_QUESTION)

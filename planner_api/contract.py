@@ -25,6 +25,7 @@ RPC_NAMES: tuple[str, ...] = ("Plan", "Reflect", "Propose", "Explain")
 MIN_USERS = 1
 MAX_USERS = 4096
 MAX_HISTORY = 256
+MAX_PAST = 64
 MAX_REFLECTIONS = 8
 MAX_REFLECTION_BYTES = 1000
 MAX_TITLE_BYTES = 200
@@ -264,6 +265,8 @@ def validate_plan_request(req: planner_pb2.PlanRequest) -> None:
     # Every user's history at once (the costly part of a request: see _validate_histories).
     _validate_histories([f"users[{i}].history" for i in range(len(req.users))],
                         [user.history for user in req.users], n_names, MAX_HISTORY)
+    _validate_histories([f"users[{i}].past" for i in range(len(req.users))],
+                        [user.past for user in req.users], n_names, MAX_PAST)
 
 
 def validate_reflect_request(req: planner_pb2.ReflectRequest) -> None:

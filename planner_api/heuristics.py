@@ -137,7 +137,7 @@ def heuristic_plan(req: planner_pb2.PlanRequest) -> planner_pb2.PlanResponse:
     """The deterministic no-LLM planner rule, applied to every user of the request.
 
     Each candidate category scores (sum of feedback in that category + 1) / (count + 2) over the
-    user's history, minus 0.5 when it appears among the 6 most recent entries; ties are broken
+    user's logged past and session history, minus 0.5 when it appears among the 6 most recent entries; ties are broken
     by a stable hash of (req.seed, user_id, step, category). The top num_categories candidates
     are returned in descending score order, with backend "heuristic". Expects a request that
     passes `validate_plan_request`.
@@ -163,6 +163,17 @@ def heuristic_plan(req: planner_pb2.PlanRequest) -> planner_pb2.PlanResponse:
     cells = len(users) * size
     sums = np.bincount(cell, weights=hist_fb, minlength=cells)
     counts = np.bincount(cell, minlength=cells)
+    # The user's logged past counts like the session's history (it is not recent: no penalty).
+    pasts = [u.past for u in users]
+    past_len = np.fromiter((len(p.category_ids) for p in pasts), np.int64, len(users))
+    if past_len.any():
+        past_cat = concat_column(pasts, "category_ids", np.int64, int(past_len.sum()))
+        past_user, _ = _ragged_positions(past_len)
+        past_cell = past_user * size + np.minimum(past_cat, size - 1)
+        keep = past_cat < size                  # a past category no candidate or history names: no score
+        sums = sums + np.bincount(past_cell[keep], weights=concat_column(pasts, "feedback", np.float64,
+                                                                    int(past_len.sum()))[keep], minlength=cells)
+        counts = counts + np.bincount(past_cell[keep], minlength=cells)
     recent = np.bincount(cell[hist_pos >= hist_len[hist_user] - RECENT_WINDOW], minlength=cells) > 0
     cand_user, _ = _ragged_positions(cand_len)
     cand_cell = cand_user * size + cands

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14protos/planner.proto\x12\x10recrl.planner.v2\"b\n\x07History\x12\x10\n\x08item_ids\x18\x01 \x03(\x05\x12\x14\n\x0c\x63\x61tegory_ids\x18\x02 \x03(\x05\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x03 \x03(\x02\x12\r\n\x05steps\x18\x04 \x03(\x05\x12\x0e\n\x06titles\x18\x05 \x03(\t\"\xa3\x01\n\x0bUserContext\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12*\n\x07history\x18\x03 \x01(\x0b\x32\x19.recrl.planner.v2.History\x12\x1c\n\x14\x63\x61ndidate_categories\x18\x04 \x03(\x05\x12\x16\n\x0enum_categories\x18\x05 \x01(\x05\x12\x13\n\x0breflections\x18\x06 \x03(\t\"a\n\x0bPlanRequest\x12,\n\x05users\x18\x01 \x03(\x0b\x32\x1d.recrl.planner.v2.UserContext\x12\x16\n\x0e\x63\x61tegory_names\x18\x02 \x03(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"#\n\x0b\x43\x61tegorySet\x12\x14\n\x0c\x63\x61tegory_ids\x18\x01 \x03(\x05\"M\n\x0cPlanResponse\x12,\n\x05plans\x18\x01 \x03(\x0b\x32\x1d.recrl.planner.v2.CategorySet\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\"u\n\x0eSessionSummary\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x18\n\x10shown_categories\x18\x02 \x03(\x05\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x03 \x03(\x02\x12\x0e\n\x06length\x18\x04 \x01(\x05\x12\x16\n\x0esession_return\x18\x05 \x01(\x02\"j\n\x0eReflectRequest\x12\x32\n\x08sessions\x18\x01 \x03(\x0b\x32 .recrl.planner.v2.SessionSummary\x12\x16\n\x0e\x63\x61tegory_names\x18\x02 \x03(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"5\n\x0fReflectResponse\x12\x11\n\tcritiques\x18\x01 \x03(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\"D\n\rCandidateItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x05\x12\x13\n\x0b\x63\x61tegory_id\x18\x02 \x01(\x05\x12\r\n\x05title\x18\x03 \x01(\t\"\x92\x01\n\x0cProposeQuery\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12)\n\x06recent\x18\x02 \x01(\x0b\x32\x19.recrl.planner.v2.History\x12\x33\n\ncandidates\x18\x03 \x03(\x0b\x32\x1f.recrl.planner.v2.CandidateItem\x12\x11\n\tnum_items\x18\x04 \x01(\x05\"g\n\x0eProposeRequest\x12/\n\x07queries\x18\x01 \x03(\x0b\x32\x1e.recrl.planner.v2.ProposeQuery\x12\x16\n\x0e\x63\x61tegory_names\x18\x02 \x03(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"\x1c\n\x08ItemList\x12\x10\n\x08item_ids\x18\x01 \x03(\x05\"Q\n\x0fProposeResponse\x12-\n\tproposals\x18\x01 \x03(\x0b\x32\x1a.recrl.planner.v2.ItemList\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\"\xa3\x01\n\x0e\x45xplainRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12*\n\x07history\x18\x02 \x01(\x0b\x32\x19.recrl.planner.v2.History\x12.\n\x05slate\x18\x03 \x03(\x0b\x32\x1f.recrl.planner.v2.CandidateItem\x12\x16\n\x0e\x63\x61tegory_names\x18\x04 \x03(\t\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"7\n\x0f\x45xplainResponse\x12\x13\n\x0b\x65xplanation\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t2\xc0\x02\n\x07Planner\x12\x45\n\x04Plan\x12\x1d.recrl.planner.v2.PlanRequest\x1a\x1e.recrl.planner.v2.PlanResponse\x12N\n\x07Reflect\x12 .recrl.planner.v2.ReflectRequest\x1a!.recrl.planner.v2.ReflectResponse\x12N\n\x07Propose\x12 .recrl.planner.v2.ProposeRequest\x1a!.recrl.planner.v2.ProposeResponse\x12N\n\x07\x45xplain\x12 .recrl.planner.v2.ExplainRequest\x1a!.recrl.planner.v2.ExplainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14protos/planner.proto\x12\x10recrl.planner.v2\"b\n\x07History\x12\x10\n\x08item_ids\x18\x01 \x03(\x05\x12\x14\n\x0c\x63\x61tegory_ids\x18\x02 \x03(\x05\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x03 \x03(\x02\x12\r\n\x05steps\x18\x04 \x03(\x05\x12\x0e\n\x06titles\x18\x05 \x03(\t\"\xcc\x01\n\x0bUserContext\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12*\n\x07history\x18\x03 \x01(\x0b\x32\x19.recrl.planner.v2.History\x12\x1c\n\x14\x63\x61ndidate_categories\x18\x04 \x03(\x05\x12\x16\n\x0enum_categories\x18\x05 \x01(\x05\x12\x13\n\x0breflections\x18\x06 \x03(\t\x12\'\n\x04past\x18\x07 \x01(\x0b\x32\x19.recrl.planner.v2.History\"a\n\x0bPlanRequest\x12,\n\x05users\x18\x01 \x03(\x0b\x32\x1d.recrl.planner.v2.UserContext\x12\x16\n\x0e\x63\x61tegory_names\x18\x02 \x03(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"#\n\x0b\x43\x61tegorySet\x12\x14\n\x0c\x63\x61tegory_ids\x18\x01 \x03(\x05\"M\n\x0cPlanResponse\x12,\n\x05plans\x18\x01 \x03(\x0b\x32\x1d.recrl.planner.v2.CategorySet\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\"u\n\x0eSessionSummary\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x18\n\x10shown_categories\x18\x02 \x03(\x05\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x03 \x03(\x02\x12\x0e\n\x06length\x18\x04 \x01(\x05\x12\x16\n\x0esession_return\x18\x05 \x01(\x02\"j\n\x0eReflectRequest\x12\x32\n\x08sessions\x18\x01 \x03(\x0b\x32 .recrl.planner.v2.SessionSummary\x12\x16\n\x0e\x63\x61tegory_names\x18\x02 \x03(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"5\n\x0fReflectResponse\x12\x11\n\tcritiques\x18\x01 \x03(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\"D\n\rCandidateItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x05\x12\x13\n\x0b\x63\x61tegory_id\x18\x02 \x01(\x05\x12\r\n\x05title\x18\x03 \x01(\t\"\x92\x01\n\x0cProposeQuery\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12)\n\x06recent\x18\x02 \x01(\x0b\x32\x19.recrl.planner.v2.History\x12\x33\n\ncandidates\x18\x03 \x03(\x0b\x32\x1f.recrl.planner.v2.CandidateItem\x12\x11\n\tnum_items\x18\x04 \x01(\x05\"g\n\x0eProposeRequest\x12/\n\x07queries\x18\x01 \x03(\x0b\x32\x1e.recrl.planner.v2.ProposeQuery\x12\x16\n\x0e\x63\x61tegory_names\x18\x02 \x03(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"\x1c\n\x08ItemList\x12\x10\n\x08item_ids\x18\x01 \x03(\x05\"Q\n\x0fProposeResponse\x12-\n\tproposals\x18\x01 \x03(\x0b\x32\x1a.recrl.planner.v2.ItemList\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\"\xa3\x01\n\x0e\x45xplainRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12*\n\x07history\x18\x02 \x01(\x0b\x32\x19.recrl.planner.v2.History\x12.\n\x05slate\x18\x03 \x03(\x0b\x32\x1f.recrl.planner.v2.CandidateItem\x12\x16\n\x0e\x63\x61tegory_names\x18\x04 \x03(\t\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"7\n\x0f\x45xplainResponse\x12\x13\n\x0b\x65xplanation\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t2\xc0\x02\n\x07Planner\x12\x45\n\x04Plan\x12\x1d.recrl.planner.v2.PlanRequest\x1a\x1e.recrl.planner.v2.PlanResponse\x12N\n\x07Reflect\x12 .recrl.planner.v2.ReflectRequest\x1a!.recrl.planner.v2.ReflectResponse\x12N\n\x07Propose\x12 .recrl.planner.v2.ProposeRequest\x1a!.recrl.planner.v2.ProposeResponse\x12N\n\x07\x45xplain\x12 .recrl.planner.v2.ExplainRequest\x1a!.recrl.planner.v2.ExplainResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,33 +34,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HISTORY']._serialized_start=42
   _globals['_HISTORY']._serialized_end=140
   _globals['_USERCONTEXT']._serialized_start=143
-  _globals['_USERCONTEXT']._serialized_end=306
-  _globals['_PLANREQUEST']._serialized_start=308
-  _globals['_PLANREQUEST']._serialized_end=405
-  _globals['_CATEGORYSET']._serialized_start=407
-  _globals['_CATEGORYSET']._serialized_end=442
-  _globals['_PLANRESPONSE']._serialized_start=444
-  _globals['_PLANRESPONSE']._serialized_end=521
-  _globals['_SESSIONSUMMARY']._serialized_start=523
-  _globals['_SESSIONSUMMARY']._serialized_end=640
-  _globals['_REFLECTREQUEST']._serialized_start=642
-  _globals['_REFLECTREQUEST']._serialized_end=748
-  _globals['_REFLECTRESPONSE']._serialized_start=750
-  _globals['_REFLECTRESPONSE']._serialized_end=803
-  _globals['_CANDIDATEITEM']._serialized_start=805
-  _globals['_CANDIDATEITEM']._serialized_end=873
-  _globals['_PROPOSEQUERY']._serialized_start=876
-  _globals['_PROPOSEQUERY']._serialized_end=1022
-  _globals['_PROPOSEREQUEST']._serialized_start=1024
-  _globals['_PROPOSEREQUEST']._serialized_end=1127
-  _globals['_ITEMLIST']._serialized_start=1129
-  _globals['_ITEMLIST']._serialized_end=1157
-  _globals['_PROPOSERESPONSE']._serialized_start=1159
-  _globals['_PROPOSERESPONSE']._serialized_end=1240
-  _globals['_EXPLAINREQUEST']._serialized_start=1243
-  _globals['_EXPLAINREQUEST']._serialized_end=1406
-  _globals['_EXPLAINRESPONSE']._serialized_start=1408
-  _globals['_EXPLAINRESPONSE']._serialized_end=1463
-  _globals['_PLANNER']._serialized_start=1466
-  _globals['_PLANNER']._serialized_end=1786
+  _globals['_USERCONTEXT']._serialized_end=347
+  _globals['_PLANREQUEST']._serialized_start=349
+  _globals['_PLANREQUEST']._serialized_end=446
+  _globals['_CATEGORYSET']._serialized_start=448
+  _globals['_CATEGORYSET']._serialized_end=483
+  _globals['_PLANRESPONSE']._serialized_start=485
+  _globals['_PLANRESPONSE']._serialized_end=562
+  _globals['_SESSIONSUMMARY']._serialized_start=564
+  _globals['_SESSIONSUMMARY']._serialized_end=681
+  _globals['_REFLECTREQUEST']._serialized_start=683
+  _globals['_REFLECTREQUEST']._serialized_end=789
+  _globals['_REFLECTRESPONSE']._serialized_start=791
+  _globals['_REFLECTRESPONSE']._serialized_end=844
+  _globals['_CANDIDATEITEM']._serialized_start=846
+  _globals['_CANDIDATEITEM']._serialized_end=914
+  _globals['_PROPOSEQUERY']._serialized_start=917
+  _globals['_PROPOSEQUERY']._serialized_end=1063
+  _globals['_PROPOSEREQUEST']._serialized_start=1065
+  _globals['_PROPOSEREQUEST']._serialized_end=1168
+  _globals['_ITEMLIST']._serialized_start=1170
+  _globals['_ITEMLIST']._serialized_end=1198
+  _globals['_PROPOSERESPONSE']._serialized_start=1200
+  _globals['_PROPOSERESPONSE']._serialized_end=1281
+  _globals['_EXPLAINREQUEST']._serialized_start=1284
+  _globals['_EXPLAINREQUEST']._serialized_end=1447
+  _globals['_EXPLAINRESPONSE']._serialized_start=1449
+  _globals['_EXPLAINRESPONSE']._serialized_end=1504
+  _globals['_PLANNER']._serialized_start=1507
+  _globals['_PLANNER']._serialized_end=1827
 # @@protoc_insertion_point(module_scope)

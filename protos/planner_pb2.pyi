@@ -21,20 +21,22 @@ class History(_message.Message):
     def __init__(self, item_ids: _Optional[_Iterable[int]] = ..., category_ids: _Optional[_Iterable[int]] = ..., feedback: _Optional[_Iterable[float]] = ..., steps: _Optional[_Iterable[int]] = ..., titles: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UserContext(_message.Message):
-    __slots__ = ("user_id", "step", "history", "candidate_categories", "num_categories", "reflections")
+    __slots__ = ("user_id", "step", "history", "candidate_categories", "num_categories", "reflections", "past")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     NUM_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     REFLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    PAST_FIELD_NUMBER: _ClassVar[int]
     user_id: int
     step: int
     history: History
     candidate_categories: _containers.RepeatedScalarFieldContainer[int]
     num_categories: int
     reflections: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_id: _Optional[int] = ..., step: _Optional[int] = ..., history: _Optional[_Union[History, _Mapping]] = ..., candidate_categories: _Optional[_Iterable[int]] = ..., num_categories: _Optional[int] = ..., reflections: _Optional[_Iterable[str]] = ...) -> None: ...
+    past: History
+    def __init__(self, user_id: _Optional[int] = ..., step: _Optional[int] = ..., history: _Optional[_Union[History, _Mapping]] = ..., candidate_categories: _Optional[_Iterable[int]] = ..., num_categories: _Optional[int] = ..., reflections: _Optional[_Iterable[str]] = ..., past: _Optional[_Union[History, _Mapping]] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
     __slots__ = ("users", "category_names", "seed")

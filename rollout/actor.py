@@ -181,7 +181,7 @@ class RolloutWorker:
         env = self.env
         env.reset(user_ids)
         if self.planner is not None:
-            self.planner.start(env.batch_size, list(reflections))
+            self.planner.start(env.batch_size, list(reflections), env.history_items, env.history_feedback)
         stats = dict(seconds_policy=0.0, seconds_env=0.0, masks_widened=0)
         run = run_episodes(env, self._policy_act(act, stats), self.world_cfg.max_steps, record=True,
                            observe=self._planner_record if self.planner is not None else None)

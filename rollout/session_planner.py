@@ -1,7 +1,8 @@
 """The rollout side of planning: turns a batch of users' sessions into planner requests and the
 answers into category masks, and finished sessions into reflections.
 
-- The request carries each user's whole session so far (a History: one entry per shown item, with
+- The request carries the user's logged past (the starting history the policy sees too) and each
+  user's whole session so far (a History: one entry per shown item, with
   its step, as packed columns), not a sliding window: the prompt for step t+1 then extends the prompt for step t, which
   is what lets the LLM's prefix cache serve most of it (DESIGN.md; VLLM_CPU.md).
 - The planner answers a ranked pool of `pool_size` categories per user, every `plan_every` steps
@@ -21,7 +22,7 @@ from bisect import bisect_left
 
 import numpy as np
 
-from planner_api.contract import MAX_HISTORY, MAX_TITLE_BYTES, truncate_utf8
+from planner_api.contract import MAX_HISTORY, MAX_PAST, MAX_TITLE_BYTES, truncate_utf8
 from policy.masking import category_mask
 from protos import planner_pb2
 
@@ -50,9 +51,14 @@ class SessionPlanner:
         return dict(seconds_planner=0.0, planner_calls=0, planner_fallbacks=0, plan_age_sum=0, plan_age_count=0,
                     seconds_reflect=0.0, reflect_calls=0, reflect_fallbacks=0)
 
-    def start(self, batch_size: int, reflections: list[str]) -> None:
-        """New sessions for every slot; `reflections` go into every plan request of this batch."""
+    def start(self, batch_size: int, reflections: list[str], past_items: np.ndarray | None = None,
+              past_feedback: np.ndarray | None = None) -> None:
+        """New sessions for every slot; `reflections` go into every plan request of this batch;
+        `past_items` / `past_feedback` ([B, H], -1 = none): what each session starts from (the
+        history the policy sees at step 0), sent as each user's `past`."""
         self.reflections = list(reflections)
+        self.pasts = [self._past(items, feedback) for items, feedback in zip(past_items, past_feedback)] \
+            if past_items is not None else [None] * batch_size
         self.slates: list[np.ndarray] = []
         self.clicks: list[np.ndarray] = []
         self.shown_at: list[np.ndarray] = []
@@ -67,6 +73,19 @@ class SessionPlanner:
         if self._pending is not None:  # a plan for the last batch's sessions: no longer wanted
             self._pending[3].cancel()
             self._pending = None
+
+    def _past(self, items: np.ndarray, feedback: np.ndarray) -> planner_pb2.History | None:
+        """One user's starting history as a contract History (its latest MAX_PAST items)."""
+        valid = np.flatnonzero(items >= 0)[-MAX_PAST:]
+        if not valid.size:
+            return None
+        ids = items[valid].astype(np.int64)
+        past = planner_pb2.History(item_ids=ids.tolist(), category_ids=self.world.item_category[ids].tolist(),
+                                   feedback=np.clip(feedback[valid], 0.0, 1.0).astype(np.float64).tolist(),
+                                   steps=[0] * valid.size)
+        if self.send_titles:
+            past.titles.extend([self.titles[i] for i in ids.tolist()])
+        return past
 
     def record(self, slates: np.ndarray, clicks: np.ndarray, active: np.ndarray) -> None:
         """What each active user was shown this step and how they responded."""
@@ -99,6 +118,8 @@ class SessionPlanner:
             user = req.users.add(user_id=int(user_ids[row]), step=step, num_categories=self.pool_size,
                                  reflections=self.reflections)
             user.candidate_categories.extend(candidates)
+            if self.pasts[row] is not None:
+                user.past.CopyFrom(self.pasts[row])
             columns = self.histories[row]
             stale = bisect_left(columns[3], first)  # entries from before the window the contract allows
             if stale:  # long sessions only

@@ -47,6 +47,8 @@ def hostile_plan(names=NAMES) -> planner_pb2.PlanRequest:
                              reflections=[text if CUT not in text else "Rotate.", LONG_REFLECTION])
         user.history.CopyFrom(make_history((k, (u + k) % len(names), float(k % 2 == 0), k // 3,
                                             HOSTILE[(u + k) % len(HOSTILE)]) for k in range(9)))
+        user.past.CopyFrom(make_history((50 + k, (u + 2 * k) % len(names), float(k % 3 != 0), 0,
+                                         HOSTILE[(u + 3 * k) % len(HOSTILE)]) for k in range(12)))
     return req
 
 
@@ -104,6 +106,7 @@ def defanged(req):
 def _histories(req):
     for user in getattr(req, "users", ()):
         yield user.history
+        yield user.past
     for query in getattr(req, "queries", ()):
         yield query.recent
     if isinstance(req, planner_pb2.ExplainRequest):

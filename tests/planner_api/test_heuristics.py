@@ -110,6 +110,19 @@ def test_plan_favours_categories_with_good_feedback() -> None:
     assert list(response.plans[0].category_ids) == [0, 2, 1]
 
 
+def test_the_users_logged_past_counts_like_the_session_but_is_not_recent() -> None:
+    # No session yet: the past alone makes step 0 personal (1 liked before, 0 disliked before).
+    req = single_user_request([], [0, 1, 2], num_categories=3)
+    req.users[0].past.CopyFrom(make_history([entry(1, 1.0)] * 8 + [entry(0, 0.0)] * 8))
+    assert list(heuristic_plan(req).plans[0].category_ids) == [1, 2, 0]
+    # The past is not "just shown": no recency penalty for the category it ends with.
+    assert heuristic_plan(req).plans[0].category_ids[0] == 1
+    # A past category no candidate names changes nothing.
+    req.users[0].past.CopyFrom(make_history([entry(7, 1.0)] * 3))
+    plain = heuristic_plan(single_user_request([], [0, 1, 2], num_categories=3))
+    assert list(heuristic_plan(req).plans[0].category_ids) == list(plain.plans[0].category_ids)
+
+
 def test_plan_rotates_away_from_just_shown_categories() -> None:
     # Category 0 was liked in every recent entry: (6 + 1) / 8 - 0.5 = 0.375 loses to an unseen 1.
     history = [entry(0, 1.0)] * RECENT_WINDOW

@@ -84,3 +84,26 @@ def test_titles_travel_as_one_column_only_when_asked() -> None:
                                                 for i in history.item_ids]
             else:
                 assert len(history.titles) == 0
+
+
+def test_requests_carry_the_starting_history_the_policy_sees_as_the_users_past() -> None:
+    """Step 0 is personal for the planner too: each user's past is the env's history at reset."""
+    from rollout.users import UserBatchEnv
+
+    world = World.build(CFG, log=lambda line: None)
+    env = UserBatchEnv(world, CFG, 4, seed=0)
+    env.reset(np.array([3, 7, 11, 19]))
+    env.history_items[2] = -1                      # a user with no logged past sends none
+    for send_titles in (False, True):
+        planner = SessionPlanner(world, None, 3, 1, 0, 1.0, 0, send_titles, CFG.slate_size, pool_size=4)
+        planner.start(4, [], env.history_items, env.history_feedback)
+        req = planner._request(np.arange(4), env.user_ids, 0)
+        validate_plan_request(req)
+        for row, user in enumerate(req.users):
+            kept = env.history_items[row] >= 0
+            got = [(e.item_id, e.category_id, e.feedback, e.step) for e in history_entries(user.past)]
+            assert got == [(int(i), int(world.item_category[i]), float(f), 0) for i, f in
+                           zip(env.history_items[row][kept], env.history_feedback[row][kept])]
+            assert len(user.past.titles) == (int(kept.sum()) if send_titles else 0)
+            assert len(user.history.item_ids) == 0
+        assert len(req.users[2].past.item_ids) == 0 and len(req.users[0].past.item_ids) == CFG.history_len
