@@ -48,6 +48,13 @@ class RolloutConfig:
     """Ask the planner for a new pool every this many steps; in between the pool is reused, rotated
     step by step (its age is logged). 0 = auto: every step with the heuristic planner, once per session
     with an LLM (on a CPU the LLM is the scarce resource; a plan per step keeps rollouts waiting)."""
+    plan_reuse_batches: int = -1
+    """Reuse a user's session-start plan when this actor meets the user again, for up to this many
+    of its batches (then plan anew; reuses and their age in batches are logged); with reuse on and
+    several actors, each actor draws its training users from its own share of them, so each user
+    is planned by one actor. Evaluation never reuses (a fresh actor). -1 = auto: 100 with an LLM
+    (on 2 cores the engine plans about 10 users a second; a run meets each user many times), 0
+    with the heuristic (free: every session is planned)."""
     plan_ahead: bool = False
     """Request each plan one step early, overlapping the wait with that step's work (the plan then
     misses the latest step's feedback; its age is logged)."""
@@ -70,6 +77,8 @@ class RolloutConfig:
             raise ValueError(f"plan_categories must be >= 1, got {self.plan_categories}")
         if self.plan_pool < self.plan_categories:
             raise ValueError(f"plan_pool={self.plan_pool} must be >= plan_categories={self.plan_categories}")
+        if self.plan_reuse_batches < -1:
+            raise ValueError(f"plan_reuse_batches must be >= 0 (or -1: auto), got {self.plan_reuse_batches}")
         for name in ("plan_every", "reflect_sessions", "rollout_num_cpus"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -97,6 +106,8 @@ class RolloutStats:
     planner_fallbacks: int = 0
     plan_age_sum: int = 0          # steps since each used plan was made, summed over user-steps
     plan_age_count: int = 0
+    plans_reused: int = 0          # session-start plans taken from the actor's cache instead of the planner
+    plan_reuse_age_sum: int = 0    # batches since each reused plan was made, summed over reuses
     seconds_reflect: float = 0.0
     reflect_calls: int = 0
     reflect_fallbacks: int = 0
@@ -155,7 +166,11 @@ class RolloutWorker:
             self.planner = SessionPlanner(self.world, connect_planner(planner_address), rollout.plan_categories,
                                           max(rollout.plan_every, 1), rollout.reflect_sessions, rollout.planner_timeout_s,
                                           plan_seed, rollout.send_titles, world.slate_size, rollout.plan_ahead,
-                                          rollout.plan_pool)
+                                          rollout.plan_pool, max(rollout.plan_reuse_batches, 0))
+            if rollout.plan_reuse_batches > 0 and worker_index < rollout.num_rollout_actors:
+                # Each user planned by one actor: this actor's share of the training users.
+                share = self.world.train_users[worker_index::rollout.num_rollout_actors]
+                self.env.user_pool = share if len(share) else self.world.train_users
 
     def set_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
         """Act with these weights from now on (no-op when the version is the one already loaded)."""

@@ -12,6 +12,10 @@ answers into category masks, and finished sessions into reflections.
   (`plan_age_*`). With `plan_ahead` the plan for step t is requested at step
   t-1, before that step's policy and environment work, and picked up at step t: the wait overlaps
   the step, and the plan is one step older (it has not seen step t-1's feedback).
+- With `reuse_batches`, a user's session-start plan (made from the user's past and the batch's
+  reflections, before anything is shown) is kept and reused when the actor meets the user again,
+  for up to that many batches: on a CPU the LLM plans about 10 users a second, and a run meets
+  each user many times. Reuses and their age are counted (`plans_reused`, `plan_reuse_age_sum`).
 - After the episode, a few sessions (the best and the worst by return, then the next ones) are sent
   to Reflect; their critiques and returns go back to the learner side's reflection pool.
 """
@@ -32,7 +36,7 @@ class SessionPlanner:
 
     def __init__(self, world, client, num_categories: int, plan_every: int, reflect_sessions: int,
                  timeout_s: float, seed: int, send_titles: bool, slate_size: int, plan_ahead: bool = False,
-                 pool_size: int = 0):
+                 pool_size: int = 0, reuse_batches: int = 0):
         self.world, self.client, self.plan_ahead = world, client, plan_ahead
         self.pool_size = min(max(pool_size, num_categories), world.num_categories)
         self._executor = None
@@ -45,11 +49,15 @@ class SessionPlanner:
         self.max_steps_sent = max(1, MAX_HISTORY // slate_size)
         self.reflections: list[str] = []
         self.stats = self._empty_stats()
+        # user id -> (ranked pool, batch it was planned in): session-start plans to reuse.
+        self.reuse_batches, self.batches_started = reuse_batches, 0
+        self._plan_cache: dict[int, tuple[np.ndarray, int]] = {}
 
     @staticmethod
     def _empty_stats() -> dict:
         return dict(seconds_planner=0.0, planner_calls=0, planner_fallbacks=0, plan_age_sum=0, plan_age_count=0,
-                    seconds_reflect=0.0, reflect_calls=0, reflect_fallbacks=0)
+                    seconds_reflect=0.0, reflect_calls=0, reflect_fallbacks=0, plans_reused=0,
+                    plan_reuse_age_sum=0)
 
     def start(self, batch_size: int, reflections: list[str], past_items: np.ndarray | None = None,
               past_feedback: np.ndarray | None = None) -> None:
@@ -57,6 +65,7 @@ class SessionPlanner:
         `past_items` / `past_feedback` ([B, H], -1 = none): what each session starts from (the
         history the policy sees at step 0), sent as each user's `past`."""
         self.reflections = list(reflections)
+        self.batches_started += 1
         self.pasts = [self._past(items, feedback) for items, feedback in zip(past_items, past_feedback)] \
             if past_items is not None else [None] * batch_size
         self.slates: list[np.ndarray] = []
@@ -141,6 +150,22 @@ class SessionPlanner:
         self.pools[rows] = np.array([list(p.category_ids) for p in response.plans], np.int64)
         self.planned_at[rows] = planned_at
 
+    def _reuse(self, rows: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
+        """Fill the pools of `rows` whose user has a session-start plan at most `reuse_batches`
+        batches old; return the rows left to plan."""
+        ask = []
+        for row in rows.tolist():
+            cached = self._plan_cache.get(int(user_ids[row]))
+            age = self.batches_started - cached[1] if cached is not None else None
+            if age is not None and age <= self.reuse_batches:
+                self.pools[row] = cached[0]
+                self.planned_at[row] = 0
+                self.stats["plans_reused"] += 1
+                self.stats["plan_reuse_age_sum"] += age
+            else:
+                ask.append(row)
+        return np.asarray(ask, np.int64)
+
     def _rotate(self, rows: np.ndarray) -> list[list[int]]:
         """Per user: the best n pool categories not shown at the last step (then the shown ones)."""
         last = self.slates[-1] if self.slates else None
@@ -164,10 +189,15 @@ class SessionPlanner:
             self.stats["seconds_planner"] += time.perf_counter() - t0
             self._apply(response, fell_back, ahead_rows, planned_from)
         elif rows.size and step % self.plan_every == 0:
-            t0 = time.perf_counter()
-            response, fell_back = self.client.plan(self._request(rows, user_ids, step), self.timeout_s)
-            self.stats["seconds_planner"] += time.perf_counter() - t0
-            self._apply(response, fell_back, rows, step)
+            ask = self._reuse(rows, user_ids) if step == 0 and self.reuse_batches else rows
+            if ask.size:
+                t0 = time.perf_counter()
+                response, fell_back = self.client.plan(self._request(ask, user_ids, step), self.timeout_s)
+                self.stats["seconds_planner"] += time.perf_counter() - t0
+                self._apply(response, fell_back, ask, step)
+                if step == 0 and self.reuse_batches and not fell_back:
+                    for row in ask.tolist():
+                        self._plan_cache[int(user_ids[row])] = (self.pools[row].copy(), self.batches_started)
         if self.plan_ahead and rows.size and (step + 1) % self.plan_every == 0:
             if self._executor is None:
                 from concurrent.futures import ThreadPoolExecutor

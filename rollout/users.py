@@ -71,6 +71,7 @@ class UserBatchEnv:
         self.expected = False
         b, h, k, n, c = batch_size, cfg.history_len, cfg.slate_size, world.num_items, world.num_categories
         self._satiation_of_user = user_satiation(cfg, world.num_users)
+        self.user_pool = world.train_users   # the users `reset` draws from (a rollout actor may take its share)
         self._slate_share = np.eye(c, dtype=np.float32)[world.item_category] / k   # [N, C]: an item's share
         self.user_ids = np.zeros(b, np.int64)
         self.satiation = np.zeros(b, np.float32)
@@ -117,7 +118,7 @@ class UserBatchEnv:
     def reset(self, user_ids: np.ndarray | None = None) -> None:
         """Start new episodes: the given users, or training users drawn by this env's RNG."""
         if user_ids is None:
-            user_ids = self.world.train_users[self.rng.integers(0, len(self.world.train_users), self.batch_size)]
+            user_ids = self.user_pool[self.rng.integers(0, len(self.user_pool), self.batch_size)]
         user_ids = np.asarray(user_ids, np.int64)
         if user_ids.shape != (self.batch_size,):
             raise ValueError(f"reset needs {self.batch_size} user ids, got shape {user_ids.shape}")
@@ -132,7 +133,7 @@ class UserBatchEnv:
             raise ValueError(f"reset_slots needs a mask of shape {(self.batch_size,)}, got {mask.shape}")
         rows = np.flatnonzero(mask)
         if user_ids is None:
-            user_ids = self.world.train_users[self.rng.integers(0, len(self.world.train_users), rows.size)]
+            user_ids = self.user_pool[self.rng.integers(0, len(self.user_pool), rows.size)]
         user_ids = np.asarray(user_ids, np.int64)
         if user_ids.shape != rows.shape:
             raise ValueError(f"reset_slots needs {rows.size} user ids, got shape {user_ids.shape}")

@@ -107,3 +107,43 @@ def test_requests_carry_the_starting_history_the_policy_sees_as_the_users_past()
             assert len(user.past.titles) == (int(kept.sum()) if send_titles else 0)
             assert len(user.history.item_ids) == 0
         assert len(req.users[2].past.item_ids) == 0 and len(req.users[0].past.item_ids) == CFG.history_len
+
+
+class CountingClient:
+    """A planner client that answers with the heuristic rule and remembers who it was asked about."""
+
+    def __init__(self):
+        self.asked: list[list[int]] = []
+
+    def plan(self, req, timeout_s):
+        from planner_api.heuristics import heuristic_plan
+
+        self.asked.append([u.user_id for u in req.users])
+        return heuristic_plan(req), False
+
+
+def test_session_start_plans_are_reused_for_a_bounded_number_of_batches() -> None:
+    world = World.build(CFG, log=lambda line: None)
+    client = CountingClient()
+    planner = SessionPlanner(world, client, 3, 20, 0, 1.0, 0, False, CFG.slate_size, pool_size=4, reuse_batches=2)
+    users = np.array([5, 6, 7])
+    active = np.ones(3, bool)
+    pools = []
+    for batch, ids in enumerate(([5, 6, 7], [5, 6, 7], [5, 8, 7], [5, 6, 7])):
+        planner.start(3, [])
+        planner.masks(0, active, np.array(ids))
+        pools.append(planner.pools.copy())
+        assert planner.stats["plans_reused"] == [0, 3, 2, 0][batch], batch
+    # Batch 1 reuses every plan (1 batch old); batch 2 plans only the new user 8 (5 and 7 are 2
+    # batches old: still within the bound); in batch 3 the plans of 5, 6, 7 are 3 old: planned anew.
+    assert client.asked == [[5, 6, 7], [8], [5, 6, 7]]
+    assert (pools[1] == pools[0]).all() and planner.stats["plan_reuse_age_sum"] == 0
+    planner.start(3, [])
+    planner.masks(0, active, np.array([8, 6, 9]))
+    assert planner.stats["plans_reused"] == 2 and planner.stats["plan_reuse_age_sum"] == 2 + 1
+    # A step after 0 is never served from the cache; reuse off asks for every user every session.
+    off = SessionPlanner(world, CountingClient(), 3, 20, 0, 1.0, 0, False, CFG.slate_size, pool_size=4)
+    for _ in range(2):
+        off.start(3, [])
+        off.masks(0, active, users)
+    assert off.client.asked == [[5, 6, 7], [5, 6, 7]] and off.stats["plans_reused"] == 0

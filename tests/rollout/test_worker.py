@@ -149,3 +149,24 @@ def test_successive_batches_get_new_ids(learner0):
     weights, version = learner0.weights()
     ids = [worker.collect(weights, version)[1].batch_id for _ in range(2)]
     assert ids == [f"actor-3.{worker.incarnation}/0", f"actor-3.{worker.incarnation}/1"]
+
+
+def test_with_plan_reuse_each_actor_draws_its_own_share_of_the_training_users(learner0):
+    """Reuse on: actor i of n meets only train_users[i::n] (each user planned by one actor), and a
+    second batch reuses the session-start plans of the users it meets again."""
+    reuse = dataclasses.replace(ROLLOUT, plan_reuse_batches=5, num_rollout_actors=2, users_per_actor=32)
+    weights, version = learner0.weights()
+    met = []
+    for index in (0, 1):
+        worker = make_worker(rollout=reuse, index=index)
+        share = set(worker.world.train_users[index::2].tolist())
+        first, stats1 = worker.collect(weights, version)
+        second, stats2 = worker.collect(weights, version)
+        users = set(column(first, "user_id").tolist()) | set(column(second, "user_id").tolist())
+        assert users <= share
+        assert stats1.plans_reused == 0 and stats2.plans_reused > 0
+        met.append(users)
+        worker.close()
+    assert not met[0] & met[1]
+    # Reuse off (the heuristic's default): every actor draws from every training user.
+    assert (make_worker().env.user_pool == World.build(WORLD, log=lambda line: None).train_users).all()
