@@ -17,7 +17,7 @@ import numpy as np
 from lab import plots
 
 OFFLINE_FILE = "offline_eval.json"
-FULL = (("R@10", 4), ("NCV@10", 4), ("HR@10", 4), ("CV@10", 3))
+FULL = (("R@10", 4), ("NCV@10", 4), ("HR@10", 4), ("NDCG@10", 4), ("CV@10", 3))
 
 
 def load_offline(runs: list[dict]) -> list[dict]:
@@ -41,15 +41,16 @@ def offline_rows(runs: list[dict]) -> dict[str, dict]:
     for run in runs:
         by_name[run["name"]].append(run)
     rows = {}
+    full = [(m, d) for m, d in FULL if all(m in r["offline"]["full"]["trained"] for r in runs)]  # older runs: no NDCG
     for name, group in sorted(by_name.items()):
         first = group[0]["offline"]
         rows[name] = {"seeds": len(group), "kind": "algorithm", "variant": first.get("variant", ""),
                       "llm_weight": first.get("llm_weight", 0.0), "alpha": first.get("alpha", 0.0),
                       "planner": first.get("planner", ""),
-                      **{m: _stat([r["offline"]["full"]["trained"][m] for r in group]) for m, _ in FULL}}
+                      **{m: _stat([r["offline"]["full"]["trained"][m] for r in group]) for m, _ in full}}
     popular = [r["offline"]["full"]["popular"] for r in runs if "popular" in r["offline"]["full"]]
     if popular:
-        rows["popular (reference)"] = {"seeds": 1, "kind": "reference", **{m: _stat([popular[0][m]]) for m, _ in FULL}}
+        rows["popular (reference)"] = {"seeds": 1, "kind": "reference", **{m: _stat([popular[0][m]]) for m, _ in full}}
     return rows
 
 
@@ -75,11 +76,12 @@ def candidate_lines(runs: list[dict]) -> list[str]:
 
 
 def offline_markdown(rows: dict[str, dict]) -> str:
-    head = "| policy | seeds | " + " | ".join(m for m, _ in FULL) + " |"
-    lines = [head, "|" + "---|" * (len(FULL) + 2)]
+    full = [(m, d) for m, d in FULL if all(m in row for row in rows.values())]
+    head = "| policy | seeds | " + " | ".join(m for m, _ in full) + " |"
+    lines = [head, "|" + "---|" * (len(full) + 2)]
     for name, row in rows.items():
         spread = row["kind"] == "algorithm" and row["seeds"] > 1
-        cells = [f"{row[m][0]:.{d}f} ± {row[m][1]:.{d}f}" if spread else f"{row[m][0]:.{d}f}" for m, d in FULL]
+        cells = [f"{row[m][0]:.{d}f} ± {row[m][1]:.{d}f}" if spread else f"{row[m][0]:.{d}f}" for m, d in full]
         lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -22,8 +22,13 @@ import numpy as np
 from lab import plots
 from lab.laac_report import offline_section
 
-METRICS = (("Tint", "Tint", 2), ("Rcum", "Rcum", 3), ("Rsin", "Rsin", 3), ("coverage", "coverage", 3),
-           ("diversity", "diversity", 3), ("novelty", "novelty", 2))
+METRICS = (("Tint", "Tint", 2), ("Rcum", "Rcum", 3), ("Rsin", "Rsin", 3), ("gap_closed", "gap closed", 3),
+           ("coverage", "coverage", 3), ("diversity", "diversity", 3), ("novelty", "novelty", 2),
+           ("div_ratio", "DivRatio", 3), ("popularity_bias", "pop-bias", 3), ("serendipity", "serendipity", 3),
+           ("MGU", "MGU", 3), ("DGU", "DGU", 3), ("gender_Rcum_gap", "gender gap", 3), ("age_Rcum_gap", "age gap", 3),
+           ("convergence_env_steps", "converged at", 0))
+"""Every column a report can show (`rollout.metrics`, via learner.evaluation.summarise); a report
+shows those that every row of its runs carries (older runs lack the later metrics)."""
 TRAINED = "trained"
 
 
@@ -60,15 +65,30 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
+def shown_metrics(runs: list[dict]) -> tuple:
+    """The METRICS every trained row of `runs` carries (convergence: trained rows only)."""
+    return tuple(m for m in METRICS if all(m[0] in r["eval"][TRAINED] for r in runs))
+
+
+def _stats(values: list[dict], metrics) -> dict:
+    """(mean, std) of each metric over rows that carry it ((nan, nan) when none does)."""
+    out = {}
+    for m, _, _ in metrics:
+        present = [v[m] for v in values if m in v and v[m] is not None]
+        out[m] = _mean_std(present) if present else (float("nan"), float("nan"))
+    return out
+
+
 def aggregate(runs: list[dict]) -> dict[str, dict]:
-    """{row name: {"seeds": n, metric: (mean, std), "kind": "algorithm" | "reference"}}."""
+    """{row name: {"seeds": n, metric: (mean, std), "kind": "algorithm" | "reference", "oracle": bool}}."""
+    metrics = shown_metrics(runs)
     rows: dict[str, dict] = {}
     by_name: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         by_name[run["name"]].append(run)
     for name, group in by_name.items():
-        rows[name] = {"kind": "algorithm", "seeds": len(group),
-                      **{m: _mean_std([r["eval"][TRAINED][m] for r in group]) for m, _, _ in METRICS}}
+        rows[name] = {"kind": "algorithm", "seeds": len(group), "oracle": False,
+                      **_stats([r["eval"][TRAINED] for r in group], metrics)}
     references: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         for policy, values in run["eval"].items():
@@ -77,17 +97,21 @@ def aggregate(runs: list[dict]) -> dict[str, dict]:
                 references[policy].append(values)
     for policy, values in sorted(references.items()):
         rows[f"{policy} (reference)"] = {"kind": "reference", "seeds": len(values),
-                                         **{m: _mean_std([v[m] for v in values]) for m, _, _ in METRICS}}
+                                         "oracle": bool(values[0].get("oracle", False)), **_stats(values, metrics)}
     return rows
 
 
 def markdown_table(rows: dict[str, dict]) -> str:
-    head = "| policy | seeds | " + " | ".join(label for _, label, _ in METRICS) + " |"
-    lines = [head, "|" + "---|" * (len(METRICS) + 2)]
+    """One row per policy (oracles marked *), a column per metric the rows carry; nan shows as –."""
+    metrics = [m for m in METRICS if all(m[0] in row for row in rows.values())]
+    head = "| policy | seeds | " + " | ".join(label for _, label, _ in metrics) + " |"
+    lines = [head, "|" + "---|" * (len(metrics) + 2)]
     for name, row in rows.items():
         spread = row["kind"] == "algorithm" and row["seeds"] > 1
-        cells = [f"{row[m][0]:.{d}f} ± {row[m][1]:.{d}f}" if spread else f"{row[m][0]:.{d}f}" for m, _, d in METRICS]
-        lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cells) + " |")
+        cells = ["–" if not np.isfinite(row[m][0]) else
+                 f"{row[m][0]:.{d}f} ± {row[m][1]:.{d}f}" if spread else f"{row[m][0]:.{d}f}" for m, _, d in metrics]
+        label = name + (" *" if row.get("oracle") else "")
+        lines.append(f"| {label} | {row['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -147,8 +171,17 @@ def write_report(roots: list[Path], out: Path | None = None) -> Path:
         lines += [f"![learning curves]({curves.name})", ""]
     lines += [f"![diversity versus return]({scatter.name})", "", "Runs:", ""]
     lines += [f"- {r['name']} seed {r['seed']}: `{r['dir']}`" for r in runs]
+    lines += ["", "`*` oracle: reads the true user model. gap closed = (Rcum - random) / (lookahead - random). "
+              "Definitions of every column: `rollout/metrics/` (DivRatio: distinct / recommended items; "
+              "pop-bias: mean popularity percentile; serendipity: liked and outside the user's history "
+              "categories; MGU / DGU: mean / largest gap between a popularity fifth's share of exposure "
+              "and of the catalog; gender / age gap: largest - smallest group mean Rcum; converged at: "
+              "env steps to 90 % of the way from the first to the final training return)."]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
+    summary = {"worlds": worlds, "evaluation_users": users, "rows": rows,
+               "runs": [{"name": r["name"], "seed": r["seed"], "dir": str(r["dir"]), "eval": r["eval"]} for r in runs]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return path
 
 

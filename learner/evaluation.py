@@ -1,7 +1,8 @@
 """Evaluation on a fixed, seeded set of users: every policy meets the same users and the same
 dice (the environment's random stream is seeded identically), so differences come from the
-policies alone. Metrics: Tint, Rcum, Rsin, coverage, diversity, category entropy, novelty; each
-row says whether it is an oracle (reads the true user model), and with the lookahead oracle
+policies alone. Metrics (`summarise`, from `rollout.metrics`): Tint, Rcum, Rsin, coverage,
+diversity, category entropy, novelty, DivRatio, popularity bias, serendipity, exposure fairness
+(MGU, DGU) and the user groups' gaps; each row says whether it is an oracle (reads the true user model), and with the lookahead oracle
 evaluated, every row's share of the gap from random to it closed in return:
 (Rcum - random's) / (lookahead's - random's). The command line is learner.evaluate."""
 from __future__ import annotations
@@ -14,9 +15,21 @@ from tqdm import tqdm
 
 from policy.networks import PolicyConfig
 from rollout.actor import RolloutConfig, RolloutWorker, worker_seeds
-from rollout.batch_schema import column
-from rollout.episodes import run_episodes
-from rollout.metrics import episode_metrics, slate_metrics
+from rollout.episodes import EpisodeRun, run_episodes
+from rollout.metrics import (
+    convergence_steps,
+    div_ratio,
+    episode_metrics,
+    exposure_fairness,
+    popularity_bias,
+    popularity_groups,
+    serendipity,
+    slate_metrics,
+    unexpected_against_history,
+    unexpected_against_popularity,
+    user_fairness,
+    user_groupings,
+)
 from rollout.reference_policies import ORACLES, REFERENCE_POLICIES, ReferencePolicy
 from rollout.world import World, WorldConfig
 from rollout.users import UserBatchEnv
@@ -32,10 +45,34 @@ def evaluation_users(world: World, count: int, seed: int) -> np.ndarray:
     return pool[rng.choice(len(pool), size=count, replace=count > len(pool))]
 
 
-def summarise(world: World, lengths: np.ndarray, returns: np.ndarray, slates: np.ndarray) -> dict:
-    metrics = episode_metrics(lengths, returns)
+POPULARITY_GROUPS = 5
+"""Item popularity groups of the exposure-fairness metrics (quintiles of the catalog by popularity)."""
+
+
+def summarise(world: World, run: EpisodeRun) -> dict:
+    """Every metric of one evaluation (`rollout.metrics`): episodes (Tint, Rcum, Rsin), slates
+    (coverage, intra-list diversity, category entropy, novelty, DivRatio, popularity bias),
+    serendipity against the user's starting history and against popularity, exposure fairness
+    between popularity quintiles (MGU, DGU, head share), and user-side gaps in return and length
+    by the data set's user groups (`user_fairness`: one entry per grouping, also flattened as
+    `<grouping>_Rcum_gap` and `<grouping>_Tint_gap`)."""
+    slates = run.slates
+    metrics = episode_metrics(run.lengths, run.returns)
     metrics.update(slate_metrics(slates, world.item_category, world.num_categories, world.similarity_vectors,
                                  world.item_popularity, world.num_items))
+    metrics["div_ratio"] = div_ratio(slates)
+    metrics["popularity_bias"] = popularity_bias(slates, world.item_popularity)
+    history = world.start_items if world.start_items is not None else np.full((world.num_users, 1), -1)
+    metrics["serendipity"] = serendipity(slates, run.clicks, unexpected_against_history(
+        slates, run.slate_users, history, world.item_category))
+    metrics["serendipity_popularity"] = serendipity(slates, run.clicks, unexpected_against_popularity(
+        slates, world.item_popularity))
+    metrics.update(exposure_fairness(slates, popularity_groups(world.item_popularity, POPULARITY_GROUPS),
+                                     POPULARITY_GROUPS))
+    fairness = user_fairness(run.user_ids, run.lengths, run.returns, user_groupings(world.data.user_features))
+    metrics["user_fairness"] = fairness
+    for grouping, gaps in fairness.items():
+        metrics[f"{grouping}_Rcum_gap"], metrics[f"{grouping}_Tint_gap"] = gaps["Rcum_gap"], gaps["Tint_gap"]
     metrics["users_held_out"] = world.users_held_out  # evaluation users never met in training
     metrics["period_held_out"] = world.split_timestamp is not None  # and their later logs unseen too
     return metrics
@@ -47,8 +84,7 @@ def evaluate_episodes(world: World, cfg: WorldConfig, users: np.ndarray, seed: i
     evaluation's env: every policy evaluated this way meets the same dice."""
     env = UserBatchEnv(world, cfg, len(users), worker_seeds(seed, EVAL_WORKER_INDEX)[0])
     env.reset(users)
-    run = run_episodes(env, make_act(env), cfg.max_steps)
-    return summarise(world, run.lengths, run.returns, run.slates)
+    return summarise(world, run_episodes(env, make_act(env), cfg.max_steps))
 
 
 def evaluate_reference(world: World, cfg: WorldConfig, name: str, users: np.ndarray, seed: int) -> dict:
@@ -73,7 +109,7 @@ def evaluate_worker(world: World, cfg: WorldConfig, policy: PolicyConfig, rollou
         batch, stats = worker.collect(weights, 0 if weights is not None else None, user_ids=users, act=act)
     finally:
         worker.close()
-    metrics = summarise(world, stats.episode_lengths, stats.episode_returns, column(batch, "slate"))
+    metrics = summarise(world, worker.last_run)
     metrics["planner_fallbacks"] = stats.planner_fallbacks
     return metrics
 
@@ -96,6 +132,15 @@ def evaluate_against_references(world: World, cfg: WorldConfig, policy: PolicyCo
     return rows
 
 
+def with_convergence(results: dict[str, dict], curve: list[tuple[float, float]]) -> dict[str, dict]:
+    """The trained row's convergence speed (`convergence_env_steps`, `rollout.metrics.convergence_steps`)
+    from the run's learning curve, [(env steps so far, Rcum)] per logged iteration."""
+    if "trained" in results and len(curve) >= 2:
+        steps, returns = (np.array(x, np.float64) for x in zip(*curve))
+        results["trained"]["convergence_env_steps"] = convergence_steps(steps, returns)
+    return results
+
+
 def with_gap_closed(rows: dict[str, dict]) -> dict[str, dict]:
     """Each row marked oracle or not, and, where random and the lookahead oracle are both rows,
     given its share of the gap between them closed in return (`gap_closed`; 1 = the ceiling)."""
@@ -114,8 +159,29 @@ COLUMNS = (("Tint", "Tint", "8.2f"), ("Rcum", "Rcum", "9.3f"), ("Rsin", "Rsin", 
            ("category_entropy", "cat-entropy", "12.3f"), ("novelty", "novelty", "9.2f"))
 
 
+BEYOND_COLUMNS = (("div_ratio", "DivRatio", "9.3f"), ("popularity_bias", "pop-bias", "9.3f"),
+                  ("serendipity", "serendip", "9.3f"), ("head_share", "head", "7.3f"), ("MGU", "MGU", "7.3f"),
+                  ("DGU", "DGU", "7.3f"), ("gender_Rcum_gap", "gender-gap", "11.3f"), ("age_Rcum_gap", "age-gap", "9.3f"))
+"""The second table: diversity, bias, serendipity and fairness (columns a row lacks are left out)."""
+
+
+def beyond_accuracy_table(results: dict[str, dict]) -> str:
+    """Diversity, popularity bias, serendipity, exposure fairness and the user groups' return gaps."""
+    columns = [c for c in BEYOND_COLUMNS if all(c[0] in m for m in results.values())]
+    head = f"  {'policy':<20}" + "".join(f"{header:>{fmt.split('.')[0]}}" for _, header, fmt in columns)
+    lines = ["beyond accuracy (DivRatio: distinct / recommended; pop-bias: mean popularity percentile; serendip: "
+             "liked and outside the user's history categories; head: exposure of the most popular fifth; "
+             "MGU / DGU: mean / largest gap between a popularity fifth's exposure and catalog shares; "
+             "gaps: largest - smallest group mean Rcum):", head]
+    for policy_name, m in results.items():
+        label = policy_name + (" *" if m.get("oracle", policy_name in ORACLES) else "")
+        lines.append(f"  {label:<20}" + "".join(f"{m[name]:{fmt}}" for name, _, fmt in columns))
+    return "\n".join(lines)
+
+
 def evaluation_table(results: dict[str, dict]) -> str:
-    """A fixed-width table, one row per policy; oracles marked *; the gap closed where known."""
+    """A fixed-width table, one row per policy; oracles marked *; the gap closed where known; then
+    the beyond-accuracy table when the rows carry its metrics."""
     gap = any("gap_closed" in m for m in results.values())
     head = f"  {'policy':<20}" + "".join(f"{header:>{fmt.split('.')[0]}}" for _, header, fmt in COLUMNS)
     lines = [f"evaluation on {next(iter(results.values()))['episodes']} fixed users:", head + ("  gap closed" if gap else "")]
@@ -128,4 +194,6 @@ def evaluation_table(results: dict[str, dict]) -> str:
     if "trained" in results and "random" in results and results["random"]["Rcum"] > 0:
         gain = results["trained"]["Rcum"] / results["random"]["Rcum"] - 1
         lines.append(f"  trained vs random: Rcum {100 * gain:+.1f}%")
+    if any("div_ratio" in m for m in results.values()):
+        lines += ["", beyond_accuracy_table(results)]
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from torch.utils.tensorboard import SummaryWriter
 
 from learner.checkpoint import check_compatible, save_checkpoint, trim_metrics, work_lost
-from learner.evaluation import evaluation_table, with_gap_closed
+from learner.evaluation import evaluation_table, with_convergence, with_gap_closed
 from learner.runtime import UsageError, init_ray, make_run_dir, shut_down, start_planner, wait_for_planner
 from rollout.world import World, data_card, data_card_line, dynamics_card
 
@@ -204,6 +204,7 @@ def run(algo: Algorithm, resume_state: dict | None = None) -> dict:
         writer = SummaryWriter(str(run_.run_dir / "tensorboard"), purge_step=run_.start if resumed else None)
         metrics_file = open(run_.run_dir / "metrics.jsonl", "a" if resumed else "w")
         total, budget, iteration = algo.total_iterations(), cfg.run.time_budget_s, run_.start - 1
+        curve = []  # (env steps so far, Rcum) per logged row: the convergence speed's curve
 
         def checkpoint(name: str) -> Path:
             state = {**algo.state(iteration), "config": cfg.to_dict(), "iteration": iteration}
@@ -217,6 +218,8 @@ def run(algo: Algorithm, resume_state: dict | None = None) -> dict:
                 row = algo.pending_row(iteration)
             if row is not None:
                 _log_row(row, writer, metrics_file)
+                if "env_steps_total" in row and "Rcum" in row:
+                    curve.append((row["env_steps_total"], row["Rcum"]))
                 print(algo.progress(row), flush=True)
             every = algo.checkpoint_every()
             if every and iteration % every == 0:
@@ -227,7 +230,8 @@ def run(algo: Algorithm, resume_state: dict | None = None) -> dict:
                 break
         algo.stop_training()
         print(f"checkpoint: {checkpoint('final.pt')}", flush=True)
-        results = with_gap_closed(algo.evaluate(run_))  # every algorithm's rows: oracle marks, gap closed
+        # Every algorithm's rows: oracle marks, gap closed, the trained row's convergence speed.
+        results = with_convergence(with_gap_closed(algo.evaluate(run_)), curve)
         if results:
             (run_.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
             print(evaluation_table(results), flush=True)

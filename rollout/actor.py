@@ -201,6 +201,7 @@ class RolloutWorker:
         run = run_episodes(env, self._policy_act(act, stats), self.world_cfg.max_steps, record=True,
                            observe=self._planner_record if self.planner is not None else None)
         stats["seconds_env"] = run.seconds_env
+        self.last_run = run  # what evaluation's metrics read (slates, clicks, users) besides the batch
         columns = dict(run.columns)
         n_rows = len(columns["step"])
         batch_id = f"actor-{self.worker_index}.{self.incarnation}/{self.batches_made}"

@@ -38,6 +38,9 @@ class EpisodeRun:
     slates: np.ndarray         # [S, K] the slates shown, step by step, active rows only (S = lengths.sum())
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # with record=True: ACTOR_COLUMNS, sorted
     seconds_env: float = 0.0   # time spent inside env.step
+    clicks: np.ndarray | None = None       # [S, K] each shown item's response (aligned with slates)
+    slate_users: np.ndarray | None = None  # [S] the user id each slate was shown to
+    user_ids: np.ndarray | None = None     # [B] each episode's user (aligned with lengths)
 
 
 def run_episodes(env: UserBatchEnv, act: Act, max_steps: int, *, record: bool = False,
@@ -54,6 +57,8 @@ def run_episodes(env: UserBatchEnv, act: Act, max_steps: int, *, record: bool = 
     lengths = np.zeros(env.batch_size, np.int32)
     returns = np.zeros(env.batch_size, np.float64)
     shown: list[np.ndarray] = []
+    clicked: list[np.ndarray] = []
+    shown_to: list[np.ndarray] = []
     seconds_env = 0.0
     for step in range(max_steps):
         active = env.active.copy()
@@ -69,12 +74,18 @@ def run_episodes(env: UserBatchEnv, act: Act, max_steps: int, *, record: bool = 
         if observe is not None:
             observe(slates, result, active)
         shown.append(slates[active])
+        clicked.append(result.clicks[active])
+        shown_to.append(env.user_ids[active])
         if record:
             _record_step(rows, env, step, active, hist_items, hist_fb, slates, result, extra)
         lengths += active
         returns += result.reward
-    slates = np.concatenate(shown) if shown else np.zeros((0, env.cfg.slate_size), np.int32)
-    return EpisodeRun(lengths, returns, slates, _sorted_columns(rows), seconds_env)
+    k = env.cfg.slate_size
+    slates = np.concatenate(shown) if shown else np.zeros((0, k), np.int32)
+    clicks = np.concatenate(clicked) if clicked else np.zeros((0, k), np.float32)
+    slate_users = np.concatenate(shown_to) if shown_to else np.zeros(0, np.int64)
+    return EpisodeRun(lengths, returns, slates, _sorted_columns(rows), seconds_env, clicks, slate_users,
+                      env.user_ids.copy())
 
 
 def _record_step(rows: dict[str, list[np.ndarray]], env: UserBatchEnv, step: int, active: np.ndarray,

@@ -5,7 +5,8 @@ click), a policy ranks the whole catalog by its scores and we read its top 10:
 
 - R@10 (reward at 10, LAAC's accuracy metric): r if a is in the top 10, else 0; mean over the
   held-out transitions (recall of the next item weighted by its rating; in [0, 1]).
-- HR@10: the same without the weight (`rollout.metrics.hit_rate_at_k`).
+- HR@10: the same without the weight (`rollout.metrics.hit_rate_at_k`); NDCG@10: the next item's
+  discounted rank, 1 / log2(rank + 2) in the top 10, else 0 (`rollout.metrics.ndcg_at_k`).
 - NCV@10 (LAAC's novelty metric): the share of the top 10 that is novel for the user, i.e. neither
   among the items the user rated before s nor among the 10 % most-rated items of the training
   users (the long tail); mean over the held-out transitions (`rollout.metrics.ncv_at_k` with every
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from learner.evaluation import evaluate_episodes
-from rollout.metrics import catalog_coverage, hit_rate_at_k, ncv_at_k
+from rollout.metrics import catalog_coverage, hit_rate_at_k, ncv_at_k, ndcg_at_k
 from rollout.slates import top_k
 from rollout.users import UserBatchEnv
 
@@ -56,12 +57,13 @@ def seen_before(arrays, rows: np.ndarray, seqs: dict[int, np.ndarray], num_items
 
 
 def list_metrics(top: np.ndarray, arrays, rows: np.ndarray, seqs, popularity: np.ndarray) -> dict[str, float]:
-    """R@10, HR@10 and NCV@10 (module doc) of ranked lists `top` [R, <=10] for `rows`."""
+    """R@10, HR@10, NDCG@10 and NCV@10 (module doc) of ranked lists `top` [R, <=10] for `rows`."""
     target, reward = arrays.action[rows], arrays.reward[rows]
     hits = (top[:, :K] == target[:, None]).any(1)
     seen = seen_before(arrays, rows, seqs, len(popularity))
     ncv = ncv_at_k(top, np.ones_like(seen), seen, popularity, K)
-    return {"R@10": float((reward * hits).mean()), "HR@10": hit_rate_at_k(top, target, K), "NCV@10": ncv}
+    return {"R@10": float((reward * hits).mean()), "HR@10": hit_rate_at_k(top, target, K),
+            "NDCG@10": ndcg_at_k(top, target, K), "NCV@10": ncv}
 
 
 def offline_metrics(score_fn, arrays, rows: np.ndarray, seqs, popularity: np.ndarray, chunk: int = 512) -> dict:
@@ -122,7 +124,7 @@ def evaluate_in_world(world, world_cfg, score_fn, history_len: int, users: np.nd
     return evaluate_episodes(world, world_cfg, users, seed, make_act)
 
 
-OFFLINE_COLUMNS = ("R@10", "HR@10", "NCV@10", "CV@10")
+OFFLINE_COLUMNS = ("R@10", "HR@10", "NDCG@10", "NCV@10", "CV@10")
 
 
 def offline_table(results: dict) -> str:
@@ -132,7 +134,7 @@ def offline_table(results: dict) -> str:
     for name, m in results["full"].items():
         lines.append(f"  {name:<22}" + "".join(f"{m[c]:9.4f}" for c in OFFLINE_COLUMNS))
     if results.get("candidates"):
-        cols = ("HR@5", "R@10", "HR@10", "NCV@10")
+        cols = ("HR@5", "R@10", "HR@10", "NDCG@10", "NCV@10")
         first = next(iter(results["candidates"].values()))
         lines += [f"on {first['states']:,} held-out states with 100 candidates (99 random + the true next item):",
                   f"  {'policy':<22}" + "".join(f"{c:>9}" for c in cols)]

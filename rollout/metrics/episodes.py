@@ -1,0 +1,52 @@
+"""Process metrics: what finished episodes and learning curves measure."""
+from __future__ import annotations
+
+import numpy as np
+
+def episode_metrics(lengths: np.ndarray, returns: np.ndarray) -> dict[str, float]:
+    """Summarise finished episodes.
+
+    - ``Tint``: interaction length, the mean number of steps before the user left.
+    - ``Rcum``: cumulative reward, the mean sum of per-step rewards over an episode.
+    - ``Rsin``: single-step reward, Rcum / Tint per episode, averaged over episodes.
+    - ``episodes``: how many episodes these means are over.
+    """
+    lengths = np.asarray(lengths, np.float64)
+    returns = np.asarray(returns, np.float64)
+    if lengths.shape != returns.shape:
+        raise ValueError(f"lengths {lengths.shape} and returns {returns.shape} differ in shape")
+    if lengths.size == 0:
+        return {"Tint": float("nan"), "Rcum": float("nan"), "Rsin": float("nan"), "episodes": 0}
+    return {
+        "Tint": float(lengths.mean()),
+        "Rcum": float(returns.mean()),
+        "Rsin": float((returns / np.maximum(lengths, 1)).mean()),
+        "episodes": int(lengths.size),
+    }
+
+def convergence_steps(env_steps, returns, share: float = 0.9, smooth: int = 5) -> float:
+    """Convergence speed: the environment steps at which a learning curve first reaches ``share``
+    of the way from its first return to its final one.
+
+    ``env_steps``: [T] increasing env-step counts of the curve's points; ``returns``: [T] the
+    return (Rcum) at each. The curve is smoothed by a trailing mean over ``smooth`` points (noise
+    would otherwise cross the line early); ``final`` is the mean of the last ``smooth`` raw points
+    and ``first`` the first raw point; the answer is the first ``env_steps[t]`` with smoothed
+    return >= first + share x (final - first). A curve that never rose (final <= first), or has
+    fewer than 2 points: nan."""
+    steps = np.asarray(env_steps, np.float64)
+    r = np.asarray(returns, np.float64)
+    if steps.shape != r.shape or r.ndim != 1:
+        raise ValueError(f"env_steps {steps.shape} and returns {r.shape} must both be [T]")
+    if not 0.0 < share <= 1.0 or smooth < 1:
+        raise ValueError(f"share must be in (0, 1] and smooth >= 1, got {share}, {smooth}")
+    if r.size < 2:
+        return float("nan")
+    first, final = r[0], r[-smooth:].mean()
+    if not final > first:
+        return float("nan")
+    cum = np.concatenate([[0.0], np.cumsum(r)])
+    width = np.minimum(np.arange(1, r.size + 1), smooth)
+    smoothed = (cum[1:] - cum[np.arange(1, r.size + 1) - width]) / width
+    reached = np.flatnonzero(smoothed >= first + share * (final - first))
+    return float(steps[reached[0]]) if reached.size else float("nan")
