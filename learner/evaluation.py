@@ -45,6 +45,8 @@ def evaluation_users(world: World, count: int, seed: int) -> np.ndarray:
     return pool[rng.choice(len(pool), size=count, replace=count > len(pool))]
 
 
+MIN_GROUP_USERS = 10
+"""User groups with fewer evaluated users are reported but left out of the gaps (too noisy)."""
 POPULARITY_GROUPS = 5
 """Item popularity groups of the exposure-fairness metrics (quintiles of the catalog by popularity)."""
 
@@ -69,7 +71,8 @@ def summarise(world: World, run: EpisodeRun) -> dict:
         slates, world.item_popularity))
     metrics.update(exposure_fairness(slates, popularity_groups(world.item_popularity, POPULARITY_GROUPS),
                                      POPULARITY_GROUPS))
-    fairness = user_fairness(run.user_ids, run.lengths, run.returns, user_groupings(world.data.user_features))
+    fairness = user_fairness(run.user_ids, run.lengths, run.returns, user_groupings(world.data.user_features),
+                             MIN_GROUP_USERS)
     metrics["user_fairness"] = fairness
     for grouping, gaps in fairness.items():
         metrics[f"{grouping}_Rcum_gap"], metrics[f"{grouping}_Tint_gap"] = gaps["Rcum_gap"], gaps["Tint_gap"]
@@ -169,13 +172,14 @@ def beyond_accuracy_table(results: dict[str, dict]) -> str:
     """Diversity, popularity bias, serendipity, exposure fairness and the user groups' return gaps."""
     columns = [c for c in BEYOND_COLUMNS if all(c[0] in m for m in results.values())]
     head = f"  {'policy':<20}" + "".join(f"{header:>{fmt.split('.')[0]}}" for _, header, fmt in columns)
-    lines = ["beyond accuracy (DivRatio: distinct / recommended; pop-bias: mean popularity percentile; serendip: "
-             "liked and outside the user's history categories; head: exposure of the most popular fifth; "
-             "MGU / DGU: mean / largest gap between a popularity fifth's exposure and catalog shares; "
-             "gaps: largest - smallest group mean Rcum):", head]
+    lines = ["beyond accuracy and fairness:", head]
     for policy_name, m in results.items():
         label = policy_name + (" *" if m.get("oracle", policy_name in ORACLES) else "")
         lines.append(f"  {label:<20}" + "".join(f"{m[name]:{fmt}}" for name, _, fmt in columns))
+    lines += ["  DivRatio: distinct / recommended items; pop-bias: mean popularity percentile; serendip: liked",
+              "  and outside the user's history categories; head: exposure share of the most popular fifth;",
+              "  MGU / DGU: mean / largest gap between a popularity fifth's exposure and catalog shares;",
+              f"  gaps: largest - smallest mean Rcum between user groups of {MIN_GROUP_USERS}+ evaluated users"]
     return "\n".join(lines)
 
 

@@ -59,24 +59,26 @@ def exposure_fairness(slates, item_group, groups: int | None = None) -> dict[str
     return {"MGU": float(gap.mean()), "DGU": float(gap.max()), "head_share": float(share[0])}
 
 
-def user_group_gap(values, user_group) -> dict:
+def user_group_gap(values, user_group, min_size: int = 1) -> dict:
     """The gap in a per-user outcome between user groups.
 
     `values`: float [U], one outcome per evaluated user (e.g. return); `user_group`: [U] group labels
     (any hashable numpy values; None or "" = unknown, left out). Returns {"means": {group: mean},
-    "gap": max mean - min mean} over groups with at least one user; with fewer than two such
+    "sizes": {group: users}, "gap": max mean - min mean} where the gap is over the groups with at
+    least `min_size` users (a mean over a handful of users is noise); with fewer than two such
     groups the gap is nan (there is nothing to compare)."""
     v = np.asarray(values, np.float64)
     labels = np.asarray(user_group, object)
     if v.shape != labels.shape or v.ndim != 1:
         raise ValueError(f"values {v.shape} and user_group {labels.shape} must both be [U]")
     known = np.array([label is not None and label == label and str(label) != "" for label in labels], bool)
-    means = {}
+    means, sizes = {}, {}
     for label in sorted({str(x) for x in labels[known]}):
         members = known & (labels.astype(str) == label)
-        means[label] = float(v[members].mean())
-    gap = max(means.values()) - min(means.values()) if len(means) >= 2 else float("nan")
-    return {"means": means, "gap": float(gap)}
+        means[label], sizes[label] = float(v[members].mean()), int(members.sum())
+    counted = [means[g] for g in means if sizes[g] >= min_size]
+    gap = max(counted) - min(counted) if len(counted) >= 2 else float("nan")
+    return {"means": means, "sizes": sizes, "gap": float(gap)}
 
 
 def age_band(age) -> np.ndarray:
@@ -101,13 +103,15 @@ def user_groupings(user_features: dict[str, np.ndarray]) -> dict[str, np.ndarray
     return out
 
 
-def user_fairness(user_ids, lengths, returns, groupings: dict[str, np.ndarray]) -> dict[str, dict]:
+def user_fairness(user_ids, lengths, returns, groupings: dict[str, np.ndarray], min_size: int = 1) -> dict[str, dict]:
     """Per grouping (e.g. gender, age): the gap in return (`Rcum_gap`) and in length (`Tint_gap`)
-    between its groups, with the group means, over the evaluated users `user_ids` ([U])."""
+    between its groups of at least `min_size` users, with every group's means and sizes, over the
+    evaluated users `user_ids` ([U])."""
     users = np.asarray(user_ids, np.int64)
     out = {}
     for name, labels in groupings.items():
         of_user = np.asarray(labels, object)[users]
-        rcum, tint = user_group_gap(returns, of_user), user_group_gap(lengths, of_user)
-        out[name] = {"Rcum_gap": rcum["gap"], "Tint_gap": tint["gap"], "Rcum": rcum["means"], "Tint": tint["means"]}
+        rcum, tint = user_group_gap(returns, of_user, min_size), user_group_gap(lengths, of_user, min_size)
+        out[name] = {"Rcum_gap": rcum["gap"], "Tint_gap": tint["gap"], "Rcum": rcum["means"], "Tint": tint["means"],
+                     "users": rcum["sizes"]}
     return out

@@ -55,3 +55,27 @@ def test_one_seed_rows_claim_no_spread(tmp_path: Path) -> None:
     text = write_report([tmp_path]).read_text()
     assert "| lerl | 1 | 17.00 | 12.000 |" in text
     assert "Tint 1.31x (one seed: spread unknown)" in text
+
+
+def test_the_protocols_columns_appear_when_every_run_carries_them_and_summary_json_holds_all(tmp_path: Path) -> None:
+    beyond = {"gap_closed": 0.4, "div_ratio": 0.2, "popularity_bias": 0.8, "serendipity": 0.1, "MGU": 0.2,
+              "DGU": 0.5, "gender_Rcum_gap": 0.3, "age_Rcum_gap": 0.6}
+    for seed in (0, 1):
+        run = _run(tmp_path, "lerl", seed, 10.0, 5.0 + seed)
+        evaluation = json.loads((run / "eval.json").read_text())
+        evaluation["trained"].update(beyond, convergence_env_steps=2000.0 + 1000 * seed)
+        evaluation["random"].update(beyond, oracle=False)
+        evaluation["greedy"] = {**METRICS, **beyond, "oracle": True}
+        (run / "eval.json").write_text(json.dumps(evaluation))
+    text = write_report([tmp_path]).read_text()
+    assert "| policy | seeds | Tint | Rcum | Rsin | gap closed | coverage | diversity | novelty | DivRatio | pop-bias |" \
+           " serendipity | MGU | DGU | gender gap | age gap | converged at |" in text
+    assert "| lerl | 2 | 10.00 ± 0.00 | 5.500 ± 0.707 |" in text and "| 2500 ± 707 |" in text
+    assert "| greedy (reference) * | 2 |" in text and "| random (reference) | 2 |" in text
+    assert text.split("| greedy (reference) * |")[1].splitlines()[0].endswith("| – |")   # no curve of its own
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["rows"]["lerl"]["MGU"] == [0.2, 0.0] and summary["rows"]["greedy (reference)"]["oracle"] is True
+    assert len(summary["runs"]) == 2 and summary["runs"][0]["eval"]["trained"]["DGU"] == 0.5
+    # Older runs without the later metrics: the report keeps to the columns they all have.
+    _run(tmp_path, "old", 0, 9.0, 4.0)
+    assert "| DivRatio |" not in write_report([tmp_path]).read_text()

@@ -29,7 +29,7 @@ def test_a_reference_row_carries_every_metric_of_the_protocol(world):
     assert "beyond accuracy" in table and "DivRatio" in table and "gender-gap" not in table
 
 
-def test_summarise_by_hand_on_a_made_up_run(world):
+def test_summarise_by_hand_on_a_made_up_run(world, monkeypatch):
     """Two users, two slates each: DivRatio, serendipity and the user groups' gaps as computed by hand."""
     world.data.user_features["gender"] = np.array(["F" if u % 2 else "M" for u in range(world.num_users)], object)
     try:
@@ -38,6 +38,9 @@ def test_summarise_by_hand_on_a_made_up_run(world):
         clicks[0, 0] = clicks[2, :2] = 1.0
         run = EpisodeRun(lengths=np.array([2, 2], np.int32), returns=np.array([1.0, 3.0]), slates=slates,
                          clicks=clicks, slate_users=np.array([2, 2, 3, 3]), user_ids=np.array([2, 3]))
+        import learner.evaluation as evaluation
+
+        monkeypatch.setattr(evaluation, "MIN_GROUP_USERS", 1)   # two users: one per group
         row = summarise(world, run)
         assert row["div_ratio"] == pytest.approx(19 / 24)
         categories = set(world.item_category[world.start_items[[2, 3]][world.start_items[[2, 3]] >= 0]].tolist())

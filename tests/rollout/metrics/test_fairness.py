@@ -50,6 +50,10 @@ def test_user_group_gap_over_known_groups_only():
     values = [1.0, 3.0, 2.0, 10.0]
     out = user_group_gap(values, np.array(["F", "M", "F", None], object))
     assert out["means"] == {"F": 1.5, "M": 3.0} and out["gap"] == pytest.approx(1.5)
+    assert out["sizes"] == {"F": 2, "M": 1}
+    # Groups below the minimum size are reported but not compared.
+    small = user_group_gap(values, np.array(["F", "M", "F", None], object), min_size=2)
+    assert small["means"] == out["means"] and math.isnan(small["gap"])
     one = user_group_gap([1.0, 2.0], np.array(["F", "F"], object))
     assert one["means"] == {"F": 1.5} and math.isnan(one["gap"])       # nothing to compare
     assert math.isnan(user_group_gap([], np.array([], object))["gap"])
@@ -70,3 +74,4 @@ def test_user_fairness_reads_each_evaluated_users_group():
     out = user_fairness(np.array([0, 1, 1, 2]), np.array([4, 2, 4, 6]), np.array([2.0, 1.0, 1.0, 3.0]), groupings)
     assert out["gender"]["Rcum"] == {"F": 1.0, "M": 2.5} and out["gender"]["Rcum_gap"] == pytest.approx(1.5)
     assert out["gender"]["Tint"] == {"F": 3.0, "M": 5.0} and out["gender"]["Tint_gap"] == pytest.approx(2.0)
+    assert out["gender"]["users"] == {"F": 2, "M": 2}
