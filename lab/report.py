@@ -26,6 +26,7 @@ METRICS = (("Tint", "Tint", 2), ("Rcum", "Rcum", 3), ("Rsin", "Rsin", 3), ("gap_
            ("coverage", "coverage", 3), ("diversity", "diversity", 3), ("novelty", "novelty", 2),
            ("div_ratio", "DivRatio", 3), ("popularity_bias", "pop-bias", 3), ("serendipity", "serendipity", 3),
            ("MGU", "MGU", 3), ("DGU", "DGU", 3), ("gender_Rcum_gap", "gender gap", 3), ("age_Rcum_gap", "age gap", 3),
+           ("explanation_faithful", "expl. faithful", 2), ("explanation_judge", "expl. judge", 2),
            ("convergence_env_steps", "converged at", 0))
 """Every column a report can show (`rollout.metrics`, via learner.evaluation.summarise); a report
 shows those that every row of its runs carries (older runs lack the later metrics)."""
@@ -176,7 +177,9 @@ def write_report(roots: list[Path], out: Path | None = None) -> Path:
               "pop-bias: mean popularity percentile; serendipity: liked and outside the user's history "
               "categories; MGU / DGU: mean / largest gap between a popularity fifth's share of exposure "
               "and of the catalog; gender / age gap: largest - smallest group mean Rcum; converged at: "
-              "env steps to 90 % of the way from the first to the final training return)."]
+              "env steps to 90 % of the way from the first to the final training return; expl. faithful / judge: "
+              "share of sampled explanations naming only what is in the slate or history / the judge's 1-5 "
+              "rating, `learner/explanations.py`)."]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     summary = {"worlds": worlds, "evaluation_users": users, "rows": rows,

@@ -138,6 +138,10 @@ class RunConfig:
     """Evaluation users (a fixed, seeded set) for the final trained-versus-random comparison; 0 = skip."""
     eval_seed: int = 2024
     """Seed that picks the evaluation users and their episodes' randomness."""
+    explain_slates: int = 12
+    """After evaluation, this many slates (seeded) of each explained policy (trained, greedy and
+    greedy+planner: without and with the planner) get an Explain answer, scored for faithfulness,
+    length and validity and by the planner service's judge (learner.explanations); 0 = none."""
     planner_ready_timeout_s: float = 600.0
     """How long to wait for the planner service to report SERVING at start-up (an LLM engine
     starts in ~20 s on a CPU; the embedded model is converted once, ~30 s more)."""
@@ -149,7 +153,7 @@ class RunConfig:
                           ("planner_tensor_parallel", 1), ("learner_torch_threads", 1)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
-        for name in ("batches_per_iteration", "time_budget_s", "checkpoint_every", "eval_users", "learner_num_cpus",
+        for name in ("batches_per_iteration", "time_budget_s", "checkpoint_every", "eval_users", "explain_slates", "learner_num_cpus",
                      "reflections_per_plan", "max_batches_in_flight", "max_policy_lag",
                      "chaos_kill_rollout_every", "chaos_kill_planner_every", "chaos_planner_hang_every",
                      "chaos_corrupt_batch_every", "chaos_kill_rollout_every_s", "chaos_planner_hang_s"):

@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 from tqdm import tqdm
 
+from learner.explanations import explanation_table
 from policy.networks import PolicyConfig
 from rollout.actor import RolloutConfig, RolloutWorker, worker_seeds
 from rollout.episodes import EpisodeRun, run_episodes
@@ -81,28 +82,34 @@ def summarise(world: World, run: EpisodeRun) -> dict:
     return metrics
 
 
-def evaluate_episodes(world: World, cfg: WorldConfig, users: np.ndarray, seed: int, make_act) -> dict:
+def evaluate_episodes(world: World, cfg: WorldConfig, users: np.ndarray, seed: int, make_act,
+                      runs: dict | None = None, name: str = "") -> dict:
     """Episode and slate metrics of one episode per user in `users`, the slates chosen by
     `make_act(env)` (the `act` of `rollout.episodes.run_episodes` for that env), on the
-    evaluation's env: every policy evaluated this way meets the same dice."""
+    evaluation's env: every policy evaluated this way meets the same dice. `runs[name]` keeps
+    the episodes themselves when `runs` is given (what the explanations read)."""
     env = UserBatchEnv(world, cfg, len(users), worker_seeds(seed, EVAL_WORKER_INDEX)[0])
     env.reset(users)
-    return summarise(world, run_episodes(env, make_act(env), cfg.max_steps))
+    run = run_episodes(env, make_act(env), cfg.max_steps)
+    if runs is not None:
+        runs[name] = run
+    return summarise(world, run)
 
 
-def evaluate_reference(world: World, cfg: WorldConfig, name: str, users: np.ndarray, seed: int) -> dict:
+def evaluate_reference(world: World, cfg: WorldConfig, name: str, users: np.ndarray, seed: int,
+                       runs: dict | None = None) -> dict:
     """Episode and slate metrics of a reference policy on `users` (one episode each)."""
     policy = ReferencePolicy(name, seed)
 
     def make_act(env: UserBatchEnv):
         return lambda step, active: (policy.act(env), {})
 
-    return evaluate_episodes(world, cfg, users, seed, make_act)
+    return evaluate_episodes(world, cfg, users, seed, make_act, runs, name)
 
 
 def evaluate_worker(world: World, cfg: WorldConfig, policy: PolicyConfig, rollout: RolloutConfig,
                     planner_address: str | None, weights: dict | None, act: str, users: np.ndarray,
-                    seed: int) -> dict:
+                    seed: int, runs: dict | None = None, name: str = "") -> dict:
     """Metrics of the learned policy (act="mean": deterministic) or of random ranking inside the
     planner's categories (act="random"), through the same RolloutWorker that training uses."""
     rollout = replace(rollout, users_per_actor=len(users))
@@ -113,22 +120,26 @@ def evaluate_worker(world: World, cfg: WorldConfig, policy: PolicyConfig, rollou
     finally:
         worker.close()
     metrics = summarise(world, worker.last_run)
+    if runs is not None:
+        runs[name] = worker.last_run
     metrics["planner_fallbacks"] = stats.planner_fallbacks
     return metrics
 
 
 def evaluate_against_references(world: World, cfg: WorldConfig, policy: PolicyConfig, rollout: RolloutConfig,
                                 planner_address: str | None, weights: dict, users: np.ndarray,
-                                seed: int) -> dict[str, dict]:
+                                seed: int, runs: dict | None = None) -> dict[str, dict]:
     """The trained policy against every reference policy and random recommendations inside the
-    planner's categories, all on the same users and dice."""
-    jobs = [(name, lambda name=name: evaluate_reference(world, cfg, name, users, seed)) for name in REFERENCE_POLICIES]
+    planner's categories, all on the same users and dice; `runs` (when given) keeps each row's
+    episodes by name."""
+    jobs = [(name, lambda name=name: evaluate_reference(world, cfg, name, users, seed, runs))
+            for name in REFERENCE_POLICIES]
     if rollout.use_planner:
         for name, mode in (("random+planner", "random"), ("greedy+planner", "oracle")):
-            jobs.append((name, lambda mode=mode: evaluate_worker(world, cfg, policy, rollout, planner_address, None,
-                                                                 mode, users, seed)))
+            jobs.append((name, lambda name=name, mode=mode: evaluate_worker(
+                world, cfg, policy, rollout, planner_address, None, mode, users, seed, runs, name)))
     jobs.append(("trained", lambda: evaluate_worker(world, cfg, policy, rollout, planner_address, weights, "mean",
-                                                    users, seed)))
+                                                    users, seed, runs, "trained")))
     rows = {}
     for name, job in tqdm(jobs, desc="evaluating", unit="policy", disable=not sys.stderr.isatty()):
         rows[name] = job()
@@ -200,4 +211,7 @@ def evaluation_table(results: dict[str, dict]) -> str:
         lines.append(f"  trained vs random: Rcum {100 * gain:+.1f}%")
     if any("div_ratio" in m for m in results.values()):
         lines += ["", beyond_accuracy_table(results)]
+    explained = {name: m["explanations"] for name, m in results.items() if "explanations" in m}
+    if explained:
+        lines += ["", explanation_table(explained)]
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from planner_api.heuristics import (
     HEURISTIC_BACKEND_NAME,
     heuristic_explain,
+    heuristic_judge,
     heuristic_plan,
     heuristic_propose,
     heuristic_reflect,
@@ -41,6 +42,10 @@ class PlannerBackend(abc.ABC):
     async def explain(self, req: planner_pb2.ExplainRequest) -> planner_pb2.ExplainResponse:
         """One sentence on why the slate suits the user."""
 
+    @abc.abstractmethod
+    async def judge(self, req: planner_pb2.JudgeRequest) -> planner_pb2.JudgeResponse:
+        """A 1-5 rating of each case's explanation (the LLM as the judge of explanations)."""
+
     def stats(self) -> dict:
         """Counters worth logging (the vllm backend: tokens, prefix-cache hits, invalid answers)."""
         return {}
@@ -73,6 +78,10 @@ class HeuristicBackend(PlannerBackend):
     async def explain(self, req: planner_pb2.ExplainRequest) -> planner_pb2.ExplainResponse:
         """heuristic_explain: the slate's main categories and the user's best-liked one."""
         return heuristic_explain(req)
+
+    async def judge(self, req: planner_pb2.JudgeRequest) -> planner_pb2.JudgeResponse:
+        """heuristic_judge: a rule on what the explanation names (labelled heuristic, not an LLM)."""
+        return heuristic_judge(req)
 
 
 class RandomCategoriesBackend(HeuristicBackend):

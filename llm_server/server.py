@@ -1,4 +1,4 @@
-"""The planner gRPC service (grpc.aio): Plan, Reflect, Propose and Explain over a backend, plus
+"""The planner gRPC service (grpc.aio): Plan, Reflect, Propose, Explain and Judge over a backend, plus
 the gRPC health service.
 
 Run it with `python -m llm_server` (or `llmrec-planner`), start it inside a program with
@@ -28,10 +28,12 @@ from planner_api.contract import (
     PLANNER_SERVICE_NAME,
     RPC_NAMES,
     check_explain_response,
+    check_judge_response,
     check_plan_response,
     check_propose_response,
     check_reflect_response,
     validate_explain_request,
+    validate_judge_request,
     validate_plan_request,
     validate_propose_request,
     validate_reflect_request,
@@ -79,11 +81,13 @@ _PROPOSE = _RpcSpec("Propose", planner_pb2.ProposeRequest, validate_propose_requ
                     planner_pb2.ProposeResponse, check_propose_response, "queries")
 _EXPLAIN = _RpcSpec("Explain", planner_pb2.ExplainRequest, validate_explain_request, "explain",
                     planner_pb2.ExplainResponse, check_explain_response, "slate")
-_RPCS = (_PLAN, _REFLECT, _PROPOSE, _EXPLAIN)
+_JUDGE = _RpcSpec("Judge", planner_pb2.JudgeRequest, validate_judge_request, "judge",
+                  planner_pb2.JudgeResponse, check_judge_response, "cases")
+_RPCS = (_PLAN, _REFLECT, _PROPOSE, _EXPLAIN, _JUDGE)
 
 
 class PlannerService:
-    """Plan, Reflect, Propose, Explain, served by one generic handler (`_service_handler`, which
+    """Plan, Reflect, Propose, Explain, Judge, served by one generic handler (`_service_handler`, which
     takes the raw bytes so that undecodable requests get INVALID_ARGUMENT): each validates the
     request, asks the backend and checks the answer against the contract.
 

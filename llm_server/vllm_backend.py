@@ -9,6 +9,7 @@ heuristic fill-in.
   candidate letters) and the user's ranking of categories is read from the letters'
   log-probabilities; categories the model did not rank come after, in the heuristic's order.
 - Reflect and Explain: one sentence, constrained by a regular expression (no markup, bounded length).
+- Judge: one constrained digit per explanation; the score is the rating expected under the digits' log-probabilities.
 - Propose: a JSON list of candidate numbers (JSON-schema constraint), mapped back to item ids.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 import os
 import uuid
 from dataclasses import dataclass
@@ -24,7 +26,14 @@ from dataclasses import dataclass
 from llm_server import prompts
 from llm_server.backends import PlannerBackend
 from llm_server.models import resolve_model
-from planner_api.heuristics import heuristic_explain, heuristic_plan, heuristic_propose, heuristic_reflect
+from planner_api.heuristics import (
+    HEURISTIC_BACKEND_NAME,
+    heuristic_explain,
+    heuristic_judge,
+    heuristic_plan,
+    heuristic_propose,
+    heuristic_reflect,
+)
 from protos import planner_pb2
 
 log = logging.getLogger(__name__)
@@ -144,7 +153,7 @@ class VLLMBackend(PlannerBackend):
             computed = c.get("plan_prompt_tokens", 0) - c.get("plan_cached_prompt_tokens", 0)
             c["plan_computed_tokens_per_user"] = computed / c["plan_users"]
             c["plan_tokens_not_computed_share"] = 1 - computed / max(c["plan_user_prompt_tokens"], 1)
-        for role in ("plan", "reflect", "propose", "explain"):  # per role: plans are built to reuse prefixes
+        for role in ("plan", "reflect", "propose", "explain", "judge"):  # per role: plans are built to reuse prefixes
             if c.get(f"{role}_prompt_tokens"):
                 c[f"{role}_prefix_cache_hit_rate"] = c[f"{role}_cached_prompt_tokens"] / c[f"{role}_prompt_tokens"]
         return c
@@ -320,5 +329,41 @@ class VLLMBackend(PlannerBackend):
                                                    params, "explain")).text, 280)
         valid = len(text) >= 10 and len(text.encode()) <= 300
         self._count(valid)
+        # A replaced answer says so: the backend of the text is the heuristic's.
         return planner_pb2.ExplainResponse(explanation=text if valid else heuristic_explain(req).explanation,
-                                           backend=self.name)
+                                           backend=self.name if valid else HEURISTIC_BACKEND_NAME)
+
+    async def judge(self, req: planner_pb2.JudgeRequest) -> planner_pb2.JudgeResponse:
+        """Each case rated by one constrained digit; the score is the rating expected under the
+        log-probabilities of the five digits (a graded score, not just the top digit). A case the
+        engine fails on gets the heuristic rule's rating (counted as invalid)."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        template = await self._chat_template()
+        digits = ["1", "2", "3", "4", "5"]
+        params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(digits),
+                                structured_outputs=StructuredOutputsParams(choice=digits))
+        fallback = heuristic_judge(req)
+
+        async def one(index: int, case: planner_pb2.JudgeCase) -> float:
+            try:
+                out = await self._generate(prompts.judge_prompt(case, req.category_names, template), params, "judge")
+            except Exception as exc:  # noqa: BLE001 - e.g. a prompt over max_model_len: this case only
+                self._fail("Judge", exc)
+                return fallback.scores[index]
+            chosen = out.text.strip()
+            valid = chosen in digits
+            self._count(valid)
+            if not valid:
+                return fallback.scores[index]
+            probs: dict[str, float] = {}
+            for logprob in (out.logprobs[0].values() if out.logprobs else ()):
+                token = (logprob.decoded_token or "").strip()
+                if token in digits:
+                    probs[token] = max(probs.get(token, 0.0), math.exp(logprob.logprob))
+            total = sum(probs.values())
+            return sum(int(d) * p for d, p in probs.items()) / total if total > 0 else float(chosen)
+
+        scores = await asyncio.gather(*(one(i, case) for i, case in enumerate(req.cases)))
+        return planner_pb2.JudgeResponse(scores=[min(5.0, max(1.0, s)) for s in scores], backend=self.name)

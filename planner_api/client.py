@@ -28,12 +28,14 @@ from planner_api.contract import (
     PLANNER_SERVICE_NAME,
     RPC_NAMES,
     validate_explain_request,
+    validate_judge_request,
     validate_plan_request,
     validate_propose_request,
     validate_reflect_request,
 )
 from planner_api.heuristics import (
     heuristic_explain,
+    heuristic_judge,
     heuristic_plan,
     heuristic_propose,
     heuristic_reflect,
@@ -49,6 +51,7 @@ _LOCAL_RULES: dict[str, tuple[Callable[[Message], None], Callable[[Message], Mes
     "Reflect": (validate_reflect_request, heuristic_reflect),
     "Propose": (validate_propose_request, heuristic_propose),
     "Explain": (validate_explain_request, heuristic_explain),
+    "Judge": (validate_judge_request, heuristic_judge),
 }
 
 
@@ -151,7 +154,7 @@ def channel_target(address: str) -> tuple[str, list[tuple[str, str]]]:
 class PlannerClient(_Counters):
     """A gRPC client of the planner service that falls back to the heuristics on failure.
 
-    One method per RPC: plan, reflect, propose, explain; each returns (response, fell_back).
+    One method per RPC: plan, reflect, propose, explain, judge; each returns (response, fell_back).
     Counters: see `_Counters` (`calls`, `fallbacks`, `total_latency_s`, `by_method[rpc]`).
     Safe to share between threads.
 
@@ -200,6 +203,12 @@ class PlannerClient(_Counters):
     ) -> tuple[planner_pb2.ExplainResponse, bool]:
         """One sentence on why a slate suits the user: returns (response, fell_back)."""
         return self._call("Explain", req, timeout_s)
+
+    def judge(
+        self, req: planner_pb2.JudgeRequest, timeout_s: float
+    ) -> tuple[planner_pb2.JudgeResponse, bool]:
+        """A 1-5 rating per explanation (the LLM as judge): returns (response, fell_back)."""
+        return self._call("Judge", req, timeout_s)
 
     def _call(self, method: str, req: Message, timeout_s: float) -> tuple[Message, bool]:
         """Calls RPC `method` with a deadline of timeout_s seconds.
@@ -327,6 +336,12 @@ class InProcessPlanner(_Counters):
     ) -> tuple[planner_pb2.ExplainResponse, bool]:
         """heuristic_explain on a validated request: returns (response, False)."""
         return self._call("Explain", req)
+
+    def judge(
+        self, req: planner_pb2.JudgeRequest, timeout_s: float
+    ) -> tuple[planner_pb2.JudgeResponse, bool]:
+        """heuristic_judge on a validated request: returns (response, False)."""
+        return self._call("Judge", req)
 
     def _call(self, method: str, req: Message) -> tuple[Message, bool]:
         """Validates and answers one request; an invalid one raises and is not counted."""

@@ -20,7 +20,7 @@ from protos import planner_pb2
 # --- limits documented in protos/planner.proto ---------------------------------------------
 # Plan
 # The RPCs of the Planner service, in the .proto's order.
-RPC_NAMES: tuple[str, ...] = ("Plan", "Reflect", "Propose", "Explain")
+RPC_NAMES: tuple[str, ...] = ("Plan", "Reflect", "Propose", "Explain", "Judge")
 
 MIN_USERS = 1
 MAX_USERS = 4096
@@ -50,6 +50,11 @@ MAX_PROPOSED_ITEMS = 20
 MIN_SLATE = 1
 MAX_SLATE = 32
 MAX_EXPLANATION_BYTES = 300
+# Judge
+MIN_CASES = 1
+MAX_CASES = 64
+MIN_JUDGE_SCORE = 1.0
+MAX_JUDGE_SCORE = 5.0
 
 # One batched request of 4096 users with full histories runs to tens of MiB; gRPC's default
 # 4 MiB limit would reject it, so both ends raise the limit.
@@ -324,6 +329,18 @@ def validate_explain_request(req: planner_pb2.ExplainRequest) -> None:
     _validate_items("slate", req.slate, n_names, MIN_SLATE, MAX_SLATE, distinct=False)
 
 
+def validate_judge_request(req: planner_pb2.JudgeRequest) -> None:
+    """Enforces every limit of JudgeRequest; ValueError naming the field, e.g.
+    "cases[2].explanation is 301 bytes; at most 300"."""
+    _check_count("cases", len(req.cases), MIN_CASES, MAX_CASES, "cases")
+    n_names = _check_category_names(req.category_names)
+    _validate_histories([f"cases[{i}].history" for i in range(len(req.cases))],
+                        [case.history for case in req.cases], n_names, MAX_HISTORY)
+    for i, case in enumerate(req.cases):
+        _validate_items(f"cases[{i}].slate", case.slate, n_names, MIN_SLATE, MAX_SLATE, distinct=False)
+        _check_bytes(f"cases[{i}].explanation", case.explanation, MAX_EXPLANATION_BYTES)
+
+
 # --- answers (a failing check is a bug of whoever answered) ----------------------------------
 
 
@@ -388,3 +405,11 @@ def check_explain_response(
     MAX_EXPLANATION_BYTES."""
     del req  # every explanation within the byte limit answers any request
     _check_bytes("explanation", resp.explanation, MAX_EXPLANATION_BYTES)
+
+
+def check_judge_response(req: planner_pb2.JudgeRequest, resp: planner_pb2.JudgeResponse) -> None:
+    """Checks an answer to a valid JudgeRequest: one score per case, each in [1, 5]."""
+    _check_answer_count("scores", len(resp.scores), len(req.cases), "case")
+    for i, score in enumerate(resp.scores):
+        if not MIN_JUDGE_SCORE <= score <= MAX_JUDGE_SCORE:  # negated range test: NaN fails too
+            raise ValueError(f"scores[{i}]={score} is outside [{MIN_JUDGE_SCORE:g}, {MAX_JUDGE_SCORE:g}]")

@@ -24,6 +24,7 @@ from planner_api.contract import (
     truncate_utf8,
 )
 from planner_api.history import column_array, concat_column
+from planner_api.explanations import faithfulness, rule_score
 from protos import planner_pb2
 
 HEURISTIC_BACKEND_NAME = "heuristic"
@@ -328,3 +329,18 @@ def heuristic_explain(req: planner_pb2.ExplainRequest) -> planner_pb2.ExplainRes
         explanation=truncate_utf8(sentence, MAX_EXPLANATION_BYTES),
         backend=HEURISTIC_BACKEND_NAME,
     )
+
+
+# --- Judge --------------------------------------------------------------------------------
+
+
+def heuristic_judge(req: planner_pb2.JudgeRequest) -> planner_pb2.JudgeResponse:
+    """The deterministic no-LLM judge: each case's explanation rated 1-5 by
+    `planner_api.explanations.rule_score` against its slate and history (categories and titles),
+    backend "heuristic". Expects a request that passes `validate_judge_request`."""
+    response = planner_pb2.JudgeResponse(backend=HEURISTIC_BACKEND_NAME)
+    for case in req.cases:
+        check = faithfulness(case.explanation, (item.category_id for item in case.slate), case.history.category_ids,
+                             req.category_names, (item.title for item in case.slate), case.history.titles)
+        response.scores.append(rule_score(check, len(case.explanation.split())))
+    return response

@@ -161,3 +161,31 @@ class ExplainResponse(_message.Message):
     explanation: str
     backend: str
     def __init__(self, explanation: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
+
+class JudgeCase(_message.Message):
+    __slots__ = ("history", "slate", "explanation")
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    SLATE_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    history: History
+    slate: _containers.RepeatedCompositeFieldContainer[CandidateItem]
+    explanation: str
+    def __init__(self, history: _Optional[_Union[History, _Mapping]] = ..., slate: _Optional[_Iterable[_Union[CandidateItem, _Mapping]]] = ..., explanation: _Optional[str] = ...) -> None: ...
+
+class JudgeRequest(_message.Message):
+    __slots__ = ("cases", "category_names", "seed")
+    CASES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_NAMES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    cases: _containers.RepeatedCompositeFieldContainer[JudgeCase]
+    category_names: _containers.RepeatedScalarFieldContainer[str]
+    seed: int
+    def __init__(self, cases: _Optional[_Iterable[_Union[JudgeCase, _Mapping]]] = ..., category_names: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class JudgeResponse(_message.Message):
+    __slots__ = ("scores", "backend")
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    backend: str
+    def __init__(self, scores: _Optional[_Iterable[float]] = ..., backend: _Optional[str] = ...) -> None: ...

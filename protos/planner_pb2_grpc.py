@@ -54,6 +54,11 @@ class PlannerStub:
                 request_serializer=protos_dot_planner__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=protos_dot_planner__pb2.ExplainResponse.FromString,
                 _registered_method=True)
+        self.Judge = channel.unary_unary(
+                '/recrl.planner.v2.Planner/Judge',
+                request_serializer=protos_dot_planner__pb2.JudgeRequest.SerializeToString,
+                response_deserializer=protos_dot_planner__pb2.JudgeResponse.FromString,
+                _registered_method=True)
 
 
 class PlannerServicer:
@@ -84,6 +89,12 @@ class PlannerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Judge(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PlannerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +117,11 @@ def add_PlannerServicer_to_server(servicer, server):
                     servicer.Explain,
                     request_deserializer=protos_dot_planner__pb2.ExplainRequest.FromString,
                     response_serializer=protos_dot_planner__pb2.ExplainResponse.SerializeToString,
+            ),
+            'Judge': grpc.unary_unary_rpc_method_handler(
+                    servicer.Judge,
+                    request_deserializer=protos_dot_planner__pb2.JudgeRequest.FromString,
+                    response_serializer=protos_dot_planner__pb2.JudgeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +232,33 @@ class Planner:
             '/recrl.planner.v2.Planner/Explain',
             protos_dot_planner__pb2.ExplainRequest.SerializeToString,
             protos_dot_planner__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Judge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recrl.planner.v2.Planner/Judge',
+            protos_dot_planner__pb2.JudgeRequest.SerializeToString,
+            protos_dot_planner__pb2.JudgeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,7 +11,13 @@ from google.protobuf.message import Message
 from llm_server.backends import HeuristicBackend, PlannerBackend
 from llm_server.server import PlannerServerActor
 from planner_api.contract import RPC_NAMES
-from planner_api.heuristics import heuristic_explain, heuristic_plan, heuristic_propose, heuristic_reflect
+from planner_api.heuristics import (
+    heuristic_explain,
+    heuristic_judge,
+    heuristic_plan,
+    heuristic_propose,
+    heuristic_reflect,
+)
 from planner_api.history import slice_history
 from protos import planner_pb2
 
@@ -58,6 +64,15 @@ def explain_request() -> planner_pb2.ExplainRequest:
     )
 
 
+def judge_request() -> planner_pb2.JudgeRequest:
+    """A valid request: three explanations of the explain request's slate."""
+    explain = explain_request()
+    req = planner_pb2.JudgeRequest(category_names=explain.category_names, seed=5)
+    for text in ("Mostly c0 and c1, like the c0 you liked.", "Something for everyone.", "More c5 items."):
+        req.cases.add(history=explain.history, slate=explain.slate, explanation=text)
+    return req
+
+
 # RPC name -> (valid request, the heuristic that answers it, a change that makes the request
 # invalid, the message the server answers it with).
 ROLES: dict[str, tuple[Callable[[], Message], Callable[[Message], Message],
@@ -74,6 +89,8 @@ ROLES: dict[str, tuple[Callable[[], Message], Callable[[Message], Message],
                 lambda r: setattr(r.slate[4], "category_id", 6),
                 "slate[4].category_id=6 is not a valid category id "
                 "(need 0 <= id < len(category_names)=6)"),
+    "Judge": (judge_request, heuristic_judge, lambda r: setattr(r.cases[1], "explanation", "é" * 151),
+              "cases[1].explanation is 302 bytes; at most 300"),
 }
 
 
@@ -91,7 +108,7 @@ class SleepyBackend(HeuristicBackend):
     """The heuristic backend, answering only after a delay (to miss a client's deadline)."""
 
     name = "sleepy"
-    plan, reflect, propose, explain = (_delayed(rpc.lower()) for rpc in RPC_NAMES)
+    plan, reflect, propose, explain, judge = (_delayed(rpc.lower()) for rpc in RPC_NAMES)
 
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s

@@ -22,11 +22,13 @@ OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 TOO_BIG = grpc.StatusCode.RESOURCE_EXHAUSTED
 
-RPCS = ("Plan", "Reflect", "Propose", "Explain")
+RPCS = ("Plan", "Reflect", "Propose", "Explain", "Judge")
 REQUEST_TYPES = {"Plan": planner_pb2.PlanRequest, "Reflect": planner_pb2.ReflectRequest,
-                 "Propose": planner_pb2.ProposeRequest, "Explain": planner_pb2.ExplainRequest}
+                 "Propose": planner_pb2.ProposeRequest, "Explain": planner_pb2.ExplainRequest,
+                 "Judge": planner_pb2.JudgeRequest}
 RESPONSE_TYPES = {"Plan": planner_pb2.PlanResponse, "Reflect": planner_pb2.ReflectResponse,
-                  "Propose": planner_pb2.ProposeResponse, "Explain": planner_pb2.ExplainResponse}
+                  "Propose": planner_pb2.ProposeResponse, "Explain": planner_pb2.ExplainResponse,
+                  "Judge": planner_pb2.JudgeResponse}
 
 MARKER = "\x02\x03\x04\x05MARK"  # replaced by invalid UTF-8 bytes of the same length
 INVALID_UTF8 = [b"\xff", b"\xfe\xfe", b"\xc3\x28", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\x80"]
@@ -101,8 +103,20 @@ def valid_explain(rng: random.Random) -> planner_pb2.ExplainRequest:
                                          title=_text(rng)) for _ in range(rng.randint(1, 8))])
 
 
+def valid_judge(rng: random.Random) -> planner_pb2.JudgeRequest:
+    names = _names(rng)
+    req = planner_pb2.JudgeRequest(category_names=names, seed=rng.randrange(2**64))
+    n = len(names)
+    for _ in range(rng.randint(1, 6)):
+        req.cases.add(history=_history(rng, n, rng.randint(0, 20)), explanation=_text(rng)[:60],
+                      slate=[planner_pb2.CandidateItem(item_id=rng.randrange(50), category_id=rng.randrange(n),
+                                                       title=_text(rng)) for _ in range(rng.randint(1, 8))])
+    return req
+
+
 VALID: dict[str, Callable[[random.Random], object]] = {
-    "Plan": valid_plan, "Reflect": valid_reflect, "Propose": valid_propose, "Explain": valid_explain}
+    "Plan": valid_plan, "Reflect": valid_reflect, "Propose": valid_propose, "Explain": valid_explain,
+    "Judge": valid_judge}
 
 NAN = float("nan")
 
@@ -213,13 +227,23 @@ MUTATIONS: dict[str, list[tuple[Callable, str]]] = {
         (lambda r, g: setattr(r.slate[0], "item_id", -9), "item_id"),
         (lambda r, g: _append(r.history, feedback=NAN), "feedback"),
     ],
+    "Judge": [
+        (lambda r, g: r.ClearField("cases"), "cases"),
+        (lambda r, g: r.cases.extend(r.cases[0] for _ in range(64)), "cases"),
+        (lambda r, g: r.cases[0].ClearField("slate"), "slate"),
+        (lambda r, g: setattr(r.cases[0], "explanation", "x" * 301), "explanation"),
+        (lambda r, g: _append(r.cases[0].history, category_id=len(r.category_names)), "category_ids"),
+        (lambda r, g: _append(r.cases[0].history, feedback=NAN), "feedback"),
+        (lambda r, g: setattr(r.cases[0].slate[0], "item_id", -3), "item_id"),
+    ],
 }
 
 
 def _with_marker(rpc: str, req, rng: random.Random) -> str:
     """Puts MARKER into one string field of `req`; returns the word naming that field."""
     choices = {"Plan": ["titles", "reflections", "category_names"], "Reflect": ["category_names"],
-               "Propose": ["title", "category_names"], "Explain": ["title", "category_names"]}[rpc]
+               "Propose": ["title", "category_names"], "Explain": ["title", "category_names"],
+               "Judge": ["explanation", "category_names"]}[rpc]
     where = rng.choice(choices)
     if where == "category_names":
         req.category_names[rng.randrange(len(req.category_names))] = MARKER
@@ -229,6 +253,8 @@ def _with_marker(rpc: str, req, rng: random.Random) -> str:
         _put(_first_user_with_history(req), "titles", MARKER)
     elif rpc == "Propose":
         req.queries[0].candidates[0].title = MARKER
+    elif rpc == "Judge":
+        req.cases[0].explanation = MARKER
     else:
         req.slate[0].title = MARKER
     return where

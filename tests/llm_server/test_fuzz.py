@@ -25,7 +25,13 @@ import pytest
 
 from fuzz_cases import OK, REQUEST_TYPES, RESPONSE_TYPES, RPCS, TOO_BIG, VALID, Case, make_case
 from planner_api import contract
-from planner_api.heuristics import heuristic_explain, heuristic_plan, heuristic_propose, heuristic_reflect
+from planner_api.heuristics import (
+    heuristic_explain,
+    heuristic_judge,
+    heuristic_plan,
+    heuristic_propose,
+    heuristic_reflect,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEED = 20_240_611
@@ -40,9 +46,10 @@ RPC_TIMEOUT_S = 30.0
 RSS_GROWTH_LIMIT_MB = 64.0
 WARMUP_CASES = 400
 CHECKS = {"Plan": contract.check_plan_response, "Reflect": contract.check_reflect_response,
-          "Propose": contract.check_propose_response, "Explain": contract.check_explain_response}
+          "Propose": contract.check_propose_response, "Explain": contract.check_explain_response,
+          "Judge": contract.check_judge_response}
 HEURISTICS = {"Plan": heuristic_plan, "Reflect": heuristic_reflect, "Propose": heuristic_propose,
-              "Explain": heuristic_explain}
+              "Explain": heuristic_explain, "Judge": heuristic_judge}
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(),
                                 reason="reads the server's resident memory from /proc (Linux only)")

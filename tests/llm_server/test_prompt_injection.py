@@ -67,6 +67,15 @@ def hostile_explain(names=NAMES) -> planner_pb2.ExplainRequest:
         slate=[planner_pb2.CandidateItem(item_id=k, category_id=k % len(names), title=HOSTILE[k]) for k in range(6)])
 
 
+def hostile_judge(names=NAMES) -> planner_pb2.JudgeRequest:
+    explain = hostile_explain(names)
+    req = planner_pb2.JudgeRequest(category_names=names, seed=4)
+    for text in HOSTILE:  # an explanation is judged whole (at most 300 bytes): no text to cut here
+        req.cases.add(history=explain.history, slate=explain.slate,
+                      explanation=text if CUT not in text else "A fine pick for you.")
+    return req
+
+
 def hostile_reflect(names=NAMES) -> planner_pb2.ReflectRequest:
     req = planner_pb2.ReflectRequest(category_names=names, seed=1)
     req.sessions.add(user_id=0, shown_categories=[0, 1, 2, 0], feedback=[1, 0, 1, 0], length=4, session_return=2.0)
@@ -86,6 +95,8 @@ def rendered(req, template=body_only) -> list[str]:
         return [prompts.propose_prompt(q, names, template) for q in req.queries]
     if isinstance(req, planner_pb2.ReflectRequest):
         return [prompts.reflect_prompt(s, names, template) for s in req.sessions]
+    if isinstance(req, planner_pb2.JudgeRequest):
+        return [prompts.judge_prompt(c, names, template) for c in req.cases]
     return [prompts.explain_prompt(req, names, template)]
 
 
@@ -100,6 +111,8 @@ def defanged(req):
             item.title = "harmless title"
     for user in getattr(copy, "users", ()):
         user.reflections[:] = ["harmless advice"] * len(user.reflections)
+    for case in getattr(copy, "cases", ()):
+        case.explanation = "harmless explanation"
     return copy
 
 
@@ -107,6 +120,8 @@ def _histories(req):
     for user in getattr(req, "users", ()):
         yield user.history
         yield user.past
+    for case in getattr(req, "cases", ()):
+        yield case.history
     for query in getattr(req, "queries", ()):
         yield query.recent
     if isinstance(req, planner_pb2.ExplainRequest):
@@ -117,9 +132,11 @@ def _items(req):
     for query in getattr(req, "queries", ()):
         yield from query.candidates
     yield from getattr(req, "slate", ())
+    for case in getattr(req, "cases", ()):
+        yield from case.slate
 
 
-BUILDERS = [hostile_plan, hostile_propose, hostile_explain]
+BUILDERS = [hostile_plan, hostile_propose, hostile_explain, hostile_judge]
 
 
 @pytest.mark.parametrize("build", BUILDERS, ids=lambda b: b.__name__)
@@ -202,7 +219,8 @@ def heuristic_client() -> Iterator[PlannerClient]:
 
 def check_answers(answer, req, rpc: str) -> None:
     {"plan": contract.check_plan_response, "propose": contract.check_propose_response,
-     "explain": contract.check_explain_response, "reflect": contract.check_reflect_response}[rpc](req, answer)
+     "explain": contract.check_explain_response, "reflect": contract.check_reflect_response,
+     "judge": contract.check_judge_response}[rpc](req, answer)
     # Text answers never echo titles or reflections. They may name categories (cut, on one line):
     # the heuristic's keep a hostile name's chat markers, harmless there, since a critique reaches a
     # prompt only as a reflection, which clean() strips.
@@ -216,10 +234,10 @@ def check_answers(answer, req, rpc: str) -> None:
 
 
 @pytest.mark.parametrize("names", [NAMES, HOSTILE_NAMES], ids=["names", "hostile-names"])
-@pytest.mark.parametrize("rpc", ["plan", "propose", "explain", "reflect"])
+@pytest.mark.parametrize("rpc", ["plan", "propose", "explain", "reflect", "judge"])
 def test_heuristic_answers_stay_inside_the_allowed_set(heuristic_client, rpc: str, names) -> None:
     req = {"plan": hostile_plan, "propose": hostile_propose, "explain": hostile_explain,
-           "reflect": hostile_reflect}[rpc](names)
+           "reflect": hostile_reflect, "judge": hostile_judge}[rpc](names)
     answer, fell_back = getattr(heuristic_client, rpc)(req, TIMEOUT_S)
     assert not fell_back and answer.backend == "heuristic"
     check_answers(answer, req, rpc)

@@ -50,7 +50,7 @@ class BrokenBackend(PlannerBackend):
     """A backend that fails on every request of every RPC."""
 
     name = "broken"
-    plan = reflect = propose = explain = _fail
+    plan = reflect = propose = explain = judge = _fail
 
 
 # RPC name -> (how LyingBackend breaks the heuristic answer, the server's complaint about it).
@@ -62,6 +62,7 @@ LIES: dict[str, tuple[Callable[[Message], object], str]] = {
                 "proposals[0].item_ids has 11 entries; at most num_items=10"),
     "Explain": (lambda a: setattr(a, "explanation", "é" * 200),
                 "explanation is 400 bytes; at most 300"),
+    "Judge": (lambda a: a.scores.__setitem__(2, 6.0), "scores[2]=6.0 is outside [1, 5]"),
 }
 
 
@@ -80,7 +81,7 @@ class LyingBackend(HeuristicBackend):
     """The heuristic answers, each broken in one way the contract forbids."""
 
     name = "lying"
-    plan, reflect, propose, explain = (_lying(rpc) for rpc in RPC_NAMES)
+    plan, reflect, propose, explain, judge = (_lying(rpc) for rpc in RPC_NAMES)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,16 @@ import pytest
 from protos import planner_pb2
 from planner_api.contract import check_plan_response
 from planner_api.history import history_entries, make_history
-from test_prompt_injection import HOSTILE_NAMES, NAMES, check_answers, hostile_explain, hostile_plan, hostile_propose, hostile_reflect
+from test_prompt_injection import (
+    HOSTILE_NAMES,
+    NAMES,
+    check_answers,
+    hostile_explain,
+    hostile_judge,
+    hostile_plan,
+    hostile_propose,
+    hostile_reflect,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -221,7 +230,8 @@ def test_smollm2_answers_stay_inside_the_allowed_set(engine) -> None:
         # Every user answered by the model itself, inside the constraint: no invalid answer replaced.
         assert after["answers"] - before["answers"] == len(plan_req.users)
         assert after["invalid_answers"] == before["invalid_answers"]
-        for rpc, build in (("propose", hostile_propose), ("explain", hostile_explain), ("reflect", hostile_reflect)):
+        for rpc, build in (("propose", hostile_propose), ("explain", hostile_explain), ("reflect", hostile_reflect),
+                           ("judge", hostile_judge)):
             req = build(names)
             answer = run(getattr(backend, rpc)(req))
             assert answer.backend == "vllm"

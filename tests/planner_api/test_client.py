@@ -42,12 +42,15 @@ def requests() -> dict[str, Message]:
     explain = planner_pb2.ExplainRequest(
         user_id=1, history=entry(1, 1.0), category_names=names,
         slate=[planner_pb2.CandidateItem(item_id=4, category_id=2)])
-    return {"Plan": plan, "Reflect": reflect, "Propose": propose, "Explain": explain}
+    judge = planner_pb2.JudgeRequest(category_names=names)
+    judge.cases.add(history=entry(1, 1.0), slate=explain.slate, explanation="More c, after the b you liked.")
+    return {"Plan": plan, "Reflect": reflect, "Propose": propose, "Explain": explain, "Judge": judge}
 
 
 RULES = {
     "Plan": heuristics.heuristic_plan, "Reflect": heuristics.heuristic_reflect,
     "Propose": heuristics.heuristic_propose, "Explain": heuristics.heuristic_explain,
+    "Judge": heuristics.heuristic_judge,
 }
 
 
@@ -59,7 +62,7 @@ def test_in_process_planner_answers_every_rpc_with_the_heuristics() -> None:
         response, fell_back = getattr(planner, rpc.lower())(req, timeout_s=1.0)
         assert not fell_back
         assert response == RULES[rpc](req)
-    assert (planner.calls, planner.fallbacks) == (4, 0)
+    assert (planner.calls, planner.fallbacks) == (len(RPC_NAMES), 0)
     assert set(planner.by_method) == set(RPC_NAMES)
     for rpc in RPC_NAMES:
         stats = planner.by_method[rpc]
@@ -77,9 +80,11 @@ def test_in_process_planner_rejects_invalid_requests_without_counting_them() -> 
     reqs["Reflect"].sessions[0].length = 0
     reqs["Propose"].queries[0].num_items = 6
     del reqs["Explain"].slate[:]
+    reqs["Judge"].cases[0].explanation = "x" * 301
     expected = {
         "Plan": r"users\[0\].num_categories=9", "Reflect": r"sessions\[0\].length=0",
         "Propose": r"queries\[0\].num_items=6", "Explain": "slate is empty",
+        "Judge": r"cases\[0\].explanation is 301 bytes",
     }
     for rpc, req in reqs.items():
         with pytest.raises(ValueError, match=expected[rpc]):

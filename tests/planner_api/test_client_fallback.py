@@ -24,7 +24,7 @@ def test_every_rpc_falls_back_when_nothing_listens(caplog: pytest.LogCaptureFixt
                     assert fell_back and response == rule(req)
                 stats = client.by_method[rpc]
                 assert (stats.calls, stats.fallbacks) == (2, 2)
-            assert (client.calls, client.fallbacks) == (8, 8)
+            assert (client.calls, client.fallbacks) == (2 * len(RPC_NAMES), 2 * len(RPC_NAMES))
     for rpc in RPC_NAMES:
         warnings = [r for r in caplog.records if f"failed {rpc} with UNAVAILABLE" in r.getMessage()]
         assert len(warnings) == 1, f"{rpc}: a failure code is logged once per RPC"
@@ -45,7 +45,7 @@ def test_every_rpc_falls_back_when_the_deadline_is_missed() -> None:
             # A generous deadline is met by the same server.
             response, fell_back = client.plan(plan_request(), timeout_s=RPC_TIMEOUT_S)
             assert not fell_back
-            assert (client.calls, client.fallbacks) == (5, 4)
+            assert (client.calls, client.fallbacks) == (len(RPC_NAMES) + 1, len(RPC_NAMES))
     finally:
         host.stop()
 

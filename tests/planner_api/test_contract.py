@@ -458,5 +458,5 @@ def test_a_shorter_proposal_is_within_the_contract() -> None:
 def test_every_validator_is_public() -> None:
     names = {name for name in dir(contract) if name.startswith(("validate_", "check_"))}
     pairs = (("validate", "request"), ("check", "response"))
-    rpcs = ("plan", "reflect", "propose", "explain")
+    rpcs = [rpc.lower() for rpc in contract.RPC_NAMES]
     assert {f"{verb}_{rpc}_{kind}" for verb, kind in pairs for rpc in rpcs} == names

@@ -13,6 +13,7 @@ import time
 from learner.chaos import DriverChaos
 from learner.distributed import LearnerGroup
 from learner.evaluation import evaluate_against_references, evaluation_users
+from learner.explanations import explain_runs, with_explanations
 from learner.learner_actor import Learner
 from learner.metrics_row import iteration_metrics, progress_line
 from learner.rollout_pool import RolloutPool, rollout_seed, start_rollout_actors
@@ -20,6 +21,7 @@ from learner.runtime import UsageError, learner_gpus
 from learner.serial import SerialLearnerGroup, SerialRolloutPool
 from learner.skeleton import Algorithm, Run
 from learner.algorithms.lerl.reflection_pool import ReflectionPool
+from planner_api.client import connect_planner
 from rollout.actor import RolloutWorker
 from rollout.batch_schema import batch_dims
 from rollout.world import policy_spec
@@ -136,8 +138,19 @@ class LERL(Algorithm):
             return {}
         weights = self.weights if run.ray is None else run.ray.get(self.weights)
         users = evaluation_users(self.world, cfg.run.eval_users, cfg.run.eval_seed)
-        return evaluate_against_references(self.world, cfg.world, cfg.policy, cfg.rollout, run.planner_address,
-                                           weights, users, cfg.run.eval_seed)
+        explain = bool(cfg.run.explain_slates and run.planner_address and cfg.rollout.use_planner)
+        runs = {} if explain else None
+        rows = evaluate_against_references(self.world, cfg.world, cfg.policy, cfg.rollout, run.planner_address,
+                                           weights, users, cfg.run.eval_seed, runs)
+        if explain:
+            client = connect_planner(run.planner_address)
+            try:
+                summaries = explain_runs(self.world, client, runs, cfg.run.explain_slates, cfg.run.eval_seed,
+                                         cfg.rollout.planner_timeout_s, cfg.run.planner_backend)
+            finally:
+                client.close()
+            with_explanations(rows, summaries)
+        return rows
 
     def close(self) -> None:
         if hasattr(self, "pool"):
