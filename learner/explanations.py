@@ -6,7 +6,8 @@ slate (the logged past, then the session so far) and the slate, with titles. Eac
 - faithful: it names something of the slate or of the history and nothing else (no other
   category, no other catalog title; `planner_api.explanations.faithfulness`);
 - valid: the service's own answer (not the heuristic's, which replaces an invalid LLM answer or
-  a missed deadline) of at least 3 words;
+  a missed deadline) of at least 3 words that does not merely repeat the prompt (starts like one
+  of its lines, `llm_server.prompts.EXPLAIN_ECHOES`: what SmolLM2-135M mostly does);
 - words: its length;
 - judge: a 1-5 rating by the service's `Judge` (the LLM, on a constrained rubric; with the
   heuristic backend, or on a fallback, the rule's rating, and the backend says so).
@@ -15,8 +16,11 @@ same oracle inside the planner's categories), and the trained policy.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
+from llm_server.prompts import EXPLAIN_ECHOES
 from planner_api.contract import MAX_HISTORY, MAX_TITLE_BYTES, truncate_utf8
 from planner_api.explanations import faithfulness
 from protos import planner_pb2
@@ -69,23 +73,27 @@ def explain_runs(world: World, client, runs: dict[str, EpisodeRun], count: int, 
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE8A1]))
         rows = np.sort(rng.choice(len(run.slates), size=min(count, len(run.slates)), replace=False))
         judge = planner_pb2.JudgeRequest(category_names=names, seed=seed)
-        scored = []
+        requests = []
         for row in rows.tolist():
             slate = [planner_pb2.CandidateItem(item_id=int(i), category_id=int(world.item_category[i]),
                                                title=_title(world, int(i))) for i in run.slates[row]]
-            history = history_before(world, run, row)
-            answer, fell_back = client.explain(planner_pb2.ExplainRequest(
-                user_id=int(run.slate_users[row]), history=history, slate=slate, category_names=names, seed=seed),
-                timeout_s)
+            requests.append(planner_pb2.ExplainRequest(user_id=int(run.slate_users[row]),
+                                                       history=history_before(world, run, row), slate=slate,
+                                                       category_names=names, seed=seed))
+        # Concurrent calls, so that the engine batches them (the client is thread-safe).
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="explain") as pool:
+            answers = list(pool.map(lambda req: client.explain(req, timeout_s), requests))
+        scored = []
+        for req, (answer, fell_back) in zip(requests, answers):
             text = answer.explanation
-            check = faithfulness(text, [c.category_id for c in slate], list(history.category_ids), names,
-                                 [c.title for c in slate], list(history.titles), catalog)
+            check = faithfulness(text, [c.category_id for c in req.slate], list(req.history.category_ids), names,
+                                 [c.title for c in req.slate], list(req.history.titles), catalog)
             scored.append({"text": text, "faithful": check.faithful, "ungrounded": check.ungrounded,
                            "words": len(text.split()),
-                           "valid": not fell_back and len(text.split()) >= 3
+                           "valid": not fell_back and len(text.split()) >= 3 and not text.startswith(EXPLAIN_ECHOES)
                            and (answer.backend != "heuristic" or service_backend == "heuristic"),
                            "explainer": "heuristic (fallback)" if fell_back else answer.backend})
-            judge.cases.add(history=history, slate=slate, explanation=text)
+            judge.cases.add(history=req.history, slate=req.slate, explanation=text)
         ratings, judge_fell_back = client.judge(judge, timeout_s * 4)
         for entry, score in zip(scored, ratings.scores):
             entry["judge"] = float(score)

@@ -166,6 +166,11 @@ def propose_prompt(query: planner_pb2.ProposeQuery, names: Sequence[str], templa
     return chat(PROPOSE_SYSTEM, body, template)
 
 
+EXPLAIN_ECHOES = ("The user liked:", "Recommended now:")
+"""How the explain prompt's own lines start: an answer that starts so repeats the prompt (a small
+model's habit) instead of explaining (learner.explanations counts it as not valid)."""
+
+
 def explain_prompt(req: planner_pb2.ExplainRequest, names: Sequence[str], template=None) -> str:
     liked = [e for e in history_entries(req.history) if e.feedback >= 0.5][-5:]
     likes = ", ".join(f"{quoted(e.title, MAX_TITLE_CHARS)}" if e.title else clean(names[e.category_id], MAX_NAME_CHARS)

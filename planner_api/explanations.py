@@ -3,10 +3,12 @@ explanations shares (the heuristic judge, and `learner.explanations` beside the 
 
 An explanation is *grounded* in the slate it explains and the user's history: the categories of
 their items and their titles. It is *faithful* when it names at least one grounded thing and
-nothing that is not: no category outside them, and no other catalog title. Names are matched
-case-insensitively as whole words; a title is matched without its trailing "(year)", and catalog
-titles shorter than MIN_TITLE_CHARS are not searched for (short titles such as "Ran" or "It" are
-ordinary words).
+nothing that is not: no category outside them, no other catalog title, and no year in
+parentheses that is not a grounded title's (how a title the model made up usually shows). Names
+are matched case-insensitively as whole words; a title is matched without its trailing "(year)"
+and with MovieLens' trailing article moved to the front ("Terminator, The" is "the terminator"),
+and catalog titles shorter than MIN_TITLE_CHARS are not searched for (short titles such as "Ran"
+or "It" are ordinary words).
 """
 from __future__ import annotations
 
@@ -16,10 +18,19 @@ from dataclasses import dataclass, field
 
 MIN_TITLE_CHARS = 8
 _YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
+_ANY_YEAR = re.compile(r"\((\d{4})\)")
+_ARTICLE = re.compile(r"^(.*), (the|a|an)$")
 
 
 def _key(text: str) -> str:
-    return " ".join(_YEAR.sub("", text or "").lower().split())
+    """A title as it is matched: lower case, no trailing (year), a trailing article in front."""
+    key = " ".join(_YEAR.sub("", text or "").lower().split())
+    moved = _ARTICLE.match(key)
+    return f"{moved.group(2)} {moved.group(1)}" if moved else key
+
+
+def _years(titles: Iterable[str]) -> set[str]:
+    return {year for t in titles for year in _ANY_YEAR.findall(t or "")}
 
 
 def _pattern(name: str) -> re.Pattern:
@@ -45,6 +56,7 @@ def faithfulness(text: str, slate_categories: Iterable[int], history_categories:
                  catalog_titles: Iterable[str] = ()) -> Faithfulness:
     """Check `text` against the slate's and the history's categories (ids into `category_names`)
     and titles; `catalog_titles` are the other titles an explanation might wrongly name."""
+    slate_titles, history_titles = list(slate_titles), list(history_titles)
     low = " " + " ".join((text or "").lower().split()) + " "
     slate_c, history_c = set(slate_categories), set(history_categories)
     out = Faithfulness()
@@ -68,6 +80,8 @@ def faithfulness(text: str, slate_categories: Iterable[int], history_categories:
     for title in {_key(t) for t in catalog_titles} - slate_t - history_t:
         if len(title) >= MIN_TITLE_CHARS and _pattern(title).search(low):
             out.ungrounded.append(title)
+    grounded_years = _years(slate_titles) | _years(history_titles)
+    out.ungrounded += [f"({year})" for year in dict.fromkeys(_ANY_YEAR.findall(low)) if year not in grounded_years]
     return out
 
 

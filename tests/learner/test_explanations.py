@@ -57,3 +57,18 @@ def test_rows_and_the_table_carry_the_explanations(explained):
     assert "explanations" not in rows["random"]
     table = evaluation_table(rows)
     assert "explanations (faithful" in table and "e.g. greedy:" in table
+
+
+class EchoingClient(InProcessPlanner):
+    """An explainer that repeats its prompt's first line (SmolLM2-135M's habit), and a judge."""
+
+    def explain(self, req, timeout_s):
+        answer, _ = super().explain(req, timeout_s)
+        answer.explanation, answer.backend = "The user liked: Comedy, Drama.", "vllm"
+        return answer, False
+
+
+def test_an_answer_that_repeats_the_prompt_is_not_valid(explained):
+    world, runs, _, _, _ = explained
+    summary = explain_runs(world, EchoingClient(), {"greedy": runs["greedy"]}, count=3, seed=1, timeout_s=5.0)
+    assert summary["greedy"]["valid"] == 0.0 and summary["greedy"]["explainer"] == ["vllm"]

@@ -9,7 +9,7 @@ from planner_api.history import make_history
 from protos import planner_pb2
 
 NAMES = ["Action", "Comedy", "Drama", "Sci-Fi", "unknown"]
-CATALOG = ["Star Wars (1977)", "Toy Story (1995)", "Fargo (1996)", "Ran (1985)"]
+CATALOG = ["Star Wars (1977)", "Toy Story (1995)", "Fargo (1996)", "Ran (1985)", "Terminator, The (1984)"]
 
 
 def check(text: str, slate=(0, 1), history=(2,), slate_titles=("Star Wars (1977)",), history_titles=()):
@@ -29,6 +29,13 @@ def test_an_explanation_naming_an_item_outside_the_slate_is_unfaithful():
     other_category = check("Lots of Sci-Fi for you.")
     assert not other_category.faithful and other_category.ungrounded == ["Sci-Fi"]
     assert rule_score(other_category, 5) == 1.0            # nothing grounded at all
+
+
+def test_a_made_up_year_or_a_catalog_title_with_its_article_moved_is_unfaithful():
+    assert check("Like Star Wars (1977), more Action.").faithful           # the slate title's own year
+    made_up = check("Like Star Wars and Jurassic World (1993), more Action.")
+    assert not made_up.faithful and made_up.ungrounded == ["(1993)"]
+    assert check("Just like The Terminator, Action.").ungrounded == ["the terminator"]
 
 
 def test_matching_is_by_whole_words_and_short_titles_are_not_searched():
