@@ -167,6 +167,7 @@ def write_report(roots: list[Path], out: Path | None = None) -> Path:
     gains = _gains(rows)
     if gains:
         lines += ["", *gains, ""]
+    lines += explanation_section(runs)
     lines += offline_section(runs, out)
     if curves:
         lines += [f"![learning curves]({curves.name})", ""]
@@ -186,6 +187,26 @@ def write_report(roots: list[Path], out: Path | None = None) -> Path:
                "runs": [{"name": r["name"], "seed": r["seed"], "dir": str(r["dir"]), "eval": r["eval"]} for r in runs]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return path
+
+
+def explanation_section(runs: list[dict], per_policy: int = 3) -> list[str]:
+    """The explained policies of each experiment's first run: scores, then a few examples."""
+    lines = []
+    for run in runs:
+        explained = {p: v["explanations"] for p, v in run["eval"].items() if "explanations" in v}
+        if not explained or any(line.startswith(f"### Explanations: {run['name']}") for line in lines):
+            continue
+        lines += [f"### Explanations: {run['name']} (seed {run['seed']})", "",
+                  "| slates of | n | faithful | valid | words | judge (1-5) | judge by |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {p} | {e['explanations']} | {e['faithful']:.2f} | {e['valid']:.2f} | {e['words']:.1f} | "
+                  f"{e['judge']:.2f} | {e['judge_backend']} |" for p, e in explained.items()]
+        lines.append("")
+        for policy, e in explained.items():
+            for example in e["examples"][:per_policy]:
+                text = example["text"].replace("|", "/")
+                lines.append(f"- {policy}: \"{text}\" (faithful {example['faithful']}, judge {example['judge']:.1f})")
+        lines.append("")
+    return lines
 
 
 def _gains(rows: dict[str, dict]) -> list[str]:

@@ -66,6 +66,9 @@ def test_the_protocols_columns_appear_when_every_run_carries_them_and_summary_js
         evaluation["trained"].update(beyond, convergence_env_steps=2000.0 + 1000 * seed)
         evaluation["random"].update(beyond, oracle=False)
         evaluation["greedy"] = {**METRICS, **beyond, "oracle": True}
+        evaluation["greedy"]["explanations"] = {
+            "explanations": 2, "faithful": 0.5, "valid": 1.0, "words": 9.0, "judge": 3.5, "judge_backend": "vllm",
+            "examples": [{"text": "More Comedy, like the Drama you liked.", "faithful": True, "judge": 4.0}]}
         (run / "eval.json").write_text(json.dumps(evaluation))
     text = write_report([tmp_path]).read_text()
     assert "| policy | seeds | Tint | Rcum | Rsin | gap closed | coverage | diversity | novelty | DivRatio | pop-bias |" \
@@ -73,6 +76,9 @@ def test_the_protocols_columns_appear_when_every_run_carries_them_and_summary_js
     assert "| lerl | 2 | 10.00 ± 0.00 | 5.500 ± 0.707 |" in text and "| 2500 ± 707 |" in text
     assert "| greedy (reference) * | 2 |" in text and "| random (reference) | 2 |" in text
     assert text.split("| greedy (reference) * |")[1].splitlines()[0].endswith("| – |")   # no curve of its own
+    assert "### Explanations: lerl (seed 0)" in text and text.count("### Explanations") == 1
+    assert "| greedy | 2 | 0.50 | 1.00 | 9.0 | 3.50 | vllm |" in text
+    assert '- greedy: "More Comedy, like the Drama you liked." (faithful True, judge 4.0)' in text
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["rows"]["lerl"]["MGU"] == [0.2, 0.0] and summary["rows"]["greedy (reference)"]["oracle"] is True
     assert len(summary["runs"]) == 2 and summary["runs"][0]["eval"]["trained"]["DGU"] == 0.5
