@@ -178,7 +178,7 @@ def write_report(roots: list[Path], out: Path | None = None) -> Path:
               "pop-bias: mean popularity percentile; serendipity: liked and outside the user's history "
               "categories; MGU / DGU: mean / largest gap between a popularity fifth's share of exposure "
               "and of the catalog; gender / age gap: largest - smallest group mean Rcum; converged at: "
-              "env steps to 90 % of the way from the first to the final training return; expl. faithful / judge: "
+              "env steps to 90 % of the final training return; expl. faithful / judge: "
               "share of sampled explanations naming only what is in the slate or history / the judge's 1-5 "
               "rating, `learner/explanations.py`)."]
     path = out / "report.md"

@@ -15,8 +15,8 @@ Outcome metrics
 - bias (`slates`): popularity bias, the mean popularity percentile of the recommended items;
 - fairness (`fairness`): item-side exposure between popularity groups (MGU, DGU, head share) and
   user-side gaps in return and length between user groups (gender, age band, activity level).
-Process metrics (`episodes`): Tint, Rcum, Rsin; convergence speed (env steps to 90 % of the way
-from a learning curve's first return to its final one).
+Process metrics (`episodes`): Tint, Rcum, Rsin; convergence speed (env steps to 90 % of a learning
+curve's final return).
 Explanations are scored in `learner.explanations` (they need the LLM service).
 
 Conventions shared by all functions below:

@@ -26,14 +26,14 @@ def episode_metrics(lengths: np.ndarray, returns: np.ndarray) -> dict[str, float
 
 def convergence_steps(env_steps, returns, share: float = 0.9, smooth: int = 5) -> float:
     """Convergence speed: the environment steps at which a learning curve first reaches ``share``
-    of the way from its first return to its final one.
+    (90 %) of its final return.
 
     ``env_steps``: [T] increasing env-step counts of the curve's points; ``returns``: [T] the
     return (Rcum) at each. The curve is smoothed by a trailing mean over ``smooth`` points (noise
-    would otherwise cross the line early); ``final`` is the mean of the last ``smooth`` raw points
-    and ``first`` the first raw point; the answer is the first ``env_steps[t]`` with smoothed
-    return >= first + share x (final - first). A curve that never rose (final <= first), or has
-    fewer than 2 points: nan."""
+    would otherwise cross the line early), ``final`` is the mean of the last ``smooth`` raw points,
+    and the answer is the first ``env_steps[t]`` whose smoothed return is >= share x final. A curve
+    whose final return is not positive (the share of it means nothing), or with fewer than 2
+    points: nan."""
     steps = np.asarray(env_steps, np.float64)
     r = np.asarray(returns, np.float64)
     if steps.shape != r.shape or r.ndim != 1:
@@ -42,11 +42,11 @@ def convergence_steps(env_steps, returns, share: float = 0.9, smooth: int = 5) -
         raise ValueError(f"share must be in (0, 1] and smooth >= 1, got {share}, {smooth}")
     if r.size < 2:
         return float("nan")
-    first, final = r[0], r[-smooth:].mean()
-    if not final > first:
+    final = r[-smooth:].mean()
+    if not final > 0:
         return float("nan")
     cum = np.concatenate([[0.0], np.cumsum(r)])
     width = np.minimum(np.arange(1, r.size + 1), smooth)
     smoothed = (cum[1:] - cum[np.arange(1, r.size + 1) - width]) / width
-    reached = np.flatnonzero(smoothed >= first + share * (final - first))
+    reached = np.flatnonzero(smoothed >= share * final)
     return float(steps[reached[0]]) if reached.size else float("nan")
