@@ -129,6 +129,6 @@ def evaluate_llm_propose(world, cfg, client, users, seed: int, settings) -> dict
     """The LLM policy alone (the demonstrator's loop) on `users`, with the evaluation's dice."""
     env = UserBatchEnv(world, cfg, len(users), worker_seeds(seed, EVAL_WORKER_INDEX)[0])
     run = run_propose_sessions(world, cfg, client, env, users, settings, seed)
-    metrics = summarise(world, run.lengths, run.returns, run.columns["slate"])
+    metrics = summarise(world, run.episodes)
     metrics.update(planner_fallbacks=run.fallbacks, answered_by=",".join(run.backends))
     return metrics

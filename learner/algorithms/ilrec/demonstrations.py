@@ -30,7 +30,7 @@ from planner_api.contract import MAX_PROPOSED_ITEMS, MAX_TITLE_BYTES, truncate_u
 from planner_api.queries import propose_query
 from protos import planner_pb2
 from rollout.batch_schema import batch_dims, build_batch, transition_schema, validate_batch
-from rollout.episodes import run_episodes
+from rollout.episodes import EpisodeRun, run_episodes
 from rollout.world import World, WorldConfig
 from rollout.users import UserBatchEnv
 
@@ -47,6 +47,7 @@ class SessionRun:
     calls: int = 0
     fallbacks: int = 0
     backends: tuple[str, ...] = ()
+    episodes: EpisodeRun | None = None   # the episodes themselves (what the evaluation's metrics read)
 
 
 def _seed(*parts: int) -> int:
@@ -63,7 +64,7 @@ def run_propose_sessions(world: World, cfg: WorldConfig, client, env: UserBatchE
     proposer = _Proposer(world, cfg, client, env, settings, seed)
     run = run_episodes(env, proposer, cfg.max_steps, record=True)
     return SessionRun(run.columns, run.lengths, run.returns, proposer.calls, proposer.fallbacks,
-                      tuple(sorted(proposer.backends)))
+                      tuple(sorted(proposer.backends)), run)
 
 
 class _Proposer:
