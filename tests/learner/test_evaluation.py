@@ -58,3 +58,37 @@ def test_the_trained_rows_convergence_speed_comes_from_the_runs_curve():
     assert with_convergence(results, curve)["trained"]["convergence_env_steps"] == 700.0
     assert "convergence_env_steps" not in results["random"]
     assert "convergence_env_steps" not in with_convergence({"trained": {}}, curve[:1])["trained"]
+
+
+def test_reflections_reach_the_plan_requests_at_evaluation(world, monkeypatch):
+    """As in training: the rows with a planner plan with the reflections they are given."""
+    from learner.evaluation import evaluate_worker
+    from policy.networks import PolicyConfig
+    from rollout.actor import RolloutConfig
+    from rollout.session_planner import SessionPlanner
+
+    seen = []
+    start = SessionPlanner.start
+
+    def recording(self, batch_size, reflections, *rest):
+        seen.append(list(reflections))
+        return start(self, batch_size, reflections, *rest)
+
+    monkeypatch.setattr(SessionPlanner, "start", recording)
+    users = evaluation_users(world, 4, 1)
+    rollout = RolloutConfig(users_per_actor=4, plan_categories=3, use_planner=True)
+    evaluate_worker(world, CFG, PolicyConfig(), rollout, "in-process", None, "random", users, 1,
+                    reflections=("Favour Comedy.",))
+    assert seen == [["Favour Comedy."]]
+
+
+def test_the_evaluation_draw_of_reflections_is_seeded_and_leaves_training_draws_alone():
+    from learner.algorithms.lerl.reflection_pool import ReflectionPool
+
+    pool = ReflectionPool(seed=3)
+    for k in range(10):
+        pool.add(f"lesson {k}", float(k))
+    state = pool.rng.bit_generator.state
+    first = pool.sample(3, seed=2024)
+    assert pool.sample(3, seed=2024) == first and len(set(first)) == 3
+    assert pool.rng.bit_generator.state == state          # the training generator did not move

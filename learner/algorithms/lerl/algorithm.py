@@ -140,8 +140,13 @@ class LERL(Algorithm):
         users = evaluation_users(self.world, cfg.run.eval_users, cfg.run.eval_seed)
         explain = bool(cfg.run.explain_slates and run.planner_address and cfg.rollout.use_planner)
         runs = {} if explain else None
+        # Reflections act at evaluation as in training: a seeded draw from the trained pool.
+        reflections = tuple(self.reflections.sample(cfg.run.reflections_per_plan, seed=cfg.run.eval_seed))
         rows = evaluate_against_references(self.world, cfg.world, cfg.policy, cfg.rollout, run.planner_address,
-                                           weights, users, cfg.run.eval_seed, runs)
+                                           weights, users, cfg.run.eval_seed, runs, reflections)
+        for name in ("random+planner", "greedy+planner", "trained"):
+            if name in rows:
+                rows[name]["reflections"] = list(reflections)
         if explain:
             client = connect_planner(run.planner_address)
             try:

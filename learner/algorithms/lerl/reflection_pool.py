@@ -26,14 +26,17 @@ class ReflectionPool:
         if critique and np.isfinite(session_return):
             self.entries.append((critique, float(session_return)))
 
-    def sample(self, k: int = 3) -> list[str]:
-        """`k` distinct critiques (fewer if the pool is smaller), drawn with p ~ exp(temperature x return)."""
+    def sample(self, k: int = 3, seed: int | None = None) -> list[str]:
+        """`k` distinct critiques (fewer if the pool is smaller), drawn with p ~ exp(temperature x return);
+        with `seed`, from a generator of that seed (evaluation: the same pool, the same draw), else
+        from the pool's own (training)."""
         if not self.entries or k < 1:
             return []
         returns = np.array([r for _, r in self.entries])
         logits = self.temperature * (returns - returns.max())  # shifted: exp never overflows
         p = np.exp(logits) / np.exp(logits).sum()
-        picks = self.rng.choice(len(self.entries), size=min(k, len(self.entries)), replace=False, p=p)
+        rng = self.rng if seed is None else np.random.default_rng(np.random.SeedSequence([seed, 0xE7A1]))
+        picks = rng.choice(len(self.entries), size=min(k, len(self.entries)), replace=False, p=p)
         return [self.entries[i][0] for i in picks]
 
     def state(self) -> dict:
