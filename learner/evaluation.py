@@ -181,14 +181,21 @@ BEYOND_COLUMNS = (("div_ratio", "DivRatio", "9.3f"), ("popularity_bias", "pop-bi
 """The second table: diversity, bias, serendipity and fairness (columns a row lacks are left out)."""
 
 
+def _header(columns) -> str:
+    return f"  {'policy':<20}" + "".join(f"{header:>{fmt.split('.')[0]}}" for _, header, fmt in columns)
+
+
+def _row(policy_name: str, m: dict, columns) -> str:
+    """One policy's fixed-width cells (oracles marked *)."""
+    label = policy_name + (" *" if m.get("oracle", policy_name in ORACLES) else "")
+    return f"  {label:<20}" + "".join(f"{m[name]:{fmt}}" for name, _, fmt in columns)
+
+
 def beyond_accuracy_table(results: dict[str, dict]) -> str:
     """Diversity, popularity bias, serendipity, exposure fairness and the user groups' return gaps."""
     columns = [c for c in BEYOND_COLUMNS if all(c[0] in m for m in results.values())]
-    head = f"  {'policy':<20}" + "".join(f"{header:>{fmt.split('.')[0]}}" for _, header, fmt in columns)
-    lines = ["beyond accuracy and fairness:", head]
-    for policy_name, m in results.items():
-        label = policy_name + (" *" if m.get("oracle", policy_name in ORACLES) else "")
-        lines.append(f"  {label:<20}" + "".join(f"{m[name]:{fmt}}" for name, _, fmt in columns))
+    lines = ["beyond accuracy and fairness:", _header(columns)]
+    lines += [_row(policy_name, m, columns) for policy_name, m in results.items()]
     lines += ["  DivRatio: distinct / recommended items; pop-bias: mean popularity percentile; serendip: liked",
               "  and outside the user's history categories; head: exposure share of the most popular fifth;",
               "  MGU / DGU: mean / largest gap between a popularity fifth's exposure and catalog shares;",
@@ -200,12 +207,10 @@ def evaluation_table(results: dict[str, dict]) -> str:
     """A fixed-width table, one row per policy; oracles marked *; the gap closed where known; then
     the beyond-accuracy table when the rows carry its metrics."""
     gap = any("gap_closed" in m for m in results.values())
-    head = f"  {'policy':<20}" + "".join(f"{header:>{fmt.split('.')[0]}}" for _, header, fmt in COLUMNS)
-    lines = [f"evaluation on {next(iter(results.values()))['episodes']} fixed users:", head + ("  gap closed" if gap else "")]
+    lines = [f"evaluation on {next(iter(results.values()))['episodes']} fixed users:",
+             _header(COLUMNS) + ("  gap closed" if gap else "")]
     for policy_name, m in results.items():
-        label = policy_name + (" *" if m.get("oracle", policy_name in ORACLES) else "")
-        row = f"  {label:<20}" + "".join(f"{m[name]:{fmt}}" for name, _, fmt in COLUMNS)
-        lines.append(row + (f"{100 * m['gap_closed']:11.1f}%" if "gap_closed" in m else ""))
+        lines.append(_row(policy_name, m, COLUMNS) + (f"{100 * m['gap_closed']:11.1f}%" if "gap_closed" in m else ""))
     lines.append("  * oracle: reads the true user model and the user's state"
                  + ("; gap closed = (Rcum - random) / (lookahead - random)" if gap else ""))
     if "trained" in results and "random" in results and results["random"]["Rcum"] > 0:

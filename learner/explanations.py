@@ -23,6 +23,7 @@ import numpy as np
 from llm_server.prompts import EXPLAIN_ECHOES
 from planner_api.contract import MAX_HISTORY, MAX_TITLE_BYTES, truncate_utf8
 from planner_api.explanations import faithfulness
+from planner_api.history import history_from_columns
 from protos import planner_pb2
 from rollout.episodes import EpisodeRun
 from rollout.world import World
@@ -51,11 +52,9 @@ def history_before(world: World, run: EpisodeRun, row: int) -> planner_pb2.Histo
         items += run.slates[r].tolist()
         feedback += run.clicks[r].tolist()
     items, feedback = items[-MAX_HISTORY:], feedback[-MAX_HISTORY:]
-    history = planner_pb2.History(item_ids=items, category_ids=world.item_category[items].tolist() if items else [],
-                                  feedback=[float(min(max(f, 0.0), 1.0)) for f in feedback], steps=[0] * len(items))
-    if len(world.item_titles):
-        history.titles.extend(_title(world, i) for i in items)
-    return history
+    return history_from_columns(items, world.item_category[np.asarray(items, np.int64)],
+                                [float(min(max(f, 0.0), 1.0)) for f in feedback], [0] * len(items),
+                                [_title(world, i) for i in items])
 
 
 def explain_runs(world: World, client, runs: dict[str, EpisodeRun], count: int, seed: int,

@@ -166,28 +166,31 @@ def propose_prompt(query: planner_pb2.ProposeQuery, names: Sequence[str], templa
     return chat(PROPOSE_SYSTEM, body, template)
 
 
-EXPLAIN_ECHOES = ("The user liked:", "Recommended now:")
+LIKED_LINE, SLATE_LINE = "The user liked:", "Recommended now:"
+EXPLAIN_ECHOES = (LIKED_LINE, SLATE_LINE)
 """How the explain prompt's own lines start: an answer that starts so repeats the prompt (a small
 model's habit) instead of explaining (learner.explanations counts it as not valid)."""
 
 
-def explain_prompt(req: planner_pb2.ExplainRequest, names: Sequence[str], template=None) -> str:
-    liked = [e for e in history_entries(req.history) if e.feedback >= 0.5][-5:]
+def _likes_and_slate(history: planner_pb2.History, slate, names: Sequence[str]) -> tuple[str, str]:
+    """The user's last 5 liked items (titles, else categories) and the slate, as prompt text."""
+    liked = [e for e in history_entries(history) if e.feedback >= 0.5][-5:]
     likes = ", ".join(f"{quoted(e.title, MAX_TITLE_CHARS)}" if e.title else clean(names[e.category_id], MAX_NAME_CHARS)
                       for e in liked) or "nothing yet"
-    slate = ", ".join(f"{quoted(c.title, MAX_TITLE_CHARS) if c.title else 'item'} "
-                      f"({clean(names[c.category_id], MAX_NAME_CHARS)})" for c in req.slate)
-    body = f"The user liked: {likes}.\nRecommended now: {slate}.\nWhy do these suit the user? One sentence."
+    shown = ", ".join(f"{quoted(c.title, MAX_TITLE_CHARS) if c.title else 'item'} "
+                      f"({clean(names[c.category_id], MAX_NAME_CHARS)})" for c in slate)
+    return likes, shown
+
+
+def explain_prompt(req: planner_pb2.ExplainRequest, names: Sequence[str], template=None) -> str:
+    likes, slate = _likes_and_slate(req.history, req.slate, names)
+    body = f"{LIKED_LINE} {likes}.\n{SLATE_LINE} {slate}.\nWhy do these suit the user? One sentence."
     return chat(EXPLAIN_SYSTEM, body, template)
 
 
 def judge_prompt(case: planner_pb2.JudgeCase, names: Sequence[str], template=None) -> str:
     """The judge sees what the explainer saw (the liked history, the slate) and the explanation."""
-    liked = [e for e in history_entries(case.history) if e.feedback >= 0.5][-5:]
-    likes = ", ".join(f"{quoted(e.title, MAX_TITLE_CHARS)}" if e.title else clean(names[e.category_id], MAX_NAME_CHARS)
-                      for e in liked) or "nothing yet"
-    slate = ", ".join(f"{quoted(c.title, MAX_TITLE_CHARS) if c.title else 'item'} "
-                      f"({clean(names[c.category_id], MAX_NAME_CHARS)})" for c in case.slate)
-    body = (f"The user liked: {likes}.\nRecommended: {slate}.\n"
+    likes, slate = _likes_and_slate(case.history, case.slate, names)
+    body = (f"{LIKED_LINE} {likes}.\nRecommended: {slate}.\n"
             f"Explanation: {quoted(case.explanation, MAX_REFLECTION_CHARS)}\n{JUDGE_QUESTION}")
     return chat(JUDGE_SYSTEM, body, template)

@@ -65,6 +65,17 @@ def _on_gpu() -> bool:
         return False
 
 
+def _choice_logprobs(out, allowed) -> dict[str, float]:
+    """The first answer token's log-probability for each allowed choice among vLLM's returned
+    top log-probabilities (the best of a choice's token spellings, stripped of spaces)."""
+    scores: dict[str, float] = {}
+    for logprob in (out.logprobs[0].values() if out.logprobs else ()):
+        token = (logprob.decoded_token or "").strip()
+        if token in allowed:
+            scores[token] = max(scores.get(token, float("-inf")), logprob.logprob)
+    return scores
+
+
 class VLLMBackend(PlannerBackend):
     name = "vllm"
 
@@ -241,11 +252,7 @@ class VLLMBackend(PlannerBackend):
             self._count(valid)
             if not valid:
                 return order
-            scores: dict[str, float] = {}
-            for logprob in (out.logprobs[0].values() if out.logprobs else ()):
-                token = (logprob.decoded_token or "").strip()
-                if token in allowed:
-                    scores[token] = max(scores.get(token, float("-inf")), logprob.logprob)
+            scores = _choice_logprobs(out, allowed)
             scores[chosen] = max(scores.values(), default=0.0) + 1.0  # the constrained pick leads
             ranked = [candidates[letters.index(t)] for t in sorted(scores, key=lambda t: -scores[t])]
             ranked_set = set(ranked)
@@ -357,11 +364,7 @@ class VLLMBackend(PlannerBackend):
             self._count(valid)
             if not valid:
                 return fallback.scores[index]
-            probs: dict[str, float] = {}
-            for logprob in (out.logprobs[0].values() if out.logprobs else ()):
-                token = (logprob.decoded_token or "").strip()
-                if token in digits:
-                    probs[token] = max(probs.get(token, 0.0), math.exp(logprob.logprob))
+            probs = {digit: math.exp(logprob) for digit, logprob in _choice_logprobs(out, digits).items()}
             total = sum(probs.values())
             return sum(int(d) * p for d, p in probs.items()) / total if total > 0 else float(chosen)
 

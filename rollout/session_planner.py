@@ -27,6 +27,7 @@ from bisect import bisect_left
 import numpy as np
 
 from planner_api.contract import MAX_HISTORY, MAX_PAST, MAX_TITLE_BYTES, truncate_utf8
+from planner_api.history import history_from_columns
 from policy.masking import category_mask
 from protos import planner_pb2
 
@@ -89,12 +90,9 @@ class SessionPlanner:
         if not valid.size:
             return None
         ids = items[valid].astype(np.int64)
-        past = planner_pb2.History(item_ids=ids.tolist(), category_ids=self.world.item_category[ids].tolist(),
-                                   feedback=np.clip(feedback[valid], 0.0, 1.0).astype(np.float64).tolist(),
-                                   steps=[0] * valid.size)
-        if self.send_titles:
-            past.titles.extend([self.titles[i] for i in ids.tolist()])
-        return past
+        return history_from_columns(ids, self.world.item_category[ids], np.clip(feedback[valid], 0.0, 1.0)
+                                    .astype(np.float64), np.zeros(valid.size, np.int64),
+                                    [self.titles[i] for i in ids.tolist()] if self.send_titles else ())
 
     def record(self, slates: np.ndarray, clicks: np.ndarray, active: np.ndarray) -> None:
         """What each active user was shown this step and how they responded."""

@@ -46,7 +46,8 @@ def convergence_steps(env_steps, returns, share: float = 0.9, smooth: int = 5) -
     if not final > 0:
         return float("nan")
     cum = np.concatenate([[0.0], np.cumsum(r)])
-    width = np.minimum(np.arange(1, r.size + 1), smooth)
-    smoothed = (cum[1:] - cum[np.arange(1, r.size + 1) - width]) / width
+    end = np.arange(1, r.size + 1)                       # point t's trailing window is cum[end - width:end]
+    width = np.minimum(end, smooth)
+    smoothed = (cum[end] - cum[end - width]) / width
     reached = np.flatnonzero(smoothed >= share * final)
     return float(steps[reached[0]]) if reached.size else float("nan")
