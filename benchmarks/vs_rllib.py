@@ -43,11 +43,11 @@ from benchmarks._common import write_result  # noqa: E402
 
 def our_param_count() -> int:
     from policy.networks import ActorCritic, PolicyConfig
-    from rollout.world import World, WorldConfig
+    from rollout.world import World, WorldConfig, policy_spec
 
     cfg = WorldConfig(dataset="synthetic")
     world = World.build(cfg, log=lambda line: None)
-    return sum(p.numel() for p in ActorCritic(world.item_features, cfg.history_len, PolicyConfig()).parameters())
+    return sum(p.numel() for p in ActorCritic.from_spec(policy_spec(cfg, world), PolicyConfig()).parameters())
 
 
 def rllib_hidden(target: int, obs_dim: int, action_dim: int) -> int:
@@ -158,7 +158,8 @@ def run_rllib(args, env_steps: int, params_target: int) -> dict:
         env_config["obs_mode"] = "dict"
         spec = policy_spec(world_cfg, World.build(world_cfg, log=lambda line: None))
         module = {"rl_module_spec": RLModuleSpec(module_class=ActorCriticRLModule, model_config={
-            "item_features": spec.item_features, "history_len": spec.history_len})}
+            "item_features": spec.item_features, "history_len": spec.history_len,
+            "num_categories": spec.num_categories, "max_steps": spec.max_steps})}
     else:  # RLlib's default MLP of about our parameter count
         module = {"model_config": DefaultModelConfig(fcnet_hiddens=[hidden, hidden], vf_share_layers=True)}
     # One of our iterations: every actor's users to the end of their episodes.

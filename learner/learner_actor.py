@@ -14,7 +14,7 @@ import torch
 
 from learner.ppo import DataParallel, PPOConfig, gae, ppo_update
 from policy.networks import ActorCritic, PolicyConfig, PolicySpec, load_numpy_weights, weights_to_numpy
-from rollout.batch_schema import BatchDims, IncompatibleBatchError, column, validate_batch
+from rollout.batch_schema import OBSERVATION_COLUMNS, BatchDims, IncompatibleBatchError, column, validate_batch
 
 
 def pick_device(requested: str) -> torch.device:
@@ -83,7 +83,7 @@ class Learner:
             self.seen_batch_ids.add(batch_id)
             lags.append(self.version - int(column(batch, "policy_version")[0]))
             cols = {name: column(batch, name) for name in (
-                "history_items", "history_feedback", "action", "behaviour_logp", "value", "reward", "done", "episode_id")}
+                *OBSERVATION_COLUMNS, "action", "behaviour_logp", "value", "reward", "done", "episode_id")}
             adv, ret = gae(cols["reward"], cols["value"], cols["done"], cols["episode_id"],
                            self.ppo.gamma, self.ppo.gae_lambda)
             cols["advantages"], cols["returns"] = adv, ret
@@ -93,7 +93,7 @@ class Learner:
         if not parts:
             return {"rows": 0, "duplicates": duplicates, "policy_lags": [], "version": self.version, **rejected}
         data = {}
-        for name in ("history_items", "history_feedback", "action", "behaviour_logp", "advantages", "returns"):
+        for name in (*OBSERVATION_COLUMNS, "action", "behaviour_logp", "advantages", "returns"):
             data[name] = torch.from_numpy(np.concatenate([p[name] for p in parts])).to(self.device)
         losses = ppo_update(self.model, self.optimizer, self.ppo, data, self.generator, self.data_parallel)
         self.version += 1

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from policy.networks import ActorCritic, log_prob
+from rollout.batch_schema import OBSERVATION_COLUMNS
 
 
 @dataclass
@@ -107,7 +108,7 @@ def _all_reduce_grads(params: list[torch.nn.Parameter], data_parallel: DataParal
 def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, cfg: PPOConfig,
                data: dict[str, torch.Tensor], generator: torch.Generator,
                data_parallel: DataParallel | None = None) -> dict[str, float]:
-    """Clipped-ratio PPO epochs over `data` (history_items, history_feedback, action,
+    """Clipped-ratio PPO epochs over `data` (the OBSERVATION_COLUMNS, action,
     behaviour_logp, advantages, returns, all on the model's device). Returns mean losses.
 
     With `data_parallel`, every rank passes the whole batch and the same generator state: the
@@ -133,7 +134,7 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, cfg: PPOCon
                 idx, adv = idx[part], adv[part]
             optimizer.zero_grad(set_to_none=True)
             if len(idx):
-                dist, value = model(data["history_items"][idx], data["history_feedback"][idx])
+                dist, value = model(*(data[name][idx] for name in OBSERVATION_COLUMNS))
                 new_logp = log_prob(dist, data["action"][idx])
                 log_ratio = new_logp - data["behaviour_logp"][idx]
                 ratio = log_ratio.exp()

@@ -90,7 +90,9 @@ def start_planner(ray, cfg):
         raise UsageError(f"the {backend} planner could not start: {exc}") from None
     cfg.run.planner_backend = backend
     if cfg.rollout.plan_every == 0:
-        cfg.rollout.plan_every = cfg.world.max_steps if backend == "vllm" else 1
+        cfg.rollout.plan_every = min(5, cfg.world.max_steps) if backend == "vllm" else 1
+    if cfg.rollout.plan_max_age == -1:
+        cfg.rollout.plan_max_age = 2 * cfg.rollout.plan_every if backend == "vllm" else 0
     if cfg.rollout.plan_reuse_batches == -1:
         cfg.rollout.plan_reuse_batches = 100 if backend == "vllm" else 0
     alive_nodes = sum(1 for node in ray.nodes() if node.get("Alive")) if ray is not None else 1

@@ -87,8 +87,8 @@ class HeuristicBackend(PlannerBackend):
 class RandomCategoriesBackend(HeuristicBackend):
     """LERL's "random category sets" ablation: every plan is a uniformly random set of the
     candidates (seeded by the request's seed, the user and the step, so runs repeat); the other
-    roles are the heuristic's. It keeps the planner's mask and its rotation but drops what the
-    planner knows about the user."""
+    roles are the heuristic's. It keeps the planner's mask but drops what the planner knows
+    about the user."""
 
     name = "random"
 

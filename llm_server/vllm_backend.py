@@ -224,14 +224,13 @@ class VLLMBackend(PlannerBackend):
             candidates = list(user.candidate_categories) if len(user.candidate_categories) <= len(prompts.LETTERS) \
                 else sorted(preferred[: len(prompts.LETTERS)])
             letters = prompts.LETTERS[: len(candidates)]
-            # What was just shown is not offered again (LERL's users lose patience over repeats),
-            # unless too little would be left to choose from.
+            # The prompt names what was just shown (a fact of the history, after it); whether to
+            # show it again is the model's choice: no rule removes it (rotation is a rollout-side
+            # option of its own, rollout.session_planner).
             steps = user.history.steps
             last = max(steps, default=None)
             just_shown = {c for c, s in zip(user.history.category_ids, steps) if s == last}
-            allowed = [letters[i] for i, c in enumerate(candidates) if c not in just_shown]
-            if len(allowed) < user.num_categories:
-                allowed = list(letters)
+            allowed = list(letters)
             params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(letters),
                                     structured_outputs=StructuredOutputsParams(choice=allowed))
             prompt = prompts.plan_prompt(user, req.category_names, candidates, template,
@@ -257,7 +256,7 @@ class VLLMBackend(PlannerBackend):
             ranked = [candidates[letters.index(t)] for t in sorted(scores, key=lambda t: -scores[t])]
             ranked_set = set(ranked)
             rest = [c for c in preferred if c not in ranked_set]
-            ranked += [c for c in rest if c not in just_shown] + [c for c in rest if c in just_shown]
+            ranked += rest
             return ranked[: user.num_categories]
 
         plans = await asyncio.gather(*(one(i, u) for i, u in enumerate(req.users)))

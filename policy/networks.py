@@ -1,10 +1,14 @@
 """The actor-critic shared by rollout actors (acting) and the learner (training).
 
 State encoder: a Transformer over the user's recent history (item features projected to the model
-width, plus a feedback embedding and a position embedding) with a learned summary token in front.
+width, plus a feedback embedding and a position embedding) with a learned summary token in front,
+beside what the decision needs that the history does not say: the categories the planner allows
+this step (the mask the slate must come from) and how far into the session it is (the step over
+the session's cap: the budget left, which decides whether a quit penalty ten steps away matters).
 Actor: a Gaussian over an action vector in item-feature space; an item's score is the dot product
 of the action with its (fixed) feature vector, so a slate is the top-K allowed items (LERL / HAC
-style "hyper-action"). Critic: a value head on the same state.
+style "hyper-action"). The world's item features end with the primary category's one-hot, so
+part of the action scores categories directly. Critic: a value head on the same state.
 """
 from __future__ import annotations
 
@@ -46,6 +50,8 @@ class PolicySpec:
 
     item_features: np.ndarray  # [num_items, feature_dim] float32
     history_len: int
+    num_categories: int = 0    # width of the category mask the policy observes (0 = none observed)
+    max_steps: int = 0         # the session's cap, to observe the step as a share of it (0 = not observed)
 
     @property
     def action_dim(self) -> int:
@@ -57,13 +63,15 @@ class ActorCritic(nn.Module):
 
     @classmethod
     def from_spec(cls, spec: PolicySpec, cfg: PolicyConfig) -> "ActorCritic":
-        return cls(spec.item_features, spec.history_len, cfg)
+        return cls(spec.item_features, spec.history_len, cfg, spec.num_categories, spec.max_steps)
 
-    def __init__(self, item_features: np.ndarray, history_len: int, cfg: PolicyConfig):
+    def __init__(self, item_features: np.ndarray, history_len: int, cfg: PolicyConfig, num_categories: int = 0,
+                 max_steps: int = 0):
         super().__init__()
         cfg.validate()
         num_items, feat_dim = item_features.shape
         self.num_items, self.action_dim, self.history_len = num_items, feat_dim, history_len
+        self.num_categories, self.max_steps = num_categories, max_steps
         # Fixed item features (a buffer, not a parameter): the action lives in their space. Row
         # num_items is the padding row for empty history slots.
         padded = np.concatenate([item_features, np.zeros((1, feat_dim), np.float32)]).astype(np.float32)
@@ -81,14 +89,18 @@ class ActorCritic(nn.Module):
         # features: "what this user responded to" in action space, which the actor can map to
         # an action almost linearly (learning it through attention alone takes far more samples).
         self.pooled_proj = nn.Linear(2 * feat_dim, d)
-        self.mu_head = nn.Sequential(nn.Linear(2 * d, d), nn.Tanh(), nn.Linear(d, feat_dim))
+        # The step's context: the allowed categories (1/0 each) and the step's share of the cap.
+        self.context_proj = nn.Linear(num_categories + 1, d)
+        self.mu_head = nn.Sequential(nn.Linear(3 * d, d), nn.Tanh(), nn.Linear(d, feat_dim))
         self.log_std = nn.Parameter(torch.full((feat_dim,), cfg.init_log_std))
-        self.value_head = nn.Sequential(nn.Linear(2 * d, d), nn.Tanh(), nn.Linear(d, 1))
+        self.value_head = nn.Sequential(nn.Linear(3 * d, d), nn.Tanh(), nn.Linear(d, 1))
         nn.init.normal_(self.pos_emb, std=0.02)
         nn.init.normal_(self.summary_token, std=0.02)
 
-    def encode(self, history_items: torch.Tensor, history_feedback: torch.Tensor) -> torch.Tensor:
-        """[B, H] item ids (-1 = empty) and [B, H] feedback -> [B, 2 * model_dim] state."""
+    def encode(self, history_items: torch.Tensor, history_feedback: torch.Tensor,
+               category_mask: torch.Tensor | None = None, step: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, H] item ids (-1 = empty), [B, H] feedback, [B, C] allowed categories (None = all)
+        and [B] steps (None = 0) -> [B, 3 * model_dim] state."""
         empty = history_items < 0
         ids = history_items.masked_fill(empty, self.num_items).long()
         features = self.item_features[ids]                                     # [B, H, F], zeros when empty
@@ -101,11 +113,23 @@ class ActorCritic(nn.Module):
         liked = history_feedback.unsqueeze(-1) * shown
         pooled = torch.cat([(features * liked).sum(1) / liked.sum(1).clamp(min=1.0),
                             (features * shown).sum(1) / shown.sum(1).clamp(min=1.0)], dim=-1)
-        return torch.cat([self.norm(x[:, 0]), self.pooled_proj(pooled)], dim=-1)
+        return torch.cat([self.norm(x[:, 0]), self.pooled_proj(pooled), self.context_proj(self._context(
+            b, category_mask, step, features.device))], dim=-1)
 
-    def forward(self, history_items: torch.Tensor, history_feedback: torch.Tensor):
+    def _context(self, b: int, category_mask: torch.Tensor | None, step: torch.Tensor | None, device) -> torch.Tensor:
+        """[B, C + 1]: the allowed categories, then the step's share of the session's cap."""
+        mask = (torch.ones(b, self.num_categories, device=device) if category_mask is None
+                else category_mask.to(device=device, dtype=torch.float32))
+        if mask.shape[1] != self.num_categories:
+            raise ValueError(f"category_mask has {mask.shape[1]} categories, the network was built for {self.num_categories}")
+        share = (torch.zeros(b, 1, device=device) if step is None or not self.max_steps
+                 else (step.to(device=device, dtype=torch.float32) / self.max_steps).reshape(b, 1))
+        return torch.cat([mask, share], dim=1)
+
+    def forward(self, history_items: torch.Tensor, history_feedback: torch.Tensor,
+                category_mask: torch.Tensor | None = None, step: torch.Tensor | None = None):
         """Returns (action distribution, value [B])."""
-        state = self.encode(history_items, history_feedback)
+        state = self.encode(history_items, history_feedback, category_mask, step)
         mu = self.mu_head(state)
         dist = Normal(mu, self.log_std.exp().expand_as(mu))
         return dist, self.value_head(state).squeeze(-1)

@@ -3,11 +3,13 @@ network our learner trains: the baseline comparison (benchmarks/vs_rllib.py) the
 machinery only, not in the model.
 
 It reads the world's observation in `obs_mode="dict"` (rollout.vector_env): the history's item
-ids and feedback, which the network embeds through the fixed item features as ours does. Its
+ids and feedback, which the network embeds through the fixed item features as ours does, the
+category mask (all allowed: no planner) and the step. Its
 action distribution inputs are (mean, log std) of the same Gaussian, RLlib's TorchDiagGaussian.
 
     RLModuleSpec(module_class=ActorCriticRLModule,
                  model_config={"item_features": spec.item_features, "history_len": spec.history_len,
+                               "num_categories": spec.num_categories, "max_steps": spec.max_steps,
                                "policy": {...}})    # spec: policy.networks.PolicySpec
 """
 from __future__ import annotations
@@ -32,12 +34,14 @@ class ActorCriticRLModule(TorchRLModule, ValueFunctionAPI):
         if missing:
             raise ValueError(f"ActorCriticRLModule needs model_config[{missing[0]!r}] (a policy.networks.PolicySpec's "
                              "fields; rollout.world.policy_spec builds one from a world)")
-        spec = PolicySpec(np.asarray(config["item_features"], np.float32), int(config["history_len"]))
+        spec = PolicySpec(np.asarray(config["item_features"], np.float32), int(config["history_len"]),
+                          int(config.get("num_categories", 0)), int(config.get("max_steps", 0)))
         self.net = ActorCritic.from_spec(spec, PolicyConfig(**config.get("policy", {})))
 
     def _state(self, batch: dict[str, Any]) -> torch.Tensor:
         obs = batch[Columns.OBS]
-        return self.net.encode(obs["history_items"], obs["history_feedback"].float())
+        return self.net.encode(obs["history_items"], obs["history_feedback"].float(), obs.get("category_mask"),
+                               obs["step"].reshape(-1) if "step" in obs else None)
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         state = self._state(batch)

@@ -21,7 +21,7 @@ from policy.networks import ActorCritic, PolicyConfig, load_numpy_weights, log_p
 from rollout.batch_schema import batch_dims, build_batch
 from rollout.episodes import run_episodes
 from rollout.session_planner import SessionPlanner
-from rollout.world import World, WorldConfig
+from rollout.world import World, WorldConfig, policy_spec
 from rollout.users import UserBatchEnv
 
 ACT_MODES = ("sample", "mean", "random", "oracle")
@@ -36,8 +36,8 @@ class RolloutConfig:
     users_per_actor: int = 64
     """Simulated users each actor steps together; one batch = one episode per user."""
     plan_categories: int = 4
-    """Categories the policy may recommend from each step (the best of the planner's pool not shown
-    at the user's last step)."""
+    """Categories the policy may recommend from each step: the best of the planner's pool (with
+    --rotate-categories, the best not shown at the user's last step)."""
     plan_pool: int = 8
     """Categories the planner ranks per user each time it is asked (>= plan_categories)."""
     use_planner: bool = True
@@ -45,9 +45,15 @@ class RolloutConfig:
     planner_timeout_s: float = 30.0
     """Deadline of one batched Plan call; past it the actor uses the local heuristic plan and counts a fallback."""
     plan_every: int = 0
-    """Ask the planner for a new pool every this many steps; in between the pool is reused, rotated
-    step by step (its age is logged). 0 = auto: every step with the heuristic planner, once per session
-    with an LLM (on a CPU the LLM is the scarce resource; a plan per step keeps rollouts waiting)."""
+    """Ask the planner for a new pool every this many steps, from the user's past and the session so
+    far (the pool's age is logged); in between the pool is reused. 0 = auto: every step with the
+    heuristic planner, every 5 steps with an LLM (on a CPU the LLM plans about 10 users a second)."""
+    plan_max_age: int = -1
+    """Plan during the session asynchronously: a due plan is asked for in the background and the
+    users go on with their older pool until it comes back; the rollout waits only once a pool is
+    this many steps old (the share of rollout time spent waiting is logged as
+    planner_wait_share). 0 = wait for every plan at the step it is due. -1 = auto: 0 with the
+    heuristic (it answers in microseconds), 2 x plan_every with an LLM."""
     plan_reuse_batches: int = -1
     """Reuse a user's session-start plan when this actor meets the user again, for up to this many
     of its batches (then plan anew; reuses and their age in batches are logged); with reuse on and
@@ -55,9 +61,11 @@ class RolloutConfig:
     is planned by one actor. Evaluation never reuses (a fresh actor). -1 = auto: 100 with an LLM
     (on 2 cores the engine plans about 10 users a second; a run meets each user many times), 0
     with the heuristic (free: every session is planned)."""
-    plan_ahead: bool = False
-    """Request each plan one step early, overlapping the wait with that step's work (the plan then
-    misses the latest step's feedback; its age is logged)."""
+    rotate_categories: bool = False
+    """Rotation, a rule of its own (an ablation, off in the LERL rows): never offer a category shown
+    at the user's last step, whatever the planner ranked; the mask is the best plan_categories of
+    the pool left. Off, the mask is the planner's own top plan_categories, and keeping users from
+    tiring of a category is the planner's and the policy's job."""
     reflect_sessions: int = 2
     """Finished sessions per batch sent to Reflect (best and worst by return first); 0 = no reflections."""
     send_titles: bool = False
@@ -77,8 +85,9 @@ class RolloutConfig:
             raise ValueError(f"plan_categories must be >= 1, got {self.plan_categories}")
         if self.plan_pool < self.plan_categories:
             raise ValueError(f"plan_pool={self.plan_pool} must be >= plan_categories={self.plan_categories}")
-        if self.plan_reuse_batches < -1:
-            raise ValueError(f"plan_reuse_batches must be >= 0 (or -1: auto), got {self.plan_reuse_batches}")
+        for name in ("plan_reuse_batches", "plan_max_age"):
+            if getattr(self, name) < -1:
+                raise ValueError(f"{name} must be >= 0 (or -1: auto), got {getattr(self, name)}")
         for name in ("plan_every", "reflect_sessions", "rollout_num_cpus"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -108,6 +117,7 @@ class RolloutStats:
     plan_age_count: int = 0
     plans_reused: int = 0          # session-start plans taken from the actor's cache instead of the planner
     plan_reuse_age_sum: int = 0    # batches since each reused plan was made, summed over reuses
+    plans_skipped: int = 0         # due plans not asked for because the last one was still in flight
     seconds_reflect: float = 0.0
     reflect_calls: int = 0
     reflect_fallbacks: int = 0
@@ -155,7 +165,7 @@ class RolloutWorker:
         self.generator = torch.Generator().manual_seed(torch_seed)
         with torch.random.fork_rng():  # the learner's initial weights too: same seed, same init
             torch.manual_seed(seed)
-            self.model = ActorCritic(self.world.item_features, world.history_len, policy)
+            self.model = ActorCritic.from_spec(policy_spec(world, self.world), policy)
         self.model.eval()
         self.version = -1
         self.batches_made = 0
@@ -165,8 +175,9 @@ class RolloutWorker:
                 raise ValueError("rollout.use_planner is on but no planner address was given")
             self.planner = SessionPlanner(self.world, connect_planner(planner_address), rollout.plan_categories,
                                           max(rollout.plan_every, 1), rollout.reflect_sessions, rollout.planner_timeout_s,
-                                          plan_seed, rollout.send_titles, world.slate_size, rollout.plan_ahead,
-                                          rollout.plan_pool, max(rollout.plan_reuse_batches, 0))
+                                          plan_seed, rollout.send_titles, world.slate_size, max(rollout.plan_max_age, 0),
+                                          rollout.plan_pool, max(rollout.plan_reuse_batches, 0),
+                                          rollout.rotate_categories)
             if rollout.plan_reuse_batches > 0 and worker_index < rollout.num_rollout_actors:
                 # Each user planned by one actor: this actor's share of the training users.
                 share = self.world.train_users[worker_index::rollout.num_rollout_actors]
@@ -239,7 +250,8 @@ class RolloutWorker:
             allowed, widened = widen_short_masks(allowed, k, available)
             stats["masks_widened"] += widened
             with torch.no_grad():
-                dist, value = self.model(torch.from_numpy(env.history_items), torch.from_numpy(env.history_feedback))
+                dist, value = self.model(torch.from_numpy(env.history_items), torch.from_numpy(env.history_feedback),
+                                         torch.from_numpy(cmask), torch.full((env.batch_size,), step))
                 if act in ("random", "oracle"):
                     action = torch.zeros_like(dist.mean)
                     scores = (torch.rand((env.batch_size, self.world.num_items), generator=self.generator)

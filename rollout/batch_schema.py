@@ -72,6 +72,8 @@ def batch_dims(cfg: WorldConfig, world: World) -> BatchDims:
 # The column names, read off the schema so that no other module spells the list out. The names
 # do not depend on the dims, so any dims will do.
 TRANSITION_COLUMNS: tuple[str, ...] = tuple(transition_schema(BatchDims(1, 1, 1, 1)).names)
+OBSERVATION_COLUMNS = ("history_items", "history_feedback", "category_mask", "step")
+"""What the policy network reads of a row, in the order `ActorCritic.forward` takes them."""
 BATCH_COLUMNS = ("batch_id", "policy_version")
 """Set once per batch, by whoever labels the batch (the worker, the demonstration writer)."""
 ACTOR_COLUMNS: tuple[str, ...] = tuple(name for name in TRANSITION_COLUMNS if name not in BATCH_COLUMNS)

@@ -7,11 +7,16 @@ answers into category masks, and finished sessions into reflections.
   is what lets the LLM's prefix cache serve most of it (DESIGN.md; VLLM_CPU.md).
 - The planner answers a ranked pool of `pool_size` categories per user, every `plan_every` steps
   (the slow, high-level decision: what this user is into); each step the mask is the best
-  `num_categories` of that pool that were not shown at the user's last step (the fast rotation
-  that keeps LERL's users from losing patience). The pool's age in steps is measured
-  (`plan_age_*`). With `plan_ahead` the plan for step t is requested at step
-  t-1, before that step's policy and environment work, and picked up at step t: the wait overlaps
-  the step, and the plan is one step older (it has not seen step t-1's feedback).
+  `num_categories` of that pool. With `rotate` (an ablation; off in the LERL rows) they are the
+  best not shown at the user's last step: a rule that keeps users from tiring of a category
+  whatever the planner knows, so it is named and measured on its own.
+- With `max_age` > 0, planning during the session is asynchronous: the plan due at step t
+  (from the session through step t-1) is requested in the background, and the users go on with
+  their older pool until it comes back; the rollout waits for it only once a pool is `max_age`
+  steps old. One request is in flight at a time (a due plan is skipped while the last one is
+  still out, counted `plans_skipped`). The pool's age in steps at every user-step (`plan_age_*`)
+  and the time spent waiting (`seconds_planner`) are measured. The session-start plan is always
+  awaited: there is no older pool.
 - With `reuse_batches`, a user's session-start plan (made from the user's past and the batch's
   reflections, before anything is shown) is kept and reused when the actor meets the user again,
   for up to that many batches: on a CPU the LLM plans about 10 users a second, and a run meets
@@ -36,12 +41,12 @@ class SessionPlanner:
     """Planner requests and category masks for one rollout worker's batch of users."""
 
     def __init__(self, world, client, num_categories: int, plan_every: int, reflect_sessions: int,
-                 timeout_s: float, seed: int, send_titles: bool, slate_size: int, plan_ahead: bool = False,
-                 pool_size: int = 0, reuse_batches: int = 0):
-        self.world, self.client, self.plan_ahead = world, client, plan_ahead
+                 timeout_s: float, seed: int, send_titles: bool, slate_size: int, max_age: int = 0,
+                 pool_size: int = 0, reuse_batches: int = 0, rotate: bool = False):
+        self.world, self.client, self.max_age, self.rotate = world, client, max_age, rotate
         self.pool_size = min(max(pool_size, num_categories), world.num_categories)
         self._executor = None
-        self._pending = None  # (step it is for, rows, submitted at, future)
+        self._pending = None  # (rows, step it was asked at, future)
         self.n = min(num_categories, world.num_categories)
         self.plan_every, self.reflect_sessions, self.timeout_s, self.seed = plan_every, reflect_sessions, timeout_s, seed
         self.send_titles = send_titles
@@ -58,7 +63,7 @@ class SessionPlanner:
     def _empty_stats() -> dict:
         return dict(seconds_planner=0.0, planner_calls=0, planner_fallbacks=0, plan_age_sum=0, plan_age_count=0,
                     seconds_reflect=0.0, reflect_calls=0, reflect_fallbacks=0, plans_reused=0,
-                    plan_reuse_age_sum=0)
+                    plan_reuse_age_sum=0, plans_skipped=0)
 
     def start(self, batch_size: int, reflections: list[str], past_items: np.ndarray | None = None,
               past_feedback: np.ndarray | None = None) -> None:
@@ -81,7 +86,7 @@ class SessionPlanner:
             ([], [], [], [], []) for _ in range(batch_size)]
         self.stats = self._empty_stats()
         if self._pending is not None:  # a plan for the last batch's sessions: no longer wanted
-            self._pending[3].cancel()
+            self._pending[2].cancel()
             self._pending = None
 
     def _past(self, items: np.ndarray, feedback: np.ndarray) -> planner_pb2.History | None:
@@ -164,9 +169,9 @@ class SessionPlanner:
                 ask.append(row)
         return np.asarray(ask, np.int64)
 
-    def _rotate(self, rows: np.ndarray) -> list[list[int]]:
-        """Per user: the best n pool categories not shown at the last step (then the shown ones)."""
-        last = self.slates[-1] if self.slates else None
+    def _chosen(self, rows: np.ndarray) -> list[list[int]]:
+        """Per user: the best n pool categories (with `rotate`: not shown at the last step first)."""
+        last = self.slates[-1] if self.slates and self.rotate else None
         chosen = []
         for row in rows:
             pool = self.pools[row]
@@ -176,38 +181,62 @@ class SessionPlanner:
             chosen.append(list(pool[: self.n]))
         return chosen
 
+    def _plan_now(self, rows: np.ndarray, user_ids: np.ndarray, step: int) -> None:
+        """Ask for `rows`' plans and wait (the session start, or every due plan when synchronous)."""
+        ask = self._reuse(rows, user_ids) if step == 0 and self.reuse_batches else rows
+        if not ask.size:
+            return
+        t0 = time.perf_counter()
+        response, fell_back = self.client.plan(self._request(ask, user_ids, step), self.timeout_s)
+        self.stats["seconds_planner"] += time.perf_counter() - t0
+        self._apply(response, fell_back, ask, step)
+        if step == 0 and self.reuse_batches and not fell_back:
+            for row in ask.tolist():
+                self._plan_cache[int(user_ids[row])] = (self.pools[row].copy(), self.batches_started)
+
+    def _plan_later(self, rows: np.ndarray, user_ids: np.ndarray, step: int) -> None:
+        """Ask for `rows`' plans in the background (at most one request in flight)."""
+        if self._pending is not None:
+            self.stats["plans_skipped"] += 1
+            return
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan-async")
+        request = self._request(rows, user_ids, step)  # the session through step - 1
+        self._pending = (rows, step, self._executor.submit(self.client.plan, request, self.timeout_s))
+
+    def _take_answer(self, step: int, rows: np.ndarray) -> None:
+        """Apply the plan in flight if it is back, or wait for it once a pool it replaces is
+        `max_age` steps old."""
+        if self._pending is None:
+            return
+        asked_rows, asked_at, future = self._pending
+        waiting = np.intersect1d(asked_rows, rows)
+        too_old = waiting.size and int((step - self.planned_at[waiting]).max()) >= self.max_age
+        if not future.done() and not too_old:
+            return
+        self._pending = None
+        t0 = time.perf_counter()
+        response, fell_back = future.result()
+        self.stats["seconds_planner"] += time.perf_counter() - t0
+        self._apply(response, fell_back, asked_rows, asked_at)
+
     def masks(self, step: int, active: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
         """[B, C] category masks for this step (everything allowed for inactive users)."""
         rows = np.flatnonzero(active)
-        if self._pending is not None and self._pending[0] == step:
-            _, ahead_rows, planned_from, future = self._pending
-            self._pending = None
-            t0 = time.perf_counter()
-            response, fell_back = future.result()
-            self.stats["seconds_planner"] += time.perf_counter() - t0
-            self._apply(response, fell_back, ahead_rows, planned_from)
-        elif rows.size and step % self.plan_every == 0:
-            ask = self._reuse(rows, user_ids) if step == 0 and self.reuse_batches else rows
-            if ask.size:
-                t0 = time.perf_counter()
-                response, fell_back = self.client.plan(self._request(ask, user_ids, step), self.timeout_s)
-                self.stats["seconds_planner"] += time.perf_counter() - t0
-                self._apply(response, fell_back, ask, step)
-                if step == 0 and self.reuse_batches and not fell_back:
-                    for row in ask.tolist():
-                        self._plan_cache[int(user_ids[row])] = (self.pools[row].copy(), self.batches_started)
-        if self.plan_ahead and rows.size and (step + 1) % self.plan_every == 0:
-            if self._executor is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan-ahead")
-            request = self._request(rows, user_ids, step)  # history through step - 1
-            self._pending = (step + 1, rows, step, self._executor.submit(self.client.plan, request, self.timeout_s))
+        if step > 0 and self.max_age > 0:
+            self._take_answer(step, rows)
+        if rows.size and step % self.plan_every == 0:
+            if step == 0 or self.max_age == 0:
+                self._plan_now(rows, user_ids, step)
+            else:
+                self._plan_later(rows, user_ids, step)
         self.stats["plan_age_sum"] += int((step - self.planned_at[rows]).sum())
         self.stats["plan_age_count"] += int(rows.size)
         mask = np.ones((len(active), self.world.num_categories), bool)
         if rows.size:
-            mask[rows] = category_mask(self._rotate(rows), self.world.num_categories)
+            mask[rows] = category_mask(self._chosen(rows), self.world.num_categories)
         return mask
 
     def reflect(self, user_ids: np.ndarray, lengths: np.ndarray, returns: np.ndarray) -> list[tuple[str, float]]:

@@ -10,12 +10,14 @@ One `RecSimVectorEnv` wraps ONE `UserBatchEnv` of `num_envs` users: sub-env i is
   direction matters to a ranking, so the bounds lose nothing; they exist so that RLlib's default
   action normalisation has a finite range to map onto. Out-of-bounds actions are used as given.
 - Observation (per sub-env), `obs_mode`:
-  - "flat" (default): Box float32 [H * F + H]: the item features of the last H shown items (zeros
-    for empty slots), flattened oldest first, then their H click feedbacks. RLlib's default
-    new-API-stack model (an MLP encoder) takes a flat Box only, and this carries the same
-    information our ActorCritic sees (it, too, sees items only through their features).
+  - "flat" (default): Box float32 [H * F + H + 1]: the item features of the last H shown items
+    (zeros for empty slots), flattened oldest first, then their H click feedbacks, then the step
+    over `max_steps`. RLlib's default new-API-stack model (an MLP encoder) takes a flat Box only,
+    and this carries the same information our ActorCritic sees (it, too, sees items only through
+    their features; with no planner every category is allowed).
   - "dict": Dict("history_items": Box int32 [-1, N-1]^H (-1 = empty), "history_feedback": Box
-    float32 [0, 1]^H): the UserBatchEnv's own arrays, for custom models that embed item ids.
+    float32 [0, 1]^H, "category_mask": Box int8 {0, 1}^C (all 1: no planner), "step": Box int32
+    [0, max_steps]^1): the UserBatchEnv's own arrays, `ActorCritic.forward`'s inputs.
 - Autoreset: gymnasium's NEXT_STEP mode (`metadata["autoreset_mode"]`). When slot i ends at step t,
   the step t+1 call ignores action i, starts a fresh user there (drawn by the env's RNG) and returns
   that episode's first observation with reward 0 and terminated = truncated = False.
@@ -73,11 +75,13 @@ class RecSimVectorEnv(VectorEnv):
         self._all_allowed = torch.ones(num_envs, n_items, dtype=torch.bool)
 
         if obs_mode == "flat":
-            self.single_observation_space = spaces.Box(-np.inf, np.inf, (h * feat_dim + h,), np.float32)
+            self.single_observation_space = spaces.Box(-np.inf, np.inf, (h * feat_dim + h + 1,), np.float32)
         else:
             self.single_observation_space = spaces.Dict({
                 "history_items": spaces.Box(-1, n_items - 1, (h,), np.int32),
                 "history_feedback": spaces.Box(0.0, 1.0, (h,), np.float32),
+                "category_mask": spaces.Box(0, 1, (self.world.num_categories,), np.int8),
+                "step": spaces.Box(0, self.cfg.max_steps, (1,), np.int32),
             })
         self.single_action_space = spaces.Box(-1.0, 1.0, (feat_dim,), np.float32)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -150,10 +154,13 @@ class RecSimVectorEnv(VectorEnv):
         items, feedback = self.users.history_items, self.users.history_feedback
         if self.obs_mode == "dict":
             return {"history_items": items.astype(np.int32, copy=True),
-                    "history_feedback": feedback.astype(np.float32, copy=True)}
+                    "history_feedback": feedback.astype(np.float32, copy=True),
+                    "category_mask": np.ones((self.num_envs, self.world.num_categories), np.int8),
+                    "step": self.users.steps.astype(np.int32).reshape(self.num_envs, 1)}
         n_items = self.world.num_items
         feats = self._padded_features[np.where(items < 0, n_items, items)]      # [n, H, F]
-        return np.concatenate([feats.reshape(self.num_envs, -1), feedback], axis=1).astype(np.float32)
+        share = self.users.steps.astype(np.float32).reshape(self.num_envs, 1) / self.cfg.max_steps
+        return np.concatenate([feats.reshape(self.num_envs, -1), feedback, share], axis=1).astype(np.float32)
 
 
 def make_vector_env(num_envs: int, world_config: WorldConfig | dict | None = None, seed: int | None = None,

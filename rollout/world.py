@@ -213,14 +213,16 @@ class World:
 
     def _count_popularity(self, seen: np.ndarray) -> None:
         """Item popularity from the positive interactions marked `seen`, and the policy's item
-        features: [N, d + 1], whose last column is the standardised log popularity, the
-        information the popular and round-robin references use."""
+        features: [N, d + 1 + C], the latent vector, the standardised log popularity and the
+        primary category's one-hot: the information the popular and round-robin references use
+        (an action's last C entries then score categories directly)."""
         positives = self.data.positive() & seen
         self.item_popularity = np.bincount(self.data.interactions.item[positives],
                                            minlength=self.data.num_items).astype(np.int64)
         log_pop = np.log1p(self.item_popularity.astype(np.float64))
         log_pop = (log_pop - log_pop.mean()) / max(float(log_pop.std()), 1e-8)
-        self.item_features = np.concatenate([self._latent_features, log_pop[:, None]], axis=1).astype(np.float32)
+        category = np.eye(self.num_categories, dtype=np.float32)[self.item_category]
+        self.item_features = np.concatenate([self._latent_features, log_pop[:, None], category], axis=1).astype(np.float32)
 
     def hold_out_period(self, share: float) -> None:
         """Make the last `share` of the logs by timestamp the evaluation period: popularity counts
@@ -312,7 +314,8 @@ class World:
 
 def policy_spec(cfg: WorldConfig, world: World) -> PolicySpec:
     """What a network needs of this world (policy.networks.PolicySpec)."""
-    return PolicySpec(item_features=world.item_features, history_len=cfg.history_len)
+    return PolicySpec(item_features=world.item_features, history_len=cfg.history_len,
+                      num_categories=world.num_categories, max_steps=cfg.max_steps)
 
 
 def data_card(world: World) -> dict:

@@ -90,16 +90,20 @@ def tiny_problem(seed: int = 0):
     """A model and a batch where actions with a[0] > 0 have advantage +1, the rest -1."""
     torch.manual_seed(seed)
     features = np.random.default_rng(seed).standard_normal((NUM_ITEMS, FEAT)).astype(np.float32)
-    model = ActorCritic(features, HIST, PolicyConfig(model_dim=16, num_heads=2, init_log_std=0.0)).eval()
+    model = ActorCritic(features, HIST, PolicyConfig(model_dim=16, num_heads=2, init_log_std=0.0),
+                        num_categories=3, max_steps=10).eval()
     gen = torch.Generator().manual_seed(seed + 100)
     items = torch.randint(-1, NUM_ITEMS, (ROWS, HIST), generator=gen, dtype=torch.int32)
     fb = (torch.rand(ROWS, HIST, generator=gen) < 0.5).float()
+    mask = torch.rand(ROWS, 3, generator=gen) < 0.5
+    step = torch.randint(0, 10, (ROWS,), generator=gen, dtype=torch.int32)
     with torch.no_grad():
-        dist, _ = model(items, fb)
+        dist, _ = model(items, fb, mask, step)
         action = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=gen)
         logp = log_prob(dist, action)
     advantages = torch.where(action[:, 0] > 0, 1.0, -1.0)
-    data = {"history_items": items, "history_feedback": fb, "action": action, "behaviour_logp": logp,
+    data = {"history_items": items, "history_feedback": fb, "category_mask": mask, "step": step,
+            "action": action, "behaviour_logp": logp,
             "advantages": advantages, "returns": torch.zeros(ROWS)}
     return model, data
 
@@ -107,7 +111,7 @@ def tiny_problem(seed: int = 0):
 def surrogate(model: ActorCritic, data: dict) -> tuple[float, float]:
     """(-mean(adv * ratio), mean of the policy mean's first component) over the whole batch."""
     with torch.no_grad():
-        dist, _ = model(data["history_items"], data["history_feedback"])
+        dist, _ = model(data["history_items"], data["history_feedback"], data["category_mask"], data["step"])
         ratio = (log_prob(dist, data["action"]) - data["behaviour_logp"]).exp()
         return float(-(data["advantages"] * ratio).mean()), float(dist.mean[:, 0].mean())
 

@@ -132,17 +132,9 @@ def varied_request(rng: random.Random, num_users: int, num_candidates: int, max_
     return req
 
 
-def just_shown(user: planner_pb2.UserContext) -> set[int]:
-    steps = user.history.steps
-    if not steps:
-        return set()
-    last = max(steps)
-    return {c for c, s in zip(user.history.category_ids, steps) if s == last}
-
-
 def check_plan(req: planner_pb2.PlanRequest, resp: planner_pb2.PlanResponse, fell_back: bool) -> None:
-    """Everything a vllm plan answer must be: from the model (no fallback), valid, and never the
-    categories just shown when enough others remain."""
+    """Everything a vllm plan answer must be: from the model (no fallback) and valid. Whether it
+    repeats the categories just shown is the model's choice (rotation is a rollout option)."""
     assert not fell_back, "the client fell back to the heuristic: the vllm server failed or timed out"
     assert resp.backend == "vllm"
     check_plan_response(req, resp)
@@ -150,9 +142,6 @@ def check_plan(req: planner_pb2.PlanRequest, resp: planner_pb2.PlanResponse, fel
         ids = list(plan.category_ids)
         assert len(ids) == len(set(ids)) == user.num_categories, (i, ids)
         assert set(ids) <= set(user.candidate_categories), (i, ids)
-        shown = just_shown(user) & set(user.candidate_categories)
-        if len(user.candidate_categories) - len(shown) >= user.num_categories:
-            assert not set(ids) & shown, f"user {i} got just-shown categories {set(ids) & shown}: {ids}"
 
 
 # (users, candidates, longest session in steps, reflections)
@@ -228,24 +217,22 @@ def test_same_request_twice_gives_the_same_answer(served: Served) -> None:
     assert [list(p.category_ids) for p in second.plans] == [list(p.category_ids) for p in first.plans]
 
 
-def test_just_shown_categories_are_avoided_when_others_remain(served: Served) -> None:
+def test_plans_are_valid_whatever_was_just_shown(served: Served) -> None:
     rng = random.Random(12)
     req = planner_pb2.PlanRequest(category_names=[f"Genre {c}" for c in range(8)], seed=3)
     for u in range(8):
         user = make_user(req, rng, u, list(range(8)), 3, steps=2, slate=4)
-        # The last step showed 4 distinct categories: 4 others remain, 3 to choose.
         last_step = [j for j, s in enumerate(user.history.steps) if s == 1]
         for k, j in enumerate(last_step):
             user.history.category_ids[j] = (u + k) % 8
     resp, fell_back = served.client.plan(req, TIMEOUT_S)
     check_plan(req, resp, fell_back)
-    # When too few others remain, the answer is still num_categories valid ids.
+    # Nearly every candidate just shown: the model still answers num_categories valid ids.
     req2 = planner_pb2.PlanRequest(category_names=["a", "b", "c", "d"], seed=3)
     user = make_user(req2, rng, 0, [0, 1, 2, 3], 3, steps=1, slate=3)
-    user.history.category_ids[:] = range(len(user.history.item_ids))  # 0, 1, 2 just shown: only 3 remains
+    user.history.category_ids[:] = range(len(user.history.item_ids))
     resp2, fell_back = served.client.plan(req2, TIMEOUT_S)
     check_plan(req2, resp2, fell_back)
-    assert 3 in resp2.plans[0].category_ids
 
 
 def test_more_than_twenty_candidates(served: Served) -> None:

@@ -144,3 +144,21 @@ def test_loading_is_strict():
 def test_policy_config_validate(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PolicyConfig(**kwargs).validate()
+
+
+def test_the_allowed_categories_and_the_step_are_inputs_of_the_decision():
+    """The policy sees what it must choose within (the planner's categories) and how far into the
+    session it is; both change the action and the value, and a mask of the wrong width is refused."""
+    torch.manual_seed(0)
+    features = np.random.default_rng(123).standard_normal((NUM_ITEMS, FEAT)).astype(np.float32)
+    model = ActorCritic(features, HIST, PolicyConfig(), num_categories=4, max_steps=20).eval()
+    items, fb = random_history(3)
+    mask = torch.tensor([[True, True, False, False]] * 3)
+    with torch.no_grad():
+        base, value = model(items, fb, mask, torch.zeros(3, dtype=torch.int32))
+        other_mask, other_mask_value = model(items, fb, ~mask, torch.zeros(3, dtype=torch.int32))
+        later, later_value = model(items, fb, mask, torch.full((3,), 15, dtype=torch.int32))
+    assert not torch.allclose(base.mean, other_mask.mean) and not torch.allclose(value, other_mask_value)
+    assert not torch.allclose(base.mean, later.mean) and not torch.allclose(value, later_value)
+    with pytest.raises(ValueError, match="categories"):
+        model(items, fb, torch.ones(3, 5, dtype=torch.bool), None)

@@ -25,7 +25,8 @@ def test_rllib_ppo_trains_our_actor_critic() -> None:
     from policy.rllib_module import ActorCriticRLModule
 
     spec = policy_spec(WORLD, World.build(WORLD, log=lambda line: None))
-    spec_config = {"item_features": spec.item_features, "history_len": spec.history_len}
+    spec_config = {"item_features": spec.item_features, "history_len": spec.history_len,
+                   "num_categories": spec.num_categories, "max_steps": spec.max_steps}
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
         config = (
@@ -43,7 +44,7 @@ def test_rllib_ppo_trains_our_actor_critic() -> None:
         try:
             module = algo.get_module()
             world = World.build(WORLD, log=lambda line: None)
-            ours = ActorCritic(world.item_features, WORLD.history_len, PolicyConfig())
+            ours = ActorCritic.from_spec(policy_spec(WORLD, world), PolicyConfig())
             assert isinstance(module, ActorCriticRLModule)
             assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in ours.parameters())
             before = {k: v.clone() for k, v in module.net.state_dict().items()}

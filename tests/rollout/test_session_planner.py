@@ -147,3 +147,98 @@ def test_session_start_plans_are_reused_for_a_bounded_number_of_batches() -> Non
         off.start(3, [])
         off.masks(0, active, users)
     assert off.client.asked == [[5, 6, 7], [5, 6, 7]] and off.stats["plans_reused"] == 0
+
+
+class FixedClient:
+    """Answers every user with the same ranked pool, after `delay_s`, counting the steps asked at."""
+
+    def __init__(self, pool: list[int], delay_s: float = 0.0):
+        import threading
+
+        self.pool, self.delay_s, self.steps = pool, delay_s, []
+        self.release = threading.Event()
+
+    def plan(self, req, timeout_s):
+        from protos import planner_pb2
+
+        self.steps.append(req.users[0].step)
+        if self.delay_s:
+            self.release.wait(self.delay_s)
+        response = planner_pb2.PlanResponse(backend="fixed")
+        for _ in req.users:
+            response.plans.add(category_ids=self.pool)
+        return response, False
+
+    def close(self):
+        pass
+
+
+def _shown_categories(world: World, categories: list[int], users: int) -> np.ndarray:
+    """[users, K] a slate of items from `categories` (one each, cycling)."""
+    items = [int(np.flatnonzero(world.item_category == c)[0]) for c in categories]
+    return np.array([[items[k % len(items)] for k in range(CFG.slate_size)]] * users)
+
+
+def test_rotation_is_an_option_of_its_own() -> None:
+    """Off (the LERL rows), the mask is the planner's top categories even when they were just
+    shown; on (the ablation), the categories of the user's last slate are passed over."""
+    world = World.build(CFG, log=lambda line: None)
+    users, active = np.arange(2), np.ones(2, bool)
+    masks = {}
+    for rotate in (False, True):
+        planner = SessionPlanner(world, FixedClient([0, 1, 2, 3, 4, 5]), 3, 20, 0, 1.0, 0, False, CFG.slate_size,
+                                 pool_size=6, rotate=rotate)
+        planner.start(2, [])
+        first = planner.masks(0, active, users)
+        planner.record(_shown_categories(world, [0, 1], 2), np.zeros((2, CFG.slate_size), np.float32), active)
+        masks[rotate] = (first, planner.masks(1, active, users))
+    assert [np.flatnonzero(m[0]).tolist() for m in masks[False]] == [[0, 1, 2], [0, 1, 2]]
+    assert np.flatnonzero(masks[True][0][0]).tolist() == [0, 1, 2]
+    assert np.flatnonzero(masks[True][1][0]).tolist() == [2, 3, 4]
+
+
+def test_plans_during_the_session_come_asynchronously_within_the_age_bound() -> None:
+    """A due plan is asked for in the background; the users keep the older pool until it is back,
+    and the rollout waits for it only once that pool is max_age steps old."""
+    world = World.build(CFG, log=lambda line: None)
+    users, active = np.arange(3), np.ones(3, bool)
+    client = FixedClient([0, 1, 2, 3], delay_s=30.0)
+    planner = SessionPlanner(world, client, 2, 2, 0, 60.0, 0, False, CFG.slate_size, max_age=4, pool_size=4)
+    planner.start(3, [])
+    client.release.set()                                  # the session-start plan is awaited: answer at once
+    planner.masks(0, active, users)
+    client.release.clear()
+    for step in (1, 2, 3):                                # step 2: due, asked in the background
+        planner.masks(step, active, users)
+    assert planner._pending is not None and planner._pending[1] == 2
+    assert (planner.planned_at == 0).all()                # still the step-0 pool: nobody waited
+    assert planner.stats["seconds_planner"] < 5.0
+    import threading
+
+    threading.Timer(0.3, client.release.set).start()
+    planner.masks(4, active, users)                       # the step-0 pool is 4 steps old: wait for the answer
+    assert (planner.planned_at == 2).all() and planner.stats["seconds_planner"] >= 0.2
+    assert planner._pending[1] == 4                       # and step 4's own plan is asked for
+    planner._pending[2].result()
+    assert client.steps == [0, 2, 4]
+    planner.close()
+    ages = planner.stats["plan_age_sum"] / planner.stats["plan_age_count"]
+    assert ages == (0 + 1 + 2 + 3 + 2) * 3 / 15
+
+
+def test_a_due_plan_is_skipped_while_the_last_one_is_in_flight() -> None:
+    world = World.build(CFG, log=lambda line: None)
+    users, active = np.arange(2), np.ones(2, bool)
+    client = FixedClient([0, 1, 2, 3], delay_s=30.0)
+    planner = SessionPlanner(world, client, 2, 1, 0, 60.0, 0, False, CFG.slate_size, max_age=10, pool_size=4)
+    planner.start(2, [])
+    client.release.set()
+    planner.masks(0, active, users)
+    client.release.clear()
+    planner.masks(1, active, users)
+    planner.masks(2, active, users)
+    assert planner._pending[1] == 1 and planner.stats["plans_skipped"] == 1
+    client.release.set()
+    planner.start(2, [])                                  # a new batch drops the old session's request
+    assert planner._pending is None
+    planner.close()

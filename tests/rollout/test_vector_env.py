@@ -65,7 +65,7 @@ def test_spaces_contain_what_reset_and_step_return(obs_mode):
         assert terminated.dtype == truncated.dtype == bool
         assert not (terminated & truncated).any()
     if obs_mode == "flat":
-        assert env.single_observation_space.shape == (SMALL.history_len * (feat_dim + 1),)
+        assert env.single_observation_space.shape == (SMALL.history_len * (feat_dim + 1) + 1,)
 
 
 def test_registered_vector_entry_point_builds_this_env_not_a_sync_wrapper():

@@ -30,11 +30,15 @@ from learner.algorithms.ilrec.reward import SlateDiscriminator, discriminator_st
 from learner.learner_actor import Learner
 from learner.ppo import PPOConfig, gae, ppo_update
 from policy.networks import PolicyConfig, PolicySpec
-from rollout.batch_schema import BatchDims, column, validate_batch
+from rollout.batch_schema import OBSERVATION_COLUMNS, BatchDims, column, validate_batch
 
 MAX_AWR_WEIGHT = 20.0
-_COLUMNS = ("history_items", "history_feedback", "action", "behaviour_logp", "value", "reward", "done",
-            "episode_id", "slate")
+_COLUMNS = (*OBSERVATION_COLUMNS, "action", "behaviour_logp", "value", "reward", "done", "episode_id", "slate")
+
+
+def _observation(columns: dict, idx: torch.Tensor) -> list[torch.Tensor]:
+    """The policy's inputs of rows `idx` (rollout.batch_schema.OBSERVATION_COLUMNS)."""
+    return [columns[name][idx] for name in OBSERVATION_COLUMNS]
 
 
 class ILRecLearner(Learner):
@@ -47,7 +51,7 @@ class ILRecLearner(Learner):
         batch = demo_batch(pq.read_table(demo_path, memory_map=True))
         validate_batch(batch, self.dims)
         demo = {name: column(batch, name) for name in
-                ("history_items", "history_feedback", "slate", "reward", "done", "episode_id")}
+                (*OBSERVATION_COLUMNS, "slate", "reward", "done", "episode_id")}
         n = len(demo["reward"])
         # The row after each demonstration row, when it continues the same session (else -1).
         following = np.r_[demo["episode_id"][1:] == demo["episode_id"][:-1], False] & ~demo["done"]
@@ -70,7 +74,7 @@ class ILRecLearner(Learner):
 
     def _bc_loss(self, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Weighted cross-entropy of the demonstration slates' items under the policy's item scores."""
-        dist, _ = self.model(self.demo["history_items"][idx], self.demo["history_feedback"][idx])
+        dist, _ = self.model(*_observation(self.demo, idx))
         logp = torch.log_softmax(self.model.item_scores(dist.mean), dim=-1)
         ce = -logp.gather(1, self.demo["slate"][idx].long()).mean(-1)
         return (weights * ce).mean()
@@ -107,10 +111,10 @@ class ILRecLearner(Learner):
     def _awr_weights(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         d, nxt = self.demo, torch.from_numpy(self.demo_next).to(self.device)[idx]
         with torch.no_grad():
-            _, value = self.model(d["history_items"][idx], d["history_feedback"][idx])
+            _, value = self.model(*_observation(d, idx))
             has_next = nxt >= 0
             safe = torch.where(has_next, nxt, idx)
-            _, next_value = self.model(d["history_items"][safe], d["history_feedback"][safe])
+            _, next_value = self.model(*_observation(d, safe))
             adv = self._demo_reward(idx) + self.ppo.gamma * next_value * has_next.float() - value
             weights = torch.exp(adv / self.ilrec.ilrec_awr_beta).clamp(max=MAX_AWR_WEIGHT)
         return weights, adv
@@ -154,8 +158,7 @@ class ILRecLearner(Learner):
             offset += rows
             p["advantages"], p["returns"] = gae(reward.astype(np.float32), p["value"], p["done"], p["episode_id"],
                                                 self.ppo.gamma, self.ppo.gae_lambda)
-        data = {name: t(name) for name in ("history_items", "history_feedback", "action", "behaviour_logp",
-                                           "advantages", "returns")}
+        data = {name: t(name) for name in (*OBSERVATION_COLUMNS, "action", "behaviour_logp", "advantages", "returns")}
         losses = ppo_update(self.model, self.optimizer, self.ppo, data, self.generator, None)
         demo_stats = {"bc_loss": 0.0, "awr_weight_mean": 0.0, "demo_advantage_mean": 0.0, "demo_rows": 0}
         if cfg.ilrec_demo_ratio > 0 and cfg.ilrec_bc_coef > 0:
