@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from torch.utils.tensorboard import SummaryWriter
 
 from learner.checkpoint import check_compatible, save_checkpoint, trim_metrics, work_lost
+from learner.provenance import provenance
 from learner.evaluation import evaluation_table, with_convergence, with_gap_closed
 from learner.runtime import UsageError, init_ray, make_run_dir, shut_down, start_planner, wait_for_planner
 from rollout.world import World, data_card, data_card_line, dynamics_card
@@ -167,6 +168,12 @@ def _start(algo: Algorithm, resumed: dict, t_run: float) -> Run:
                            **driver.get("resume", {})}, t_budget=t_run)
     for name, content in algo.run_files().items():
         (run_dir / name).write_text(json.dumps(content, indent=2))
+    origin = provenance()
+    known = run_dir / "provenance.json"
+    if resumed and known.is_file():  # the run's first start stays its origin; each resume is added
+        first = json.loads(known.read_text())
+        origin = {**first, "resumes": [*first.get("resumes", []), origin]}
+    known.write_text(json.dumps(origin, indent=2))
     cfg.save(run_dir / "config.json")
     print(f"run directory: {run_dir}", flush=True)
     if algo.needs_planner():
