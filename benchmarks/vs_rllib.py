@@ -159,7 +159,8 @@ def run_rllib(args, env_steps: int, params_target: int) -> dict:
         spec = policy_spec(world_cfg, World.build(world_cfg, log=lambda line: None))
         module = {"rl_module_spec": RLModuleSpec(module_class=ActorCriticRLModule, model_config={
             "item_features": spec.item_features, "history_len": spec.history_len,
-            "num_categories": spec.num_categories, "max_steps": spec.max_steps})}
+            "num_categories": spec.num_categories, "max_steps": spec.max_steps, "slate_size": spec.slate_size,
+            "item_category": spec.item_category})}
     else:  # RLlib's default MLP of about our parameter count
         module = {"model_config": DefaultModelConfig(fcnet_hiddens=[hidden, hidden], vf_share_layers=True)}
     # One of our iterations: every actor's users to the end of their episodes.

@@ -31,6 +31,9 @@ METRICS = (("Tint", "Tint", 2), ("Rcum", "Rcum", 3), ("Rsin", "Rsin", 3), ("gap_
 """Every column a report can show (`rollout.metrics`, via learner.evaluation.summarise); a report
 shows those that every row of its runs carries (older runs lack the later metrics)."""
 TRAINED = "trained"
+PER_RUN_CONTROLS = ("random+planner", "greedy+planner")
+"""Evaluation rows that depend on each run's own planner: a row's controls, never a reference row
+(greedy+planner, the best item inside the planner's categories, is the row's planner quality)."""
 
 
 class ReportError(Exception):
@@ -57,8 +60,17 @@ def load_run(run: Path) -> dict:
     if TRAINED not in evaluation:
         raise ReportError(f"{run}/eval.json has no '{TRAINED}' row (was the run evaluated? --eval-users > 0)")
     name = config.get("run", {}).get("name") or run.parent.name
+    origin_path = run / "provenance.json"
+    origin = json.loads(origin_path.read_text()) if origin_path.is_file() else {}
     return {"dir": run, "name": name, "seed": config.get("run", {}).get("seed", 0), "config": config,
-            "eval": evaluation, "curve": curve}
+            "eval": evaluation, "curve": curve, "provenance": origin}
+
+
+def _budget(run: dict) -> dict:
+    """What training a run took: updates, env steps, wall seconds (its metrics.jsonl's last row)."""
+    last = run["curve"][-1] if run["curve"] else {}
+    return {"updates": len(run["curve"]), "env_steps": float(last.get("env_steps_total", 0)),
+            "wall_s": float(last.get("wall_seconds", last.get("seconds", 0.0)))}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -88,13 +100,20 @@ def aggregate(runs: list[dict]) -> dict[str, dict]:
     for run in runs:
         by_name[run["name"]].append(run)
     for name, group in by_name.items():
+        budgets = [_budget(r) for r in group]
         rows[name] = {"kind": "algorithm", "seeds": len(group), "oracle": False,
-                      **_stats([r["eval"][TRAINED] for r in group], metrics)}
+                      **_stats([r["eval"][TRAINED] for r in group], metrics),
+                      **{key: _mean_std([b[key] for b in budgets]) for key in ("updates", "env_steps", "wall_s")},
+                      "seed_list": [r["seed"] for r in group],
+                      "provenance": [{"seed": r["seed"], **{k: r["provenance"].get(k) for k in (
+                          "commit", "dirty", "command", "cpu", "cores")}} for r in group if r["provenance"]]}
+        quality = [r["eval"]["greedy+planner"] for r in group if "greedy+planner" in r["eval"]]
+        if quality:  # the planner's part of the result: the best items inside its categories
+            rows[name]["planner_quality"] = _stats(quality, [m for m in metrics if m[0] in ("Rcum", "Tint", "gap_closed")])
     references: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         for policy, values in run["eval"].items():
-            # random+planner depends on each run's planner: a per-run control, not a reference row
-            if policy not in (TRAINED, "random+planner") and policy not in by_name:
+            if policy not in (TRAINED, *PER_RUN_CONTROLS) and policy not in by_name:
                 references[policy].append(values)
     for policy, values in sorted(references.items()):
         rows[f"{policy} (reference)"] = {"kind": "reference", "seeds": len(values),
@@ -113,6 +132,21 @@ def markdown_table(rows: dict[str, dict]) -> str:
                  f"{row[m][0]:.{d}f} ± {row[m][1]:.{d}f}" if spread else f"{row[m][0]:.{d}f}" for m, _, d in metrics]
         label = name + (" *" if row.get("oracle") else "")
         lines.append(f"| {label} | {row['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def budget_table(rows: dict[str, dict]) -> str:
+    """Per trained row: what it took (updates, env steps, wall time) and its planner's quality."""
+    lines = ["| row | seeds | updates | env steps | wall time (s) | planner quality: Rcum of the best items "
+             "inside its categories * | its gap closed |", "|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        if row["kind"] != "algorithm":
+            continue
+        quality = row.get("planner_quality", {})
+        rcum, gap = quality.get("Rcum", (float("nan"),) * 2), quality.get("gap_closed", (float("nan"),) * 2)
+        cell = lambda v, d: "–" if not np.isfinite(v[0]) else f"{v[0]:.{d}f} ± {v[1]:.{d}f}"  # noqa: E731
+        lines.append(f"| {name} | {row['seeds']} | {cell(row['updates'], 0)} | {cell(row['env_steps'], 0)} | "
+                     f"{cell(row['wall_s'], 0)} | {cell(rcum, 3)} | {cell(gap, 3)} |")
     return "\n".join(lines)
 
 
@@ -163,7 +197,8 @@ def write_report(roots: list[Path], out: Path | None = None) -> Path:
              f"{len(runs)} runs in {len(rows) - sum(r['kind'] == 'reference' for r in rows.values())} rows; "
              f"world: {', '.join(worlds)}; evaluation: {', '.join(map(str, users))} fixed users per run "
              "(mean ± std over training seeds; reference policies are deterministic given the users).", "",
-             markdown_table(rows), ""]
+             markdown_table(rows), "", "Budgets, and each planner on its own (no planner: –):", "",
+             budget_table(rows), ""]
     gains = _gains(rows)
     if gains:
         lines += ["", *gains, ""]
@@ -172,7 +207,9 @@ def write_report(roots: list[Path], out: Path | None = None) -> Path:
     if curves:
         lines += [f"![learning curves]({curves.name})", ""]
     lines += [f"![diversity versus return]({scatter.name})", "", "Runs:", ""]
-    lines += [f"- {r['name']} seed {r['seed']}: `{r['dir']}`" for r in runs]
+    lines += [f"- {r['name']} seed {r['seed']}: `{r['dir']}`"
+              + (f", commit {r['provenance']['commit'][:10]}{' (dirty)' if r['provenance'].get('dirty') else ''}, "
+                 f"`{r['provenance']['command']}`" if r["provenance"] else "") for r in runs]
     lines += ["", "`*` oracle: reads the true user model. gap closed = (Rcum - random) / (lookahead - random). "
               "Definitions of every column: `rollout/metrics/` (DivRatio: distinct / recommended items; "
               "pop-bias: mean popularity percentile; serendipity: liked and outside the user's history "
@@ -183,7 +220,8 @@ def write_report(roots: list[Path], out: Path | None = None) -> Path:
               "rating, `learner/explanations.py`)."]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
-    summary = {"worlds": worlds, "evaluation_users": users, "rows": rows,
+    commits = sorted({r["provenance"].get("commit", "") for r in runs if r["provenance"]})
+    summary = {"worlds": worlds, "evaluation_users": users, "commits": commits, "rows": rows,
                "runs": [{"name": r["name"], "seed": r["seed"], "dir": str(r["dir"]), "eval": r["eval"]} for r in runs]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return path

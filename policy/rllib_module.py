@@ -10,6 +10,7 @@ action distribution inputs are (mean, log std) of the same Gaussian, RLlib's Tor
     RLModuleSpec(module_class=ActorCriticRLModule,
                  model_config={"item_features": spec.item_features, "history_len": spec.history_len,
                                "num_categories": spec.num_categories, "max_steps": spec.max_steps,
+                               "slate_size": spec.slate_size, "item_category": spec.item_category,
                                "policy": {...}})    # spec: policy.networks.PolicySpec
 """
 from __future__ import annotations
@@ -35,7 +36,8 @@ class ActorCriticRLModule(TorchRLModule, ValueFunctionAPI):
             raise ValueError(f"ActorCriticRLModule needs model_config[{missing[0]!r}] (a policy.networks.PolicySpec's "
                              "fields; rollout.world.policy_spec builds one from a world)")
         spec = PolicySpec(np.asarray(config["item_features"], np.float32), int(config["history_len"]),
-                          int(config.get("num_categories", 0)), int(config.get("max_steps", 0)))
+                          int(config.get("num_categories", 0)), int(config.get("max_steps", 0)),
+                          int(config.get("slate_size", 0)), config.get("item_category"))
         self.net = ActorCritic.from_spec(spec, PolicyConfig(**config.get("policy", {})))
 
     def _state(self, batch: dict[str, Any]) -> torch.Tensor:

@@ -315,7 +315,8 @@ class World:
 def policy_spec(cfg: WorldConfig, world: World) -> PolicySpec:
     """What a network needs of this world (policy.networks.PolicySpec)."""
     return PolicySpec(item_features=world.item_features, history_len=cfg.history_len,
-                      num_categories=world.num_categories, max_steps=cfg.max_steps)
+                      num_categories=world.num_categories, max_steps=cfg.max_steps, slate_size=cfg.slate_size,
+                      item_category=world.item_category)
 
 
 def data_card(world: World) -> dict:

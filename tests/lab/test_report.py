@@ -85,3 +85,26 @@ def test_the_protocols_columns_appear_when_every_run_carries_them_and_summary_js
     # Older runs without the later metrics: the report keeps to the columns they all have.
     _run(tmp_path, "old", 0, 9.0, 4.0)
     assert "| DivRatio |" not in write_report([tmp_path]).read_text()
+
+
+def test_each_rows_planner_quality_budget_and_provenance(tmp_path: Path) -> None:
+    """greedy+planner depends on the run's planner: it is that row's planner quality, never a
+    reference row shared by rows with other planners; budgets and commits travel to summary.json."""
+    for name, quality in (("lerl", 8.0), ("random-categories", 3.0)):
+        for seed in (0, 1):
+            run = _run(tmp_path, name, seed, 10.0, 5.0)
+            evaluation = json.loads((run / "eval.json").read_text())
+            evaluation["greedy+planner"] = {**METRICS, "Rcum": quality + seed, "oracle": True}
+            (run / "eval.json").write_text(json.dumps(evaluation))
+            (run / "provenance.json").write_text(json.dumps({"commit": "abc123def456", "dirty": False,
+                                                             "command": "python -m learner.main --seed 1"}))
+    text = write_report([tmp_path]).read_text()
+    assert "greedy+planner (reference)" not in text
+    assert "| lerl | 2 | 3 ± 0 | 3000 ± 0 | 0 ± 0 | 8.500 ± 0.707 | – |" in text
+    assert "| random-categories | 2 | 3 ± 0 | 3000 ± 0 | 0 ± 0 | 3.500 ± 0.707 | – |" in text
+    assert "commit abc123def4, `python -m learner.main --seed 1`" in text
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["commits"] == ["abc123def456"]
+    row = summary["rows"]["random-categories"]
+    assert row["planner_quality"]["Rcum"] == [3.5, pytest.approx(0.7071, abs=1e-4)]
+    assert row["env_steps"] == [3000.0, 0.0] and row["seed_list"] == [0, 1]

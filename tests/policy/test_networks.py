@@ -88,7 +88,7 @@ def test_weights_round_trip_gives_identical_outputs():
     items, fb = random_history(4, seed=3, empty_from=2)
     with torch.no_grad():
         mean_a, value_a = a(items, fb)[0].mean, a(items, fb)[1]
-        assert not torch.equal(mean_a, b(items, fb)[0].mean)  # different seeds, different nets
+        assert not torch.equal(value_a, b(items, fb)[1])  # different seeds, different nets
         load_numpy_weights(b, weights_to_numpy(a))
         dist_b, value_b = b(items, fb)
     assert torch.equal(mean_a, dist_b.mean)
@@ -152,6 +152,7 @@ def test_the_allowed_categories_and_the_step_are_inputs_of_the_decision():
     torch.manual_seed(0)
     features = np.random.default_rng(123).standard_normal((NUM_ITEMS, FEAT)).astype(np.float32)
     model = ActorCritic(features, HIST, PolicyConfig(), num_categories=4, max_steps=20).eval()
+    torch.nn.init.normal_(model.mu_head.correction[-1].weight)  # as after some training (it starts at 0)
     items, fb = random_history(3)
     mask = torch.tensor([[True, True, False, False]] * 3)
     with torch.no_grad():
@@ -162,3 +163,20 @@ def test_the_allowed_categories_and_the_step_are_inputs_of_the_decision():
     assert not torch.allclose(base.mean, later.mean) and not torch.allclose(value, later_value)
     with pytest.raises(ValueError, match="categories"):
         model(items, fb, torch.ones(3, 5, dtype=torch.bool), None)
+
+
+def test_an_untrained_policy_ranks_by_the_ridge_estimate_of_the_users_preference():
+    """The mean starts as the least-squares fit of the history's feedback on its items' features
+    (the correction is zero at initialisation), scaled to norm sqrt(F); an empty history gives 0."""
+    model = make_model()
+    items, fb = random_history(3, seed=4, empty_from=3)
+    items[2] = -1
+    fb[2] = 0.0
+    with torch.no_grad():
+        mean = model(items, fb)[0].mean
+    features = model.item_features[items[0][3:].long()]
+    x = torch.cat([features, torch.ones(len(features), 1)], dim=1)
+    ridge = torch.linalg.solve(x.T @ x + 10.0 * torch.eye(FEAT + 1), x.T @ fb[0][3:])[:-1]
+    assert torch.allclose(mean[0], ridge / ridge.norm() * FEAT ** 0.5, atol=1e-4)
+    assert torch.allclose(mean[0].norm(), torch.tensor(FEAT ** 0.5))
+    assert (mean[2] == 0).all()

@@ -26,7 +26,8 @@ def test_rllib_ppo_trains_our_actor_critic() -> None:
 
     spec = policy_spec(WORLD, World.build(WORLD, log=lambda line: None))
     spec_config = {"item_features": spec.item_features, "history_len": spec.history_len,
-                   "num_categories": spec.num_categories, "max_steps": spec.max_steps}
+                   "num_categories": spec.num_categories, "max_steps": spec.max_steps, "slate_size": spec.slate_size,
+                   "item_category": spec.item_category}
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
         config = (

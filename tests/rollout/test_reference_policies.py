@@ -256,3 +256,26 @@ def test_ml100k_popular_is_one_slate_for_everyone(ml100k):
     slates = ReferencePolicy("popular").act(env)
     assert (slates == slates[0]).all()
     assert slates[0].tolist() == expected_popular(world, cfg.slate_size)
+
+
+def test_the_history_rules_read_only_what_the_policy_observes(world: World) -> None:
+    """history-ridge ranks by the fit of the history's feedback (a user who liked one category's
+    items is shown that category); ridge-exposure prices the categories of the last two slates."""
+    from rollout.reference_policies import history_ridge_scores, recent_category_share
+
+    env = make_env(world, batch_size=2)
+    liked_category = 3
+    items = np.flatnonzero(world.item_category == liked_category)[:4]
+    others = np.flatnonzero(world.item_category != liked_category)[:4]
+    env.history_items[:] = np.r_[items, others].astype(np.int32)
+    env.history_feedback[:] = np.r_[np.ones(4), np.zeros(4)].astype(np.float32)
+    scores = history_ridge_scores(env)
+    top = np.argsort(-scores[0])[:10]
+    assert (world.item_category[top] == liked_category).mean() > 0.5
+    share = recent_category_share(env)
+    assert share.shape == (2, world.num_categories) and np.allclose(share.sum(1), 1.0)
+    assert share[0, liked_category] == 0.5          # the last 2 slates (8 items): 4 of that category
+    penalised = ReferencePolicy("ridge-exposure").act(env)
+    plain = ReferencePolicy("history-ridge").act(env)
+    assert (world.item_category[penalised[0]] == liked_category).sum() <= (world.item_category[plain[0]]
+                                                                          == liked_category).sum()
