@@ -1,0 +1,44 @@
+"""The results in the repository: each results/<table>/ holds report.md, its plots and
+summary.json; report.md's tables are the ones summary.json's rows make, every trained row says
+which commit and command made it, and every number the README quotes from a table is the one in
+summary.json (the README quotes a table between `<!-- results/<table> -->` and `<!-- end -->`)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from lab.report import budget_table, markdown_table
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TABLES = sorted(p.parent for p in (REPO_ROOT / "results").glob("*/summary.json"))
+
+
+def _quoted(readme: str, table: str) -> list[str]:
+    match = re.search(rf"<!-- results/{re.escape(table)} -->\n(.*?)<!-- end -->", readme, re.S)
+    return [line for line in match.group(1).splitlines() if line.startswith("|")] if match else []
+
+
+def test_there_are_results_in_the_repository() -> None:
+    assert TABLES, "no results/<table>/summary.json: run a table and `python -m learner.report` it into results/"
+
+
+@pytest.mark.parametrize("table", TABLES, ids=[t.name for t in TABLES])
+def test_a_tables_report_and_readme_are_its_summary(table: Path) -> None:
+    summary = json.loads((table / "summary.json").read_text())
+    report = (table / "report.md").read_text()
+    rows = summary["rows"]
+    made = markdown_table(rows).splitlines() + budget_table(rows).splitlines()
+    for line in made:
+        assert line in report, f"{table.name}/report.md lacks the summary's line {line!r}"
+    for png in re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", report):
+        assert (table / png).is_file(), f"{table.name}/report.md shows {png}, which is not there"
+    for name, row in rows.items():
+        if row["kind"] == "algorithm":
+            assert row["provenance"] and all(p["commit"] and p["command"] for p in row["provenance"]), name
+    quoted = _quoted((REPO_ROOT / "README.md").read_text(), table.name)
+    assert quoted, f"README.md does not quote results/{table.name} (a block <!-- results/{table.name} --> ... <!-- end -->)"
+    for line in quoted:
+        assert line in made, f"README quotes {line!r}, which differs from results/{table.name}/summary.json"
