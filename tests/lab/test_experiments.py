@@ -105,9 +105,9 @@ def check_vllm_planner_run(run_dir: Path, iterations: int, eval_users: int, cach
     """A LERL run with the vllm planner backend: what its config, metrics and evaluation must say."""
     config = json.loads((run_dir / "config.json").read_text())
     assert config["run"]["planner_backend"] == "vllm"
-    # plan_every 0 (auto) is resolved before the actors start and saved: with an LLM, once per
-    # session, at its start (every step with the heuristic).
-    assert config["rollout"]["plan_every"] == config["world"]["max_steps"] == 20
+    # plan_every and plan_max_age (auto) are resolved before the actors start and saved: with an
+    # LLM, every 5 steps, asynchronously, waiting once a plan is 10 steps old.
+    assert config["rollout"]["plan_every"] == 5 and config["rollout"]["plan_max_age"] == 10
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == list(range(1, iterations + 1))
     for row in rows:

@@ -242,3 +242,26 @@ def test_a_due_plan_is_skipped_while_the_last_one_is_in_flight() -> None:
     planner.start(2, [])                                  # a new batch drops the old session's request
     assert planner._pending is None
     planner.close()
+
+
+def test_each_user_gets_their_own_plan_and_it_changes_as_the_session_goes() -> None:
+    """The issue's check: two users with different histories get different plans, and a user's
+    plan follows what the session shows (the heuristic planner, every 2 steps, synchronous)."""
+    world = World.build(CFG, log=lambda line: None)
+    planner = SessionPlanner(world, CountingClient(), 3, 2, 0, 1.0, 0, False, CFG.slate_size, pool_size=3)
+    users, active = np.array([1, 2]), np.ones(2, bool)
+    past_items = np.full((2, CFG.history_len), -1, np.int64)
+    past_feedback = np.zeros((2, CFG.history_len), np.float32)
+    for row, category in enumerate((0, 5)):       # user 1 liked category 0's items, user 2 category 5's
+        liked = np.flatnonzero(world.item_category == category)[:4]
+        past_items[row, -4:], past_feedback[row, -4:] = liked, 1.0
+    planner.start(2, [], past_items, past_feedback)
+    first = planner.masks(0, active, users)
+    assert first[0, 0] and first[1, 5] and not (first[0] == first[1]).all()
+    disliked = np.flatnonzero(world.item_category == 0)[4:4 + CFG.slate_size]
+    for step in (0, 1):                            # user 1 is shown category 0 twice and clicks nothing
+        planner.record(np.stack([disliked, disliked]), np.zeros((2, CFG.slate_size), np.float32), active)
+        if step == 0:
+            planner.masks(1, active, users)
+    later = planner.masks(2, active, users)
+    assert not later[0, 0], "user 1's plan still leads with the category they stopped clicking"
