@@ -105,6 +105,12 @@ def _all_reduce_grads(params: list[torch.nn.Parameter], data_parallel: DataParal
         offset += p.numel()
 
 
+def observation(columns: dict, idx: torch.Tensor) -> list[torch.Tensor]:
+    """The policy's inputs of rows `idx` of `columns` (rollout.batch_schema.OBSERVATION_COLUMNS,
+    in `ActorCritic.forward`'s order)."""
+    return [columns[name][idx] for name in OBSERVATION_COLUMNS]
+
+
 def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, cfg: PPOConfig,
                data: dict[str, torch.Tensor], generator: torch.Generator,
                data_parallel: DataParallel | None = None) -> dict[str, float]:
@@ -134,7 +140,7 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, cfg: PPOCon
                 idx, adv = idx[part], adv[part]
             optimizer.zero_grad(set_to_none=True)
             if len(idx):
-                dist, value = model(*(data[name][idx] for name in OBSERVATION_COLUMNS))
+                dist, value = model(*observation(data, idx))
                 new_logp = log_prob(dist, data["action"][idx])
                 log_ratio = new_logp - data["behaviour_logp"][idx]
                 ratio = log_ratio.exp()

@@ -141,12 +141,10 @@ class ActorCritic(nn.Module):
                           self._preference(features, history_feedback, shown)], dim=-1)
 
     def _preference(self, features: torch.Tensor, feedback: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
-        """[B, F] the ridge fit of the history's feedback on its items' features (with an
-        intercept), scaled to norm sqrt(F): a ranking direction in action space (0 when empty)."""
+        """[B, F] the ridge fit of the history's feedback on its items' features (ridge_fit),
+        scaled to norm sqrt(F): a ranking direction in action space (0 when empty)."""
         with torch.no_grad():
-            x = torch.cat([features, torch.ones_like(features[..., :1])], dim=-1) * shown        # [B, H, F + 1]
-            gram = x.transpose(1, 2) @ x + RIDGE_LAMBDA * torch.eye(x.shape[-1], device=x.device)
-            weights = torch.linalg.solve(gram, (x * (feedback.unsqueeze(-1) * shown)).sum(1))[:, :-1]
+            weights = ridge_fit(features, feedback, shown)[:, :-1]
             norm = weights.norm(dim=-1, keepdim=True)
             return torch.where(norm > 1e-8, weights / norm.clamp(min=1e-8), 0.0) * self.action_dim ** 0.5
 
@@ -175,6 +173,15 @@ class ActorCritic(nn.Module):
     def item_scores(self, action: torch.Tensor) -> torch.Tensor:
         """[B, D] actions -> [B, N] scores: dot product with every item's features."""
         return action @ self.item_features[: self.num_items].T
+
+
+def ridge_fit(features: torch.Tensor, feedback: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
+    """[B, F + 1] the ridge fit (RIDGE_LAMBDA; last entry the intercept) of each history's
+    feedback ([B, H]) on its items' features ([B, H, F]), over the slots `shown` ([B, H, 1], 1/0)
+    marks: the policy's preference estimate and the history-ridge reference's, in one place."""
+    x = torch.cat([features, torch.ones_like(features[..., :1])], dim=-1) * shown        # [B, H, F + 1]
+    gram = x.transpose(1, 2) @ x + RIDGE_LAMBDA * torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+    return torch.linalg.solve(gram, (x * (feedback.unsqueeze(-1) * shown)).sum(1))
 
 
 class ResidualActionHead(nn.Module):

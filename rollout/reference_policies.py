@@ -10,7 +10,7 @@ Each is marked oracle (reads the true user model and the user's state) or not:
   the user liked in the history the policy sees (the zero-parameter rule: a policy that outputs
   this action needs no learning; what the trained policy must beat);
 - history-ridge: items scored by the ridge fit of the history's feedback on its items' features
-  (`policy.networks.RIDGE_LAMBDA`): the preference estimate the policy's action starts from;
+  (`policy.networks.ridge_fit`): the preference estimate the policy's action starts from;
 - ridge-exposure: history-ridge minus HISTORY_EXPOSURE_PRICE x the item category's share
   of the last two slates in the history: the strongest rule we found that reads only what the
   policy observes (no user model, no hidden state);
@@ -29,8 +29,9 @@ greedy+planner (oracle: the best items inside them by the true model now).
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from policy.networks import RECENT_SLATES, RIDGE_LAMBDA
+from policy.networks import RECENT_SLATES, ridge_fit
 from rollout.lookahead import LookaheadOracle
 from rollout.slates import exposure_greedy, top_k
 from rollout.users import UserBatchEnv
@@ -66,12 +67,10 @@ def history_mean_action(env: UserBatchEnv) -> np.ndarray:
 def history_ridge_scores(env: UserBatchEnv) -> np.ndarray:
     """[B, N] each item's predicted feedback by the ridge fit (with an intercept) of the user's
     history feedback on its items' features."""
-    items, feedback = env.history_items, env.history_feedback
-    shown = (items >= 0).astype(np.float64)[..., None]
-    features = env.world.item_features[np.where(items >= 0, items, 0)].astype(np.float64)
-    x = np.concatenate([features, np.ones_like(features[..., :1])], axis=-1) * shown     # [B, H, F + 1]
-    gram = np.swapaxes(x, 1, 2) @ x + RIDGE_LAMBDA * np.eye(x.shape[-1])
-    weights = np.linalg.solve(gram, (x * feedback[..., None] * shown).sum(1)[..., None])[..., 0]
+    items = env.history_items
+    shown = torch.from_numpy((items >= 0).astype(np.float64)[..., None])
+    features = torch.from_numpy(env.world.item_features[np.where(items >= 0, items, 0)].astype(np.float64))
+    weights = ridge_fit(features, torch.from_numpy(env.history_feedback.astype(np.float64)), shown).numpy()
     return (weights[:, :-1] @ env.world.item_features.T.astype(np.float64) + weights[:, -1:]).astype(np.float32)
 
 

@@ -28,17 +28,12 @@ import torch
 from learner.algorithms.ilrec.demonstrations import demo_batch
 from learner.algorithms.ilrec.reward import SlateDiscriminator, discriminator_step
 from learner.learner_actor import Learner
-from learner.ppo import PPOConfig, gae, ppo_update
+from learner.ppo import PPOConfig, gae, observation, ppo_update
 from policy.networks import PolicyConfig, PolicySpec
 from rollout.batch_schema import OBSERVATION_COLUMNS, BatchDims, column, validate_batch
 
 MAX_AWR_WEIGHT = 20.0
 _COLUMNS = (*OBSERVATION_COLUMNS, "action", "behaviour_logp", "value", "reward", "done", "episode_id", "slate")
-
-
-def _observation(columns: dict, idx: torch.Tensor) -> list[torch.Tensor]:
-    """The policy's inputs of rows `idx` (rollout.batch_schema.OBSERVATION_COLUMNS)."""
-    return [columns[name][idx] for name in OBSERVATION_COLUMNS]
 
 
 class ILRecLearner(Learner):
@@ -74,7 +69,7 @@ class ILRecLearner(Learner):
 
     def _bc_loss(self, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Weighted cross-entropy of the demonstration slates' items under the policy's item scores."""
-        dist, _ = self.model(*_observation(self.demo, idx))
+        dist, _ = self.model(*observation(self.demo, idx))
         logp = torch.log_softmax(self.model.item_scores(dist.mean), dim=-1)
         ce = -logp.gather(1, self.demo["slate"][idx].long()).mean(-1)
         return (weights * ce).mean()
@@ -111,10 +106,10 @@ class ILRecLearner(Learner):
     def _awr_weights(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         d, nxt = self.demo, torch.from_numpy(self.demo_next).to(self.device)[idx]
         with torch.no_grad():
-            _, value = self.model(*_observation(d, idx))
+            _, value = self.model(*observation(d, idx))
             has_next = nxt >= 0
             safe = torch.where(has_next, nxt, idx)
-            _, next_value = self.model(*_observation(d, safe))
+            _, next_value = self.model(*observation(d, safe))
             adv = self._demo_reward(idx) + self.ppo.gamma * next_value * has_next.float() - value
             weights = torch.exp(adv / self.ilrec.ilrec_awr_beta).clamp(max=MAX_AWR_WEIGHT)
         return weights, adv
