@@ -42,7 +42,9 @@ class Learner:
         torch.manual_seed(seed)  # the initial weights; acting seeds live in the rollout workers
         self.model = ActorCritic.from_spec(spec, policy).to(self.device)
         self.model.eval()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=ppo.lr, eps=1e-5)
+        # Fused: one kernel over all parameters per step instead of a dozen small ops per tensor
+        # (the same update; the state dict is the unfused one's).
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=ppo.lr, eps=1e-5, fused=True)
         self.generator = torch.Generator().manual_seed(seed + 1)
         self.version = 0
         self.seen_batch_ids: set[str] = set()

@@ -125,6 +125,10 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, cfg: PPOCon
     sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_frac": 0.0}
     steps = 0
     params = [p for p in model.parameters() if p.requires_grad]
+    # The preference estimate is a fixed function of each row's history (no parameters): made
+    # once for the batch, not once per epoch (the model's reference path makes it every time).
+    preference = (None if model.reference_path
+                  else model.preference(data["history_items"], data["history_feedback"]))
     model.train()
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=generator).to(data["action"].device)
@@ -140,7 +144,7 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, cfg: PPOCon
                 idx, adv = idx[part], adv[part]
             optimizer.zero_grad(set_to_none=True)
             if len(idx):
-                dist, value = model(*observation(data, idx))
+                dist, value = model(*observation(data, idx), preference=None if preference is None else preference[idx])
                 new_logp = log_prob(dist, data["action"][idx])
                 log_ratio = new_logp - data["behaviour_logp"][idx]
                 ratio = log_ratio.exp()
@@ -158,7 +162,7 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, cfg: PPOCon
                     sums["clip_frac"] += weight * ((ratio - 1).abs() > cfg.clip_coef).float().mean().item()
             if data_parallel is not None:
                 _all_reduce_grads(params, data_parallel)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)   # one fused norm
             optimizer.step()
             steps += 1
     model.eval()

@@ -25,7 +25,10 @@ import warnings
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.distributions import Normal
+
+from policy.summary_attention import summary_layer_output
 
 RIDGE_LAMBDA = 10.0
 """Ridge penalty of the preference estimate (in squared features). As the rule ridge-exposure
@@ -77,14 +80,21 @@ class ActorCritic(nn.Module):
     """Transformer state encoder + Gaussian action head + value head + item scoring."""
 
     @classmethod
-    def from_spec(cls, spec: PolicySpec, cfg: PolicyConfig) -> "ActorCritic":
+    def from_spec(cls, spec: PolicySpec, cfg: PolicyConfig, reference_path: bool = False) -> "ActorCritic":
         return cls(spec.item_features, spec.history_len, cfg, spec.num_categories, spec.max_steps, spec.slate_size,
-                   spec.item_category)
+                   spec.item_category, reference_path)
 
     def __init__(self, item_features: np.ndarray, history_len: int, cfg: PolicyConfig, num_categories: int = 0,
-                 max_steps: int = 0, slate_size: int = 0, item_category: np.ndarray | None = None):
+                 max_steps: int = 0, slate_size: int = 0, item_category: np.ndarray | None = None,
+                 reference_path: bool = False):
         super().__init__()
         cfg.validate()
+        # The reference path: the implementation before the fast one, kept so that
+        # benchmarks/learner_update.py and the tests can compare against it: every token through
+        # every layer, each history slot projected on its own, and (learner.ppo) the preference
+        # estimate made again in every minibatch. The default computes the same outputs with the
+        # work nobody reads left out (_summary) and the work that does not change done once.
+        self.reference_path = reference_path
         num_items, feat_dim = item_features.shape
         self.num_items, self.action_dim, self.history_len = num_items, feat_dim, history_len
         self.num_categories, self.max_steps = num_categories, max_steps
@@ -120,10 +130,37 @@ class ActorCritic(nn.Module):
         nn.init.normal_(self.summary_token, std=0.02)
 
     def encode(self, history_items: torch.Tensor, history_feedback: torch.Tensor,
-               category_mask: torch.Tensor | None = None, step: torch.Tensor | None = None) -> torch.Tensor:
+               category_mask: torch.Tensor | None = None, step: torch.Tensor | None = None,
+               preference: torch.Tensor | None = None) -> torch.Tensor:
         """[B, H] item ids (-1 = empty), [B, H] feedback, [B, C] allowed categories (None = all)
         and [B] steps (None = 0) -> [B, 3 * model_dim + F] state (its last F entries: the
-        preference estimate, what `mu_head` corrects)."""
+        preference estimate, what `mu_head` corrects). `preference`: that estimate if already
+        made (`self.preference` of the same history; a learner makes it once per batch, not
+        once per epoch), None = make it here."""
+        if self.reference_path:
+            return self._encode_reference(history_items, history_feedback, category_mask, step)
+        empty = history_items < 0
+        ids = history_items.masked_fill(empty, self.num_items).long()
+        b = ids.shape[0]
+        summary = self._summary(ids, history_feedback, empty)
+        shown = (~empty).float()
+        liked = history_feedback * shown
+        # The feedback-weighted and the plain mean of the history's item features, as weighted
+        # bags of the catalog's rows (no [B, H, F] copy of the history's features is made).
+        starts = torch.arange(0, ids.numel(), ids.shape[1], device=ids.device)
+        pooled = torch.cat([F.embedding_bag(ids.reshape(-1), self.item_features, starts, mode="sum",
+                                            per_sample_weights=(w / w.sum(1, keepdim=True).clamp(min=1.0)).reshape(-1))
+                            for w in (liked, shown)], dim=-1)                             # [B, 2F]
+        context = self._context(b, category_mask, step, ids.device, ids)
+        if preference is None:
+            preference = self._preference(F.embedding(ids, self.item_features), history_feedback, shown.unsqueeze(-1))
+        return torch.cat([self.norm(summary), self.pooled_proj(pooled), self.context_proj(context), preference], dim=-1)
+
+    def _encode_reference(self, history_items: torch.Tensor, history_feedback: torch.Tensor,
+                          category_mask: torch.Tensor | None, step: torch.Tensor | None) -> torch.Tensor:
+        """`encode` as it was before the fast path, kept as the reference the benchmark and the
+        tests compare against: every token through every layer, each history slot projected on
+        its own, the ridge fit by LU in the primal form."""
         empty = history_items < 0
         ids = history_items.masked_fill(empty, self.num_items).long()
         features = self.item_features[ids]                                     # [B, H, F], zeros when empty
@@ -138,13 +175,40 @@ class ActorCritic(nn.Module):
                             (features * shown).sum(1) / shown.sum(1).clamp(min=1.0)], dim=-1)
         context = self._context(b, category_mask, step, features.device, ids)
         return torch.cat([self.norm(x[:, 0]), self.pooled_proj(pooled), self.context_proj(context),
-                          self._preference(features, history_feedback, shown)], dim=-1)
+                          self._preference(features, history_feedback, shown, _ridge_fit_lu)], dim=-1)
 
-    def _preference(self, features: torch.Tensor, feedback: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
-        """[B, F] the ridge fit of the history's feedback on its items' features (ridge_fit),
-        scaled to norm sqrt(F): a ranking direction in action space (0 when empty)."""
+    def _summary(self, ids: torch.Tensor, feedback: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
+        """[B, d] the summary token's output, as the reference path computes it, without the work
+        nobody reads: the item projection is affine, so the catalog is projected once and
+        gathered; the feedback embedding and the positions are one fused add; the last layer
+        computes token 0's output only (policy.summary_attention)."""
+        b, h = ids.shape
+        d = self.pos_emb.shape[1]
+        projected = self.item_proj(self.item_features).index_select(0, ids.reshape(-1)).view(b, h, d)
+        tokens = torch.addcmul(projected + (self.pos_emb[1:] + self.feedback_emb.bias), feedback.unsqueeze(-1),
+                               self.feedback_emb.weight.view(d))
+        first = (self.summary_token[0] + self.pos_emb[:1]).expand(b, d)
+        layers = self.encoder.layers
+        if len(layers) > 1:   # earlier layers: every token, the summary first
+            pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=empty.device), empty], dim=1)
+            x = torch.cat([first.unsqueeze(1), tokens], dim=1)
+            for layer in layers[:-1]:
+                x = layer(x, src_key_padding_mask=pad)
+            first, tokens = x[:, 0], x[:, 1:]
+        return summary_layer_output(layers[-1], first, tokens, empty)
+
+    def preference(self, history_items: torch.Tensor, history_feedback: torch.Tensor) -> torch.Tensor:
+        """[B, F] the preference estimate of these histories (what `encode` puts last; no gradient)."""
+        empty = history_items < 0
+        features = F.embedding(history_items.masked_fill(empty, self.num_items).long(), self.item_features)
+        return self._preference(features, history_feedback, (~empty).float().unsqueeze(-1))
+
+    def _preference(self, features: torch.Tensor, feedback: torch.Tensor, shown: torch.Tensor,
+                    fit=None) -> torch.Tensor:
+        """[B, F] the ridge fit of the history's feedback on its items' features (ridge_fit, or
+        `fit`), scaled to norm sqrt(F): a ranking direction in action space (0 when empty)."""
         with torch.no_grad():
-            weights = ridge_fit(features, feedback, shown)[:, :-1]
+            weights = (fit or ridge_fit)(features, feedback, shown)[:, :-1]
             norm = weights.norm(dim=-1, keepdim=True)
             return torch.where(norm > 1e-8, weights / norm.clamp(min=1e-8), 0.0) * self.action_dim ** 0.5
 
@@ -158,14 +222,15 @@ class ActorCritic(nn.Module):
             raise ValueError(f"category_mask has {mask.shape[1]} categories, the network was built for {self.num_categories}")
         share = (torch.zeros(b, 1, device=device) if step is None or not self.max_steps
                  else (step.to(device=device, dtype=torch.float32) / self.max_steps).reshape(b, 1))
-        recent = (self.item_onehot[ids[:, -self.recent:]].mean(1) if self.recent
+        recent = (F.embedding(ids[:, -self.recent:], self.item_onehot).mean(1) if self.recent
                   else torch.zeros(b, self.num_categories, device=device))
         return torch.cat([mask, share, recent], dim=1)
 
     def forward(self, history_items: torch.Tensor, history_feedback: torch.Tensor,
-                category_mask: torch.Tensor | None = None, step: torch.Tensor | None = None):
-        """Returns (action distribution, value [B])."""
-        state = self.encode(history_items, history_feedback, category_mask, step)
+                category_mask: torch.Tensor | None = None, step: torch.Tensor | None = None,
+                preference: torch.Tensor | None = None):
+        """Returns (action distribution, value [B]). `preference`: as in `encode`."""
+        state = self.encode(history_items, history_feedback, category_mask, step, preference)
         mu = self.mu_head(state)
         dist = Normal(mu, self.log_std.exp().expand_as(mu))
         return dist, self.value_head(state).squeeze(-1)
@@ -180,6 +245,22 @@ def ridge_fit(features: torch.Tensor, feedback: torch.Tensor, shown: torch.Tenso
     feedback ([B, H]) on its items' features ([B, H, F]), over the slots `shown` ([B, H, 1], 1/0)
     marks: the policy's preference estimate and the history-ridge reference's, in one place."""
     x = torch.cat([features, torch.ones_like(features[..., :1])], dim=-1) * shown        # [B, H, F + 1]
+    # Cholesky: the system is symmetric positive definite. A history shorter than the features
+    # are wide takes the dual form, w = X^T (X X^T + lambda I)^-1 y: the same solution from an
+    # H x H system (empty slots are zero rows, of weight 0).
+    y = feedback.unsqueeze(-1) * shown                                                   # [B, H, 1]
+    dual = x.shape[1] < x.shape[2]
+    system = x @ x.transpose(1, 2) if dual else x.transpose(1, 2) @ x
+    system.diagonal(dim1=-2, dim2=-1).add_(RIDGE_LAMBDA)
+    factor, _ = torch.linalg.cholesky_ex(system)
+    if dual:
+        return (x * torch.cholesky_solve(y, factor)).sum(1)
+    return torch.cholesky_solve((x * y).sum(1).unsqueeze(-1), factor).squeeze(-1)
+
+
+def _ridge_fit_lu(features: torch.Tensor, feedback: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
+    """ridge_fit as it was before (primal form, LU): the reference path's."""
+    x = torch.cat([features, torch.ones_like(features[..., :1])], dim=-1) * shown
     gram = x.transpose(1, 2) @ x + RIDGE_LAMBDA * torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
     return torch.linalg.solve(gram, (x * (feedback.unsqueeze(-1) * shown)).sum(1))
 

@@ -161,3 +161,21 @@ def test_ppo_update_fits_the_value_toward_the_returns():
     with torch.no_grad():
         _, value = model(data["history_items"], data["history_feedback"])
     assert abs(float(value.mean()) - 2.0) < 0.5
+
+
+def test_ppo_update_on_the_fast_path_matches_the_reference_path():
+    """Issue 18: the fast implementation computes the reference's update (same losses, same
+    weights after it, to float tolerance)."""
+    fast, data = tiny_problem(2)
+    reference = ActorCritic(fast.item_features[:-1].numpy(), HIST, PolicyConfig(model_dim=16, num_heads=2, init_log_std=0.0),
+                            num_categories=3, max_steps=10, reference_path=True).eval()
+    reference.load_state_dict(fast.state_dict())
+    cfg = PPOConfig(lr=3e-3, epochs=2, minibatch_size=64)
+    results = []
+    for model in (fast, reference):
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        results.append(ppo_update(model, opt, cfg, data, torch.Generator().manual_seed(5)))
+    for key in results[1]:
+        assert results[0][key] == pytest.approx(results[1][key], rel=1e-4, abs=1e-5), key
+    for (name, a), b in zip(fast.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=name)
