@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -319,3 +320,49 @@ def test_calls_beyond_the_concurrency_bound_are_refused_and_the_rest_answered() 
     assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= extra
     assert codes.count(grpc.StatusCode.OK) + codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == len(codes)
     assert codes.count(grpc.StatusCode.OK) >= MAX_CONCURRENT_RPCS // 2
+
+
+class AbandonedBackend(SleepyBackend):
+    """SleepyBackend that records when its Plan work is cancelled (what the vllm backend turns
+    into engine aborts, tests/llm_server/test_smollm2.py)."""
+
+    name = "abandoned"
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(delay_s)
+        self.started = threading.Event()
+        self.cancelled_at: float | None = None
+
+    async def plan(self, req: Message) -> Message:
+        self.started.set()
+        try:
+            return await SleepyBackend.plan(self, req)
+        except asyncio.CancelledError:
+            self.cancelled_at = time.perf_counter()
+            raise
+
+
+@pytest.mark.parametrize("how", ["deadline", "cancel"])
+def test_a_call_nobody_waits_for_is_cancelled_in_the_backend(how: str) -> None:
+    """Issue 18: the service computes only what someone will read. When a call's deadline passes
+    or its caller cancels it, the server cancels the backend's work for it (within a second),
+    instead of computing an answer that has already been replaced by the fallback."""
+    backend = AbandonedBackend(delay_s=30.0)
+    host, address = start_in_background(backend)
+    try:
+        with grpc.insecure_channel(address, options=GRPC_MESSAGE_OPTIONS) as channel:
+            stub = planner_pb2_grpc.PlannerStub(channel)
+            future = stub.Plan.future(plan_request(), timeout=0.5 if how == "deadline" else 30)
+            assert backend.started.wait(10)
+            if how == "cancel":
+                future.cancel()
+            gone = time.perf_counter()
+            with pytest.raises((grpc.RpcError, grpc.FutureCancelledError)):
+                future.result()
+            deadline = time.perf_counter() + 5
+            while backend.cancelled_at is None and time.perf_counter() < deadline:
+                time.sleep(0.02)
+    finally:
+        host.stop()
+    assert backend.cancelled_at is not None, "the backend kept working on a call nobody waits for"
+    assert backend.cancelled_at - gone < 1.0

@@ -234,3 +234,52 @@ def test_smollm2_answers_stay_inside_the_allowed_set(engine) -> None:
             answer = run(getattr(backend, rpc)(req))
             assert answer.backend == "vllm"
             check_answers(answer, req, rpc)
+
+
+def engine_processes_cpu_s() -> float:
+    """CPU seconds used so far by this process's children (vLLM's engine core runs in one)."""
+    import psutil
+
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def test_an_abandoned_plan_call_stops_costing_within_a_second(engine: Engine) -> None:
+    """Issue 18: a Plan call whose caller is gone (the server cancels it when the deadline passes
+    or the caller cancels, tests/llm_server/test_server.py) aborts its engine requests, shared
+    ones included, instead of computing answers nobody will read: a second later the engine holds
+    no request of it, and over the next three seconds its processes use under half a core (one
+    computing the abandoned batch keeps one to two cores busy for minutes; an idle engine uses
+    about 1 %; what remains is the step in flight at the abort and the engine's spin after work)."""
+    backend = engine.backend
+    req = hostile_batch(32, steps=5, seed=7)   # minutes of work on a 2-core CPU
+    before = backend.stats()["aborted_requests"]
+
+    async def abandon():
+        task = asyncio.ensure_future(backend.plan(req))
+        await asyncio.sleep(1.5)
+        assert not task.done(), "the batch was answered before it could be abandoned: make it larger"
+        busy = backend.engine.get_num_unfinished_requests()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(1.0)
+        left = backend.engine.get_num_unfinished_requests()
+        cpu0 = engine_processes_cpu_s()
+        await asyncio.sleep(3.0)
+        return busy, left, engine_processes_cpu_s() - cpu0
+
+    busy, left, cpu_s = engine.loop.run_until_complete(abandon())
+    assert busy > 0
+    assert left == 0
+    assert backend.stats()["aborted_requests"] - before >= busy
+    assert cpu_s < 1.5, f"the engine used {cpu_s:.2f} CPU s in the 3 s after the call was abandoned"
+    # And it still answers.
+    small = hostile_batch(2, steps=1, seed=8)
+    check(small, engine.plan(small))
