@@ -16,6 +16,11 @@ from planner_api.heuristics import (
 from protos import planner_pb2
 
 
+class CallRefused(Exception):
+    """A valid call the backend will not compute (its token budget): the service answers it with
+    RESOURCE_EXHAUSTED, so the caller falls back to its heuristic, and the backend counts it."""
+
+
 class PlannerBackend(abc.ABC):
     """Answers validated requests of every LLM role; one instance serves all requests of a server.
 

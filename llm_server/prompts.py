@@ -28,6 +28,11 @@ MAX_REFLECTION_CHARS = 300
 MAX_PROMPT_STEPS = 30       # history lines in a plan prompt: the latest steps (a prompt must fit the model)
 MAX_PAST_LIKED = 8          # liked items of the user's past named in a plan prompt (the latest)
 MAX_PAST_CATEGORIES = 5     # categories of the user's past summarised in a plan prompt (the most seen)
+PLAN_PROMPT_SHRINKING = ((MAX_PROMPT_STEPS, True), (16, True), (8, True), (4, True), (4, False), (1, False),
+                         (0, False))
+"""How a plan prompt over the model's length is shrunk, step by step, until it fits: fewer of the
+session's latest steps, then no lessons (the model's length bounds a prompt in tokens; the contract
+bounds it only in bytes)."""
 MAX_PROMPT_CANDIDATES = 100  # candidates listed in a propose prompt (LAAC: 100)
 
 PLAN_SYSTEM = ("You are the planner of a video recommender. Pick the content category to show this user "
@@ -127,16 +132,18 @@ def past_lines(past: planner_pb2.History, names: Sequence[str]) -> list[str]:
 
 
 def plan_prompt(user: planner_pb2.UserContext, names: Sequence[str], candidates: Sequence[int], template=None,
-                avoid: Sequence[str] = ()) -> str:
+                avoid: Sequence[str] = (), max_steps: int = MAX_PROMPT_STEPS, reflections: bool = True) -> str:
     """The planning prompt for one user over (at most 20) candidate categories, lettered A, B, ...;
-    `avoid`: letters of the categories just shown (named after the history, so the prefix holds)."""
+    `avoid`: letters of the categories just shown (named after the history, so the prefix holds);
+    `max_steps`: the latest steps of the session named; `reflections`: whether the lessons are
+    named (the last two shrink a prompt to the model's length, PLAN_PROMPT_SHRINKING)."""
     body = [category_block(names, candidates)]
-    if user.reflections:
+    if user.reflections and reflections:
         body.append("Lessons from earlier sessions:\n" + "\n".join(
             f"- {quoted(r, MAX_REFLECTION_CHARS)}" for r in user.reflections))
     if past := past_lines(user.past, names):
         body.append("Before this session (latest first):\n" + "\n".join(past))
-    lines = history_lines(user.history, names)[-MAX_PROMPT_STEPS:]
+    lines = history_lines(user.history, names)[-max_steps:] if max_steps > 0 else []
     body.append("This session, step by step:\n" + ("\n".join(lines) if lines else "(nothing shown yet)"))
     body.append((f"Just shown: {', '.join(avoid)}. " if avoid else "") + PLAN_QUESTION)
     return chat(PLAN_SYSTEM, "\n\n".join(body), template)

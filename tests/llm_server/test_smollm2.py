@@ -204,15 +204,40 @@ def test_smollm2_plans_a_batch_with_the_longest_valid_user(engine: Engine) -> No
     assert after["invalid_answers"] - before["invalid_answers"] <= 1
 
 
-@pytest.mark.xfail(strict=True, reason="limitation: plan prompts are bounded in lines (30 steps), not in tokens; "
-                   "the longest contract-valid user renders to ~7,000 SmolLM2 tokens, over max_model_len 4096, "
-                   "so vLLM rejects it and that user gets the heuristic (counted in invalid_answers)")
 def test_smollm2_answers_the_longest_valid_user_itself(engine: Engine) -> None:
+    """Plan prompts are bounded in tokens (issue 18): the longest contract-valid user renders to
+    about 7,000 SmolLM2 tokens, over max_model_len 4096; the prompt is shrunk to fit (fewer
+    session steps, then no lessons: prompts.PLAN_PROMPT_SHRINKING, counted) and the model
+    answers that user itself."""
     req = planner_pb2.PlanRequest(category_names=GENRES, seed=4)
     req.users.add().CopyFrom(longest_valid_user())
     before = engine.backend.stats()
     check(req, engine.plan(req))
-    assert engine.backend.stats()["invalid_answers"] == before["invalid_answers"]
+    after = engine.backend.stats()
+    assert after["invalid_answers"] == before["invalid_answers"]
+    assert after["shrunk_prompts"] == before["shrunk_prompts"] + 1
+
+
+def test_a_call_over_the_token_budget_is_refused_and_counted(engine: Engine) -> None:
+    """A valid call whose prompts add up to more tokens than the per-call budget is refused
+    (CallRefused: RESOURCE_EXHAUSTED from the service, tests/llm_server/test_server.py), before
+    the engine computes anything; one within it is answered."""
+    from llm_server.backends import CallRefused
+
+    backend = engine.backend
+    req = hostile_batch(8, steps=3, seed=9)
+    saved = backend.options.call_token_budget
+    before = backend.stats()
+    try:
+        backend.options.call_token_budget = 500
+        with pytest.raises(CallRefused, match="per-call budget of 500"):
+            engine.plan(req)
+        after = backend.stats()
+        assert after["refused_calls"] == before["refused_calls"] + 1
+        assert after["requests"] == before["requests"]          # nothing reached the engine
+    finally:
+        backend.options.call_token_budget = saved
+    check(req, engine.plan(req))
 
 
 @pytest.mark.slow
