@@ -57,9 +57,24 @@ def iteration_metrics(iteration: int, stats: list, update: dict, elapsed: float,
         "policy_version": update.get("version", 0),
         "seconds": elapsed,
         "update_seconds": update.get("update_seconds", 0.0),
+        **time_shares(stats, update, elapsed),
         "wall_seconds": wall,
         **{k: update[k] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac") if k in update},
     }
+
+
+def time_shares(stats: list, update: dict, elapsed: float) -> dict:
+    """Where the time goes. The rollout actors' time (summed over the iteration's batches) split
+    into simulating users, the policy's forward pass, waiting for plans, reflecting, and the rest
+    (building the Arrow batch, bookkeeping); and the driver's iteration split into the learner's
+    update with the weights' publish, and the rest (waiting for batches and fetching them)."""
+    total = max(sum(s.seconds_total for s in stats), 1e-9)
+    parts = {"simulate": sum(s.seconds_env for s in stats), "policy_forward": sum(s.seconds_policy for s in stats),
+             "plan_wait": sum(s.seconds_planner for s in stats), "reflect": sum(s.seconds_reflect for s in stats)}
+    shares = {f"rollout_{name}_share": value / total for name, value in parts.items()}
+    shares["rollout_other_share"] = max(0.0, 1.0 - sum(shares.values()))
+    update_share = min(1.0, update.get("update_seconds", 0.0) / max(elapsed, 1e-9))
+    return {**shares, "update_share": update_share, "collect_wait_share": 1.0 - update_share}
 
 
 def episode_progress(row: dict, total: int) -> str:

@@ -22,7 +22,8 @@ NOT_COMPARED = {"env_steps_per_s", "planner_latency_ms", "planner_wait_share", "
 
 def _rows(run_dir) -> list[dict]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k not in NOT_COMPARED and not k.startswith("planner_rpcs")}
+    return [{k: v for k, v in row.items() if k not in NOT_COMPARED and not k.startswith("planner_rpcs")
+             and not k.endswith("_share")}   # where the time goes: timings
             for row in rows]
 
 

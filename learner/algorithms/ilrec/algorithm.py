@@ -85,8 +85,10 @@ class ILRec(Algorithm):
     def iterate(self, iteration: int) -> dict:
         ray, t_iter = self.run.ray, time.perf_counter()
         collected = sorted((self.pool.next() for _ in range(self.per_iteration)), key=lambda c: c.actor_index)
+        t_update = time.perf_counter()
         update, (self.weights, version) = ray.get(
             self.learner.update_and_publish.remote(*[c.batch_ref for c in collected]))
+        update["update_seconds"] = time.perf_counter() - t_update
         self.pool.set_weights(self.weights, version)
         row = iteration_metrics(iteration, [c.stats for c in collected], update, time.perf_counter() - t_iter,
                                 self.totals, self.run.wall_seconds())
