@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="vllm backend: GPUs to spread the model over (default 1)")
     parser.add_argument("--max-model-len", type=int, default=2048,
                         help="vllm backend: longest prompt + answer in tokens (default 2048)")
-    parser.add_argument("--call-token-budget", type=int, default=1 << 20,
-                        help="vllm backend: prompt tokens one call may ask the engine for; a call over it is "
+    parser.add_argument("--call-budget", type=int, default=1 << 20,
+                        help="vllm backend: the prompt tokens one call may ask the engine for (a budget in tokens); a call over it is "
                         "refused with RESOURCE_EXHAUSTED (the caller falls back to its heuristic) and counted "
                         "(default 1048576: 256 users at 4096 tokens each)")
     add_security_arguments(parser)
@@ -103,10 +103,10 @@ def cli(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     options = ({"model": args.model, "tensor_parallel_size": args.tensor_parallel,
-                "max_model_len": args.max_model_len, "call_token_budget": args.call_token_budget}
+                "max_model_len": args.max_model_len, "call_token_budget": args.call_budget}
                if args.backend == "vllm" else {})
-    if args.call_token_budget < 1:
-        parser.error(f"--call-token-budget must be >= 1, got {args.call_token_budget}")
+    if args.call_budget < 1:
+        parser.error(f"--call-budget must be >= 1, got {args.call_budget}")
     try:
         backend = make_backend(args.backend, **options)
     except (RuntimeError, ValueError) as error:

@@ -1,5 +1,5 @@
 """How the vLLM engine of the planner service is started (`EngineOptions`: the service's
---model, --max-model-len, --call-token-budget flags and the CPU settings), apart from the roles it
+--model, --max-model-len, --call-budget flags and the CPU settings), apart from the roles it
 answers (llm_server.vllm_backend)."""
 from __future__ import annotations
 

@@ -172,7 +172,7 @@ class VLLMBackend(PlannerBackend):
         if total > self.options.call_token_budget:
             self._counters["refused_calls"] += 1
             raise CallRefused(f"this {rpc} call's prompts add up to {total} tokens, over the service's per-call "
-                              f"budget of {self.options.call_token_budget} (--call-token-budget): split it")
+                              f"budget of {self.options.call_token_budget} (--call-budget): split it")
 
     def stats(self) -> dict:
         """Totals since start: requests, prompt tokens (and how many the prefix cache served),
