@@ -131,7 +131,10 @@ def run_ours(args) -> dict:
             "env_steps_per_s": steps / max(wall, 1e-9),
             "update_seconds": float(np.mean([r.get("update_seconds", float("nan")) for r in rows[1:]])),
             "return_last": float(np.mean([r["Rcum"] for r in last])),
-            "length_last": float(np.mean([r["Tint"] for r in last])), "iterations": len(rows)}
+            "length_last": float(np.mean([r["Tint"] for r in last])), "iterations": len(rows),
+            # Where the time goes (learner.metrics_row.time_shares), weighted by each iteration's time.
+            "time_shares": {key: float(np.average([r[key] for r in rows[1:]], weights=[r["seconds"] for r in rows[1:]]))
+                            for key in rows[-1] if key.endswith("_share") and key != "planner_wait_share"}}
 
 
 def run_rllib(args, env_steps: int, params_target: int) -> dict:
@@ -224,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     rollout = rollout_rate(args)
     print(f"  {rollout['env_steps_per_s']:,.0f} env-steps/s\nours (learner.main, heuristic planner) ...", flush=True)
     ours = run_ours(args)
-    print(f"  {ours['env_steps_per_s']:,.0f} env-steps/s over {ours['env_steps']:,} steps\nRLlib PPO ...", flush=True)
+    print(f"  {ours['env_steps_per_s']:,.0f} env-steps/s over {ours['env_steps']:,} steps; where the time goes: "
+          + ", ".join(f"{key.removesuffix('_share')} {100 * share:.0f}%" for key, share in ours["time_shares"].items())
+          + "\nRLlib PPO ...", flush=True)
     params = our_param_count()
     rllib = run_rllib(args, ours["env_steps"], params)
     print(f"  {rllib['env_steps_per_s']:,.0f} env-steps/s over {rllib['env_steps']:,} steps", flush=True)
