@@ -49,7 +49,7 @@ def collect_batches(rows: int, users: int, seed: int):
         batch, stats = worker.collect()
         batches.append(batch)
         total += batch.num_rows
-    return worker, batches
+    return batches
 
 
 def learners(seed: int, threads: int):
@@ -143,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    worker, batches = collect_batches(args.rows, args.users, args.seed)
+    batches = collect_batches(args.rows, args.users, args.seed)
     fast, reference = learners(args.seed, args.threads)
     torch.set_num_threads(args.threads)
     rows = sum(b.num_rows for b in batches)

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import uuid
+from typing import NamedTuple
 
 from llm_server import prompts
 from llm_server.backends import CallRefused, PlannerBackend
@@ -39,6 +40,17 @@ from protos import planner_pb2
 log = logging.getLogger(__name__)
 
 SENTENCE = r"[A-Z][A-Za-z0-9 ,;:'()%-]{8,220}[.!]"
+
+
+class _PlanInput(NamedTuple):
+    """One user of a Plan call, prepared before any engine request."""
+
+    order: list[int]        # the heuristic's ranking (the fallback, and the order of what is left unranked)
+    preferred: list[int]    # the heuristic's order, then the other candidates
+    candidates: list[int]   # the categories the prompt letters (at most len(prompts.LETTERS))
+    letters: str            # their letters, one per candidate
+    prompt: str | None      # bounded to the model's length; None when no shrinking fits
+    tokens: int             # the prompt's length in tokens (0 when None)
 
 
 def _choice_logprobs(out, allowed) -> dict[str, float]:
@@ -263,12 +275,14 @@ class VLLMBackend(PlannerBackend):
             just_shown = {c for c, s in zip(user.history.category_ids, steps) if s == last}
             avoid = [letters[candidates.index(c)] for c in sorted(just_shown) if c in candidates]
             prompt, tokens = self._fitting_plan_prompt(user, req.category_names, candidates, template, avoid)
-            return order, preferred, candidates, letters, prompt, tokens
+            return _PlanInput(order, preferred, candidates, letters, prompt, tokens)
 
         prepared = [prepare(i, u) for i, u in enumerate(req.users)]
-        self._check_budget("Plan", {(p[4], tuple(p[3])): p[5] for p in prepared})
+        self._check_budget("Plan", {(p.prompt, tuple(p.letters)): p.tokens for p in prepared})
 
-        async def one(user: planner_pb2.UserContext, order, preferred, candidates, letters, prompt, tokens) -> list[int]:
+        async def one(user: planner_pb2.UserContext, planned: "_PlanInput") -> list[int]:
+            order, preferred, candidates, letters, prompt = (planned.order, planned.preferred, planned.candidates,
+                                                             planned.letters, planned.prompt)
             allowed = list(letters)
             params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(letters),
                                     structured_outputs=StructuredOutputsParams(choice=allowed))
@@ -298,7 +312,7 @@ class VLLMBackend(PlannerBackend):
             ranked += rest
             return ranked[: user.num_categories]
 
-        plans = await asyncio.gather(*(one(u, *p) for u, p in zip(req.users, prepared)))
+        plans = await asyncio.gather(*(one(u, p) for u, p in zip(req.users, prepared)))
         response = planner_pb2.PlanResponse(backend=self.name)
         for plan in plans:
             response.plans.add(category_ids=plan)

@@ -153,7 +153,7 @@ class ActorCritic(nn.Module):
                             for w in (liked, shown)], dim=-1)                             # [B, 2F]
         context = self._context(b, category_mask, step, ids.device, ids)
         if preference is None:
-            preference = self._preference(F.embedding(ids, self.item_features), history_feedback, shown.unsqueeze(-1))
+            preference = self._preference_of(ids, history_feedback, shown)
         return torch.cat([self.norm(summary), self.pooled_proj(pooled), self.context_proj(context), preference], dim=-1)
 
     def _encode_reference(self, history_items: torch.Tensor, history_feedback: torch.Tensor,
@@ -200,8 +200,13 @@ class ActorCritic(nn.Module):
     def preference(self, history_items: torch.Tensor, history_feedback: torch.Tensor) -> torch.Tensor:
         """[B, F] the preference estimate of these histories (what `encode` puts last; no gradient)."""
         empty = history_items < 0
-        features = F.embedding(history_items.masked_fill(empty, self.num_items).long(), self.item_features)
-        return self._preference(features, history_feedback, (~empty).float().unsqueeze(-1))
+        return self._preference_of(history_items.masked_fill(empty, self.num_items).long(), history_feedback,
+                                   (~empty).float())
+
+    def _preference_of(self, ids: torch.Tensor, feedback: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
+        """`preference` from catalog rows `ids` ([B, H], the padding row for empty slots) and
+        `shown` ([B, H], 1/0)."""
+        return self._preference(F.embedding(ids, self.item_features), feedback, shown.unsqueeze(-1))
 
     def _preference(self, features: torch.Tensor, feedback: torch.Tensor, shown: torch.Tensor,
                     fit=None) -> torch.Tensor:
