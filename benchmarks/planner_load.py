@@ -16,10 +16,15 @@ heuristic fallback, counted apart; any other failure, or an answer that breaks t
 50th is checked), is an error. The reference, measured in the same run: heuristic_plan called
 in-process on the same requests (one core, no gRPC), users/s.
 
-The server is `python -m llm_server --backend heuristic` on 127.0.0.1 (a subprocess), unless
---address names one already running (then the PLANNER_* variables give the token and TLS).
+The server is `python -m llm_server --backend heuristic` on 127.0.0.1 (a subprocess; `--backend
+vllm` for the LLM engine, with the embedded model), unless --address names one already running
+(then the PLANNER_* variables give the token and TLS). After the hold, the server's processes
+(the engine's included) are watched idle for a few seconds: the share of a core they use then
+(`idle_cpu_share`) says whether the engine spins with nothing to do.
 
     python benchmarks/planner_load.py [--duration-s 60] [--hold-clients 64] [--users 64]
+    HF_HUB_OFFLINE=1 python benchmarks/planner_load.py --backend vllm --users 8 --deadline-s 30 \
+        --ramp 1,2,4 --ramp-step-s 30 --hold-clients 4 --duration-s 60 --out benchmarks/results/planner_load_vllm.json
 
 Writes benchmarks/results/planner_load.json (or --out).
 """
@@ -201,9 +206,9 @@ class Clients:
 # --- the run -----------------------------------------------------------------------------------------
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server(backend: str) -> tuple[subprocess.Popen, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLANNER_")}
-    proc = subprocess.Popen([sys.executable, "-m", "llm_server", "--backend", "heuristic", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "llm_server", "--backend", backend, "--port", "0"],
                             cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
@@ -211,6 +216,31 @@ def start_server() -> tuple[subprocess.Popen, str]:
         proc.kill()
         raise SystemExit(f"the planner service did not start: {line!r}")
     return proc, line.split()[3]
+
+
+def idle_cpu_share(pid: int, seconds: float = 5.0) -> float | None:
+    """The share of one core the process `pid` and its children use over `seconds` with no calls
+    (None without psutil, which only the vLLM install brings)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+
+    def cpu_seconds() -> float:
+        root = psutil.Process(pid)
+        total = 0.0
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+    time.sleep(1.0)  # the last answers' own tail
+    before = cpu_seconds()
+    time.sleep(seconds)
+    return (cpu_seconds() - before) / seconds
 
 
 def reference_users_per_s(users: int, seed: int, seconds: float = 2.0) -> float:
@@ -246,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline-s", type=float, default=2.0, help="deadline of every call")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--address", help="a running planner (host:port) instead of starting one")
+    parser.add_argument("--backend", choices=("heuristic", "vllm"), default="heuristic",
+                        help="the backend of the server this starts (vllm: the embedded model; slower: use "
+                             "fewer users per request and a longer deadline)")
     parser.add_argument("--out", type=Path, default=RESULTS / "planner_load.json", help="the JSON result file")
     args = parser.parse_args(argv)
     try:
@@ -258,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--duration-s, --ramp-step-s and --deadline-s must be > 0, --load in (0, 2]")
 
     load_before = os.getloadavg()
-    server, address = start_server() if args.address is None else (None, args.address)
+    server, address = start_server(args.backend) if args.address is None else (None, args.address)
     clients = Clients(address, args.processes, args.users, args.deadline_s, args.seed)
     try:
         ramp = []
@@ -277,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         row("hold", hold)
         print(f"hold: {hold['achieved']:.0%} of the target {hold['target_rps']:.1f} req/s served, "
               f"{hold['skipped']} send slots skipped by late clients, service p99 {hold['service_p99_ms']:.1f} ms")
+        idle = idle_cpu_share(server.pid) if server is not None else None
+        if idle is not None:
+            print(f"idle after the hold: the server's processes used {100 * idle:.1f}% of a core")
     finally:
         clients.close()
         if server is not None:
@@ -289,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "request_bytes": clients.request_bytes,
         "load_average_before_after": [load_before, os.getloadavg()],
         "ramp": ramp, "capacity": {k: capacity[k] for k in ("clients", "requests_per_s", "users_per_s", "p99_ms")},
-        "hold": hold,
+        "hold": hold, "idle_cpu_share": idle,
         "measured": {"users_per_s": hold["users_per_s"], "requests_per_s": hold["requests_per_s"],
                      "achieved_share_of_capacity": hold["achieved"],
                      "p50_ms": hold["p50_ms"], "p95_ms": hold["p95_ms"], "p99_ms": hold["p99_ms"],

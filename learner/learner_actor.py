@@ -7,6 +7,7 @@ wraps it as a Ray actor that reserves a GPU when asked to.
 from __future__ import annotations
 
 import copy
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -107,9 +108,13 @@ class Learner:
         does not resolve it on the way (every rollout actor then fetches the same object)."""
         import ray
 
+        t0 = time.perf_counter()
         metrics = self.update(*batches)
+        t1 = time.perf_counter()
         weights, version = self.weights()
-        return metrics, [ray.put(weights), version]
+        ref = ray.put(weights)
+        metrics.update(compute_seconds=t1 - t0, publish_seconds=time.perf_counter() - t1)
+        return metrics, [ref, version]
 
     def publish(self) -> list:
         import ray

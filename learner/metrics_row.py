@@ -39,9 +39,12 @@ def iteration_metrics(iteration: int, stats: list, update: dict, elapsed: float,
         "plan_age_mean": sum(s.plan_age_sum for s in stats) / max(sum(s.plan_age_count for s in stats), 1),
         "plans_reused": sum(s.plans_reused for s in stats),
         "plans_skipped": sum(s.plans_skipped for s in stats),
+        "plans_renewed": sum(s.plans_renewed for s in stats),
         "plan_reuse_age_mean": sum(s.plan_reuse_age_sum for s in stats) / max(sum(s.plans_reused for s in stats), 1),
         "reflect_calls": sum(s.reflect_calls for s in stats),
         "reflect_fallbacks": sum(s.reflect_fallbacks for s in stats),
+        "reflects_in_background": sum(s.reflects_in_background for s in stats),
+        "reflects_skipped": sum(s.reflects_skipped for s in stats),
         "masks_widened": sum(s.masks_widened for s in stats),
         "policy_lag_mean": float(np.mean(lags)) if lags else 0.0,
         "policy_lag_max": int(max(lags)) if lags else 0,
@@ -57,6 +60,9 @@ def iteration_metrics(iteration: int, stats: list, update: dict, elapsed: float,
         "policy_version": update.get("version", 0),
         "seconds": elapsed,
         "update_seconds": update.get("update_seconds", 0.0),
+        "update_compute_seconds": update.get("compute_seconds", update.get("update_seconds", 0.0)),
+        "publish_seconds": update.get("publish_seconds", 0.0),
+        "rollout_seconds": rollout_seconds,
         **time_shares(stats, update, elapsed),
         "wall_seconds": wall,
         **{k: update[k] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac") if k in update},
@@ -64,17 +70,28 @@ def iteration_metrics(iteration: int, stats: list, update: dict, elapsed: float,
 
 
 def time_shares(stats: list, update: dict, elapsed: float) -> dict:
-    """Where the time goes. The rollout actors' time (summed over the iteration's batches) split
-    into simulating users, the policy's forward pass, waiting for plans, reflecting, and the rest
-    (building the Arrow batch, bookkeeping); and the driver's iteration split into the learner's
-    update with the weights' publish, and the rest (waiting for batches and fetching them)."""
+    """Where the time goes.
+
+    The rollout actors' time (summed over the iteration's batches): loading the new weights (the
+    broadcast's actor side), simulating users, the policy's forward pass, waiting for plans,
+    reflecting, and the rest (building the Arrow batch, bookkeeping). The driver's iteration: the
+    learner's update (its compute), publishing the weights (one `ray.put`), the batches' transfer
+    into the learner with the call's own overhead (the call's time less those two), and waiting for
+    batches. Learners that do not time their parts count the whole call as the update."""
     total = max(sum(s.seconds_total for s in stats), 1e-9)
-    parts = {"simulate": sum(s.seconds_env for s in stats), "policy_forward": sum(s.seconds_policy for s in stats),
+    parts = {"load_weights": sum(s.seconds_load_weights for s in stats),
+             "simulate": sum(s.seconds_env for s in stats), "policy_forward": sum(s.seconds_policy for s in stats),
              "plan_wait": sum(s.seconds_planner for s in stats), "reflect": sum(s.seconds_reflect for s in stats)}
     shares = {f"rollout_{name}_share": value / total for name, value in parts.items()}
     shares["rollout_other_share"] = max(0.0, 1.0 - sum(shares.values()))
-    update_share = min(1.0, update.get("update_seconds", 0.0) / max(elapsed, 1e-9))
-    return {**shares, "update_share": update_share, "collect_wait_share": 1.0 - update_share}
+    call = update.get("update_seconds", 0.0)
+    compute = update.get("compute_seconds", call)
+    publish = update.get("publish_seconds", 0.0)
+    elapsed = max(elapsed, call, 1e-9)
+    driver = {"update_share": compute / elapsed, "publish_share": publish / elapsed,
+              "batch_transfer_share": max(0.0, call - compute - publish) / elapsed}
+    driver["collect_wait_share"] = max(0.0, 1.0 - sum(driver.values()))
+    return {**shares, **driver}
 
 
 def episode_progress(row: dict, total: int) -> str:

@@ -95,6 +95,8 @@ def start_planner(ray, cfg):
         cfg.rollout.plan_max_age = 2 * cfg.rollout.plan_every if backend == "vllm" else 0
     if cfg.rollout.plan_reuse_batches == -1:
         cfg.rollout.plan_reuse_batches = 100 if backend == "vllm" else 0
+    if cfg.rollout.reflect_async == -1:
+        cfg.rollout.reflect_async = 1 if backend == "vllm" else 0
     alive_nodes = sum(1 for node in ray.nodes() if node.get("Alive")) if ray is not None else 1
     if alive_nodes > 1 and cfg.run.planner_host in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: the planner binds {cfg.run.planner_host} on a {alive_nodes}-node cluster: rollout actors on "

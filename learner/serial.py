@@ -11,6 +11,7 @@ state, so running it later changes nothing.
 """
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Callable
 
@@ -77,8 +78,12 @@ class SerialLearnerGroup:
         return self.learner.weights()
 
     def update_and_publish(self, batches) -> tuple[dict, tuple[dict, int]]:
+        t0 = time.perf_counter()
         metrics = self.learner.update(*batches)
-        return metrics, self.learner.weights()
+        t1 = time.perf_counter()
+        published = self.learner.weights()
+        metrics.update(compute_seconds=t1 - t0, publish_seconds=time.perf_counter() - t1)
+        return metrics, published
 
     def state(self) -> dict:
         return self.learner.state()

@@ -68,6 +68,12 @@ class RolloutConfig:
     tiring of a category is the planner's and the policy's job."""
     reflect_sessions: int = 2
     """Finished sessions per batch sent to Reflect (best and worst by return first); 0 = no reflections."""
+    reflect_async: int = -1
+    """1 = the rollout never waits for Reflect: it runs in the background, its critiques reach the
+    reflection pool with the first batch that ends after it is done, and a batch that ends while a
+    call is out is not reflected on (counted reflects_skipped); 0 = each batch waits for its own
+    Reflect call (deterministic). -1 = auto: 1 with an LLM (Reflect generates tens of tokens per
+    session: awaited, it was most of the rollout time on 2 cores), 0 with the heuristic."""
     send_titles: bool = False
     """Send the titles of shown items in plan requests: richer prompts for an LLM planner, but about
     three times the prompt tokens per step (off by default on CPUs; the heuristic ignores them)."""
@@ -85,6 +91,8 @@ class RolloutConfig:
             raise ValueError(f"plan_categories must be >= 1, got {self.plan_categories}")
         if self.plan_pool < self.plan_categories:
             raise ValueError(f"plan_pool={self.plan_pool} must be >= plan_categories={self.plan_categories}")
+        if self.reflect_async not in (-1, 0, 1):
+            raise ValueError(f"reflect_async must be 0, 1 or -1 (auto), got {self.reflect_async}")
         for name in ("plan_reuse_batches", "plan_max_age"):
             if getattr(self, name) < -1:
                 raise ValueError(f"{name} must be >= 0 (or -1: auto), got {getattr(self, name)}")
@@ -111,6 +119,7 @@ class RolloutStats:
     seconds_env: float
     masks_widened: int
     seconds_planner: float = 0.0
+    seconds_load_weights: float = 0.0  # copying a new version's weights into the model (the broadcast's actor side)
     planner_calls: int = 0
     planner_fallbacks: int = 0
     plan_age_sum: int = 0          # steps since each used plan was made, summed over user-steps
@@ -118,9 +127,12 @@ class RolloutStats:
     plans_reused: int = 0          # session-start plans taken from the actor's cache instead of the planner
     plan_reuse_age_sum: int = 0    # batches since each reused plan was made, summed over reuses
     plans_skipped: int = 0         # due plans not asked for because the last one was still in flight
+    plans_renewed: int = 0         # expired session-start plans reused once more while made again in the background
     seconds_reflect: float = 0.0
     reflect_calls: int = 0
     reflect_fallbacks: int = 0
+    reflects_in_background: int = 0  # Reflect calls left running while the next batch is rolled out
+    reflects_skipped: int = 0        # finished batches not reflected on: the last call was still out
     critiques: list = field(default_factory=list)  # (critique, session return) for the reflection pool
 
 
@@ -177,7 +189,7 @@ class RolloutWorker:
                                           max(rollout.plan_every, 1), rollout.reflect_sessions, rollout.planner_timeout_s,
                                           plan_seed, rollout.send_titles, world.slate_size, max(rollout.plan_max_age, 0),
                                           rollout.plan_pool, max(rollout.plan_reuse_batches, 0),
-                                          rollout.rotate_categories)
+                                          rollout.rotate_categories, rollout.reflect_async == 1)
             if rollout.plan_reuse_batches > 0 and worker_index < rollout.num_rollout_actors:
                 # Each user planned by one actor: this actor's share of the training users.
                 share = self.world.train_users[worker_index::rollout.num_rollout_actors]
@@ -201,14 +213,15 @@ class RolloutWorker:
         """
         if act not in ACT_MODES:
             raise ValueError(f"act must be one of {ACT_MODES}, got {act!r}")
+        t_start = time.perf_counter()
         if weights is not None:
             self.set_weights(weights, int(version if version is not None else 0))
-        t_start = time.perf_counter()
+        seconds_load_weights = time.perf_counter() - t_start
         env = self.env
         env.reset(user_ids)
         if self.planner is not None:
             self.planner.start(env.batch_size, list(reflections), env.history_items, env.history_feedback)
-        stats = dict(seconds_policy=0.0, seconds_env=0.0, masks_widened=0)
+        stats = dict(seconds_policy=0.0, seconds_env=0.0, masks_widened=0, seconds_load_weights=seconds_load_weights)
         run = run_episodes(env, self._policy_act(act, stats), self.world_cfg.max_steps, record=True,
                            observe=self._planner_record if self.planner is not None else None)
         stats["seconds_env"] = run.seconds_env

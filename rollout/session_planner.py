@@ -21,8 +21,20 @@ answers into category masks, and finished sessions into reflections.
   reflections, before anything is shown) is kept and reused when the actor meets the user again,
   for up to that many batches: on a CPU the LLM plans about 10 users a second, and a run meets
   each user many times. Reuses and their age are counted (`plans_reused`, `plan_reuse_age_sum`).
+  With `max_age` > 0 as well, expired plans are renewed in the background instead: a user whose
+  plan is past the bound plans this session with it once more, and the actor asks again, oldest
+  first, for up to a batch of its expired users at a time (one renewal request in flight; counted
+  `plans_renewed`); only a plan `RENEWAL_SLACK` times the bound old is waited for. Without this,
+  the users planned in the same first batches all expired together and the rollout stalled
+  while the engine planned them again; with it, a fast loop only sees its plans age (logged).
 - After the episode, a few sessions (the best and the worst by return, then the next ones) are sent
-  to Reflect; their critiques and returns go back to the learner side's reflection pool.
+  to Reflect; their critiques and returns go back to the learner side's reflection pool. With
+  `reflect_async`, the rollout never waits for Reflect: the call runs in the background and its
+  critiques go back with the first batch that ends after it is done; a batch that ends while a
+  call is still out is not reflected on (counted `reflects_skipped`). Reflect generates free text
+  (tens of tokens per session, one token per engine step, each step shared with other users'
+  plans), which made it most of an LLM run's rollout time when each batch waited for its own.
+  Which batches are reflected on then depends on timing, as the asynchronous plans do.
 """
 from __future__ import annotations
 
@@ -36,14 +48,21 @@ from planner_api.history import history_from_columns
 from policy.masking import category_mask
 from protos import planner_pb2
 
+RENEWAL_SLACK = 4
+"""With background renewal, a reused plan up to this many times `reuse_batches` old is still used
+while its renewal is out; older ones are waited for."""
+
 
 class SessionPlanner:
     """Planner requests and category masks for one rollout worker's batch of users."""
 
     def __init__(self, world, client, num_categories: int, plan_every: int, reflect_sessions: int,
                  timeout_s: float, seed: int, send_titles: bool, slate_size: int, max_age: int = 0,
-                 pool_size: int = 0, reuse_batches: int = 0, rotate: bool = False):
+                 pool_size: int = 0, reuse_batches: int = 0, rotate: bool = False, reflect_async: bool = False):
         self.world, self.client, self.max_age, self.rotate = world, client, max_age, rotate
+        self.reflect_async = reflect_async
+        self._reflect_executor = None
+        self._reflecting = None  # (future of the last batch's Reflect call, the returns of its sessions)
         self.pool_size = min(max(pool_size, num_categories), world.num_categories)
         self._executor = None
         self._pending = None  # (rows, step it was asked at, future)
@@ -55,15 +74,18 @@ class SessionPlanner:
         self.max_steps_sent = max(1, MAX_HISTORY // slate_size)
         self.reflections: list[str] = []
         self.stats = self._empty_stats()
-        # user id -> (ranked pool, batch it was planned in): session-start plans to reuse.
+        # user id -> (ranked pool, batch it was planned in, the user's past as sent): session-start
+        # plans to reuse, and what renewing one asks with.
         self.reuse_batches, self.batches_started = reuse_batches, 0
-        self._plan_cache: dict[int, tuple[np.ndarray, int]] = {}
+        self._plan_cache: dict[int, tuple[np.ndarray, int, planner_pb2.History | None]] = {}
+        self._renewing = None  # (user ids, batch they were asked in, future): expired plans being made again
 
     @staticmethod
     def _empty_stats() -> dict:
         return dict(seconds_planner=0.0, planner_calls=0, planner_fallbacks=0, plan_age_sum=0, plan_age_count=0,
-                    seconds_reflect=0.0, reflect_calls=0, reflect_fallbacks=0, plans_reused=0,
-                    plan_reuse_age_sum=0, plans_skipped=0)
+                    seconds_reflect=0.0, reflect_calls=0, reflect_fallbacks=0, reflects_in_background=0, reflects_skipped=0,
+                    plans_reused=0,
+                    plan_reuse_age_sum=0, plans_skipped=0, plans_renewed=0)
 
     def start(self, batch_size: int, reflections: list[str], past_items: np.ndarray | None = None,
               past_feedback: np.ndarray | None = None) -> None:
@@ -155,19 +177,63 @@ class SessionPlanner:
 
     def _reuse(self, rows: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
         """Fill the pools of `rows` whose user has a session-start plan at most `reuse_batches`
-        batches old; return the rows left to plan."""
+        batches old (with background renewal: `RENEWAL_SLACK` times that, renewing expired ones);
+        return the rows left to plan now."""
+        renewing = self.max_age > 0
+        if renewing:
+            self._take_renewed()
+        limit = self.reuse_batches * (RENEWAL_SLACK if renewing else 1)
         ask = []
         for row in rows.tolist():
             cached = self._plan_cache.get(int(user_ids[row]))
             age = self.batches_started - cached[1] if cached is not None else None
-            if age is not None and age <= self.reuse_batches:
+            if age is not None and age <= limit:
                 self.pools[row] = cached[0]
                 self.planned_at[row] = 0
                 self.stats["plans_reused"] += 1
                 self.stats["plan_reuse_age_sum"] += age
             else:
                 ask.append(row)
+        if renewing and self._renewing is None:
+            self._renew(len(rows))
         return np.asarray(ask, np.int64)
+
+    def _renew(self, at_most: int) -> None:
+        """Ask again, in the background, for the session-start plans of up to `at_most` of this
+        actor's users whose plans are past `reuse_batches`, oldest first."""
+        expired = [(planned_in, user) for user, (_, planned_in, _) in self._plan_cache.items()
+                   if self.batches_started - planned_in > self.reuse_batches]
+        if not expired:
+            return
+        users = [user for _, user in sorted(expired)[:at_most]]
+        req = planner_pb2.PlanRequest(category_names=self.category_names, seed=self.seed)
+        for user in users:
+            entry = req.users.add(user_id=user, step=0, num_categories=self.pool_size, reflections=self.reflections)
+            entry.candidate_categories.extend(range(self.world.num_categories))
+            past = self._plan_cache[user][2]
+            if past is not None:
+                entry.past.CopyFrom(past)
+        self._renewing = (users, self.batches_started, self._background().submit(self.client.plan, req, self.timeout_s))
+        self.stats["plans_renewed"] += len(users)
+
+    def _take_renewed(self) -> None:
+        """Put the renewed plans in the cache once they are back (a fallback answer is not kept)."""
+        if self._renewing is None or not self._renewing[2].done():
+            return
+        users, asked_in, future = self._renewing
+        self._renewing = None
+        response, fell_back = future.result()
+        if not fell_back:
+            for user, plan in zip(users, response.plans):
+                self._plan_cache[user] = (np.array(list(plan.category_ids), np.int64), asked_in, self._plan_cache[user][2])
+
+    def _background(self):
+        """The executor of background plan requests (threads: the client is thread-safe)."""
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="plan-async")
+        return self._executor
 
     def _chosen(self, rows: np.ndarray) -> list[list[int]]:
         """Per user: the best n pool categories (with `rotate`: not shown at the last step first)."""
@@ -192,19 +258,15 @@ class SessionPlanner:
         self._apply(response, fell_back, ask, step)
         if step == 0 and self.reuse_batches and not fell_back:
             for row in ask.tolist():
-                self._plan_cache[int(user_ids[row])] = (self.pools[row].copy(), self.batches_started)
+                self._plan_cache[int(user_ids[row])] = (self.pools[row].copy(), self.batches_started, self.pasts[row])
 
     def _plan_later(self, rows: np.ndarray, user_ids: np.ndarray, step: int) -> None:
         """Ask for `rows`' plans in the background (at most one request in flight)."""
         if self._pending is not None:
             self.stats["plans_skipped"] += 1
             return
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan-async")
         request = self._request(rows, user_ids, step)  # the session through step - 1
-        self._pending = (rows, step, self._executor.submit(self.client.plan, request, self.timeout_s))
+        self._pending = (rows, step, self._background().submit(self.client.plan, request, self.timeout_s))
 
     def _take_answer(self, step: int, rows: np.ndarray) -> None:
         """Apply the plan in flight if it is back, or wait for it once a pool it replaces is
@@ -240,9 +302,34 @@ class SessionPlanner:
         return mask
 
     def reflect(self, user_ids: np.ndarray, lengths: np.ndarray, returns: np.ndarray) -> list[tuple[str, float]]:
-        """Critiques of up to `reflect_sessions` finished sessions (best, worst, second best, ...)."""
+        """Critiques of up to `reflect_sessions` finished sessions (best, worst, second best, ...):
+        this batch's; with `reflect_async`, those of the last call made in the background if it is
+        done (this batch's are asked for unless that call is still out)."""
+        req, picked = self._reflect_request(user_ids, lengths, returns)
+        if not self.reflect_async:
+            return self._critiques(*self._reflect_call(req), picked) if req is not None else []
+        critiques = []
+        if self._reflecting is not None and self._reflecting[0].done():
+            future, done_picked = self._reflecting
+            self._reflecting = None
+            response, fell_back, _ = future.result()
+            critiques = self._critiques(response, fell_back, 0.0, done_picked)  # nobody waited for it
+        if req is not None and self._reflecting is not None:
+            self.stats["reflects_skipped"] += 1
+        elif req is not None:
+            if self._reflect_executor is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._reflect_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reflect-async")
+            self._reflecting = (self._reflect_executor.submit(self._reflect_call, req), picked)
+            self.stats["reflects_in_background"] += 1
+        return critiques
+
+    def _reflect_request(self, user_ids: np.ndarray, lengths: np.ndarray,
+                         returns: np.ndarray) -> tuple[planner_pb2.ReflectRequest | None, list[float]]:
+        """The Reflect request for this batch's picked sessions, and their returns."""
         if self.reflect_sessions < 1 or not len(returns):
-            return []
+            return None, []
         order = np.argsort(-returns, kind="stable")
         picks = []
         for i in range(min(self.reflect_sessions, len(order))):
@@ -256,14 +343,24 @@ class SessionPlanner:
             for s in steps:
                 session.shown_categories.extend(self.world.item_category[self.slates[s][row]].tolist())
                 session.feedback.extend(self.clicks[s][row].tolist())
+        return req, [float(returns[row]) for row in picks]
+
+    def _reflect_call(self, req: planner_pb2.ReflectRequest) -> tuple[planner_pb2.ReflectResponse, bool, float]:
+        """One Reflect call: (response, fell back, seconds it took)."""
         t0 = time.perf_counter()
         response, fell_back = self.client.reflect(req, self.timeout_s * 4)  # free text: a longer deadline
-        self.stats["seconds_reflect"] += time.perf_counter() - t0
+        return response, fell_back, time.perf_counter() - t0
+
+    def _critiques(self, response, fell_back: bool, waited: float, picked: list[float]) -> list[tuple[str, float]]:
+        """Count a finished Reflect call (`waited`: the rollout's seconds waiting for it) and pair
+        its critiques with the sessions' returns."""
+        self.stats["seconds_reflect"] += waited
         self.stats["reflect_calls"] += 1
         self.stats["reflect_fallbacks"] += int(fell_back)
-        return [(critique, float(returns[row])) for critique, row in zip(response.critiques, picks)]
+        return list(zip(response.critiques, picked))
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in (self._executor, self._reflect_executor):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
         self.client.close()

@@ -2,6 +2,8 @@
 oldest first, exactly the items shown to that user while they were active."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from planner_api.contract import MAX_TITLE_BYTES, truncate_utf8, validate_plan_request
@@ -114,12 +116,17 @@ class CountingClient:
 
     def __init__(self):
         self.asked: list[list[int]] = []
+        self.requests: list = []
 
     def plan(self, req, timeout_s):
         from planner_api.heuristics import heuristic_plan
 
         self.asked.append([u.user_id for u in req.users])
+        self.requests.append(req)
         return heuristic_plan(req), False
+
+    def close(self):
+        pass
 
 
 def test_session_start_plans_are_reused_for_a_bounded_number_of_batches() -> None:
@@ -147,6 +154,54 @@ def test_session_start_plans_are_reused_for_a_bounded_number_of_batches() -> Non
         off.start(3, [])
         off.masks(0, active, users)
     assert off.client.asked == [[5, 6, 7], [5, 6, 7]] and off.stats["plans_reused"] == 0
+
+
+def test_expired_plans_are_renewed_in_the_background_oldest_first() -> None:
+    """With asynchronous planning, session-start plans past their reuse bound are still used while
+    the actor asks again, in the background, for up to a batch of its expired users (oldest
+    first, with the past they were planned from); the rollout waits only for plans
+    RENEWAL_SLACK times the bound old (or never made)."""
+    import threading
+
+    from rollout.session_planner import RENEWAL_SLACK
+
+    world = World.build(CFG, log=lambda line: None)
+    client = CountingClient()
+    gate = threading.Event()
+    plan = client.plan
+    client.plan = lambda req, timeout_s: (gate.wait(30) if len(client.asked) >= 2 else None, plan(req, timeout_s))[1]
+    planner = SessionPlanner(world, client, 3, 5, 0, 60.0, 0, False, CFG.slate_size, max_age=10, pool_size=4,
+                             reuse_batches=1)
+    active = np.ones(2, bool)
+    past = np.arange(20, dtype=np.int64).reshape(2, 10)
+    for ids in ([5, 6], [7, 8]):                      # batches 1, 2: planned and waited for
+        planner.start(2, [], past, np.ones((2, 10), np.float32))
+        planner.masks(0, active, np.array(ids))
+    planner.start(2, [], past, np.ones((2, 10), np.float32))
+    t0 = time.perf_counter()
+    planner.masks(0, active, np.array([7, 8]))        # batch 3: 7, 8 reused (1 old); 5, 6 (2 old) renewed behind
+    assert time.perf_counter() - t0 < 1.0 and planner.stats["plans_reused"] == 2
+    assert planner.stats["plans_renewed"] == 2 and planner._renewing[0] == [5, 6]
+    gate.set()
+    planner._renewing[2].result()
+    assert [len(u.past.item_ids) for u in client.requests[-1].users] == [10, 10]
+    planner.start(2, [], past, np.ones((2, 10), np.float32))
+    planner.masks(0, active, np.array([5, 6]))        # batch 4: the renewed plans (asked in batch 3) are 1 old
+    assert planner.stats["plan_reuse_age_sum"] == 2 * 1 and planner.stats["plans_reused"] == 2
+    planner._renewing[2].result()
+    assert client.asked == [[5, 6], [7, 8], [5, 6], [7, 8]]   # and 7, 8 (2 old now) were renewed behind
+    planner._renewing = ([7, 8], 4, _never_done())   # from now on no renewal comes back
+    for _ in range(RENEWAL_SLACK):                    # batches 5..: 5 and 6 age past the slack, then are waited for
+        planner.start(2, [], past, np.ones((2, 10), np.float32))
+        planner.masks(0, active, np.array([5, 6]))
+    assert client.asked[-1] == [5, 6] and planner.stats["plans_reused"] == 0
+    planner.close()
+
+
+def _never_done():
+    from concurrent.futures import Future
+
+    return Future()
 
 
 class FixedClient:
@@ -265,3 +320,59 @@ def test_each_user_gets_their_own_plan_and_it_changes_as_the_session_goes() -> N
             planner.masks(1, active, users)
     later = planner.masks(2, active, users)
     assert not later[0, 0], "user 1's plan still leads with the category they stopped clicking"
+
+
+class SlowReflectClient(FixedClient):
+    """Answers Reflect with the heuristic's critiques once `release` is set (`calls`: answered)."""
+
+    calls = 0
+
+    def reflect(self, req, timeout_s):
+        from planner_api.heuristics import heuristic_reflect
+
+        self.release.wait(self.delay_s)
+        self.calls += 1
+        return heuristic_reflect(req), False
+
+
+def _reflected_batches(reflect_async: bool, client, batches: int = 3, between=lambda batch: None):
+    """Per batch: (the critiques `reflect` returned, the rollout's seconds waiting for Reflect,
+    the batches skipped); `between(batch)` runs after each batch's reflect."""
+    world = World.build(CFG, log=lambda line: None)
+    planner = SessionPlanner(world, client, 2, 1, 2, 60.0, 0, False, CFG.slate_size, pool_size=4,
+                             reflect_async=reflect_async)
+    out = []
+    for batch in range(batches):
+        planner.start(4, [])
+        _session(planner, world, 4, 4, seed=batch)
+        returns = np.array([1.0, 3.0, 2.0, 0.5]) + batch
+        t0 = time.perf_counter()
+        critiques = planner.reflect(np.arange(4), np.full(4, 4), returns)
+        out.append((critiques, time.perf_counter() - t0, planner.stats["reflects_skipped"]))
+        between(batch)
+    planner.close()
+    return out
+
+
+def test_reflect_in_the_background_never_makes_the_rollout_wait() -> None:
+    """With reflect_async, a batch's Reflect call runs while the next batches are rolled out: a
+    batch that ends while it is out is not reflected on (counted) and waits for nothing; the
+    critiques, when back, are the ones a synchronous call gives, paired with the same returns."""
+    now = SlowReflectClient([0, 1, 2, 3])
+    now.release.set()
+    synchronous = [critiques for critiques, _, _ in _reflected_batches(False, now)]
+    assert all(len(c) == 2 for c in synchronous) and synchronous[0] != synchronous[2]
+
+    slow = SlowReflectClient([0, 1, 2, 3], delay_s=30.0)
+
+    def between(batch: int) -> None:
+        if batch == 1:               # batch 0's call answers only after batch 1 has ended
+            slow.release.set()
+            while slow.calls < 1:
+                time.sleep(0.01)
+            time.sleep(0.2)
+
+    background = _reflected_batches(True, slow, between=between)
+    assert [critiques for critiques, _, _ in background] == [[], [], synchronous[0]]
+    assert [skipped for _, _, skipped in background] == [0, 1, 0]   # batch 1 ended while batch 0's was out
+    assert max(seconds for _, seconds, _ in background) < 0.1       # nobody waited for the 30 s call
