@@ -211,10 +211,16 @@ def start_server(backend: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "llm_server", "--backend", backend, "--port", "0"],
                             cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline()
-    if not line.startswith("planner serving on "):
+    seen = []
+    for line in proc.stdout:  # vLLM logs to stdout before the service says where it serves
+        if line.startswith("planner serving on "):
+            break
+        seen.append(line)
+    else:
         proc.kill()
-        raise SystemExit(f"the planner service did not start: {line!r}")
+        raise SystemExit(f"the planner service did not start: {''.join(seen[-5:])!r}")
+    # Keep reading what it prints, or a full pipe would stall the server mid-benchmark.
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
     return proc, line.split()[3]
 
 
