@@ -86,3 +86,18 @@ def test_a_grid_without_runs_fails_with_what_to_do(tmp_path: Path, capsys) -> No
 def test_the_best_split_uses_every_gpu() -> None:
     split = best_split(COSTS, 8, GpuAssumptions())
     assert split["replicas"] + split["learners"] == 8 and split["actors"] == 16 * 8
+
+
+def test_the_readme_quotes_the_committed_cost_model() -> None:
+    """The README's cost-model figures are benchmarks/results/cost_model.json's."""
+    root = Path(__file__).resolve().parents[2]
+    result = json.loads((root / "benchmarks" / "results" / "cost_model.json").read_text())
+    readme = " ".join((root / "README.md").read_text().split())
+    for projected in result["projection"]:
+        assert f"{projected['env_steps_per_s']:,.0f}" in readme, projected
+    checked = [c for c in result["cells"] if not c["calibration"]]
+    within = max(abs(c["error"]) for c in checked if c["actors"] <= 2)
+    beyond = [abs(c["error"]) for c in checked if c["actors"] > 2]
+    assert f"within {100 * within:.0f} %" in readme
+    assert f"{100 * min(beyond):.0f}-{100 * max(beyond):.0f} % too high" in readme
+    assert f"{1000 * result['llm_plan_s_per_step']:.2f} ms of engine time" in readme
