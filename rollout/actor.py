@@ -58,7 +58,9 @@ class RolloutConfig:
     """Reuse a user's session-start plan when this actor meets the user again, for up to this many
     of its batches (then plan anew; reuses and their age in batches are logged); with reuse on and
     several actors, each actor draws its training users from its own share of them, so each user
-    is planned by one actor. Evaluation never reuses (a fresh actor). -1 = auto: 100 with an LLM
+    is planned by one actor. With plan_max_age > 0, an expired plan is renewed in the background
+    (the user keeps it meanwhile, plans_renewed) and waited for only at 4x this age. Evaluation
+    never reuses (a fresh actor). -1 = auto: 100 with an LLM
     (on 2 cores the engine plans about 10 users a second; a run meets each user many times), 0
     with the heuristic (free: every session is planned)."""
     rotate_categories: bool = False

@@ -215,6 +215,8 @@ def test_one_learner_group_is_the_plain_learner_actor(ray_local, batches):
         assert group.backend is None  # no process group
         ref = ray.put(first)
         metrics, (weights_ref, version) = group.update_and_publish([ref])
+        timings = {k: metrics.pop(k) for k in ("compute_seconds", "publish_seconds")}  # its update and its ray.put
+        assert all(seconds >= 0 for seconds in timings.values())
         assert metrics == reference.update(first)  # same process layout as before: same numbers
         assert_weights_close(ray.get(weights_ref), reference.weights()[0], atol=0)
         metrics, _ = group.update_and_publish([ref])
