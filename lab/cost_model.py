@@ -79,11 +79,16 @@ def _mean(rows: list[dict], key: str) -> float:
     return float(np.mean([r[key] for r in rows]))
 
 
+def _seconds_waiting_for_the_planner(rows: list[dict]) -> float:
+    """The rollout actors' seconds waiting for plans and reflections, over these iterations."""
+    return sum(r["rollout_seconds"] * (r["rollout_plan_wait_share"] + r["rollout_reflect_share"]) for r in rows)
+
+
 def per_step_costs(rows: list[dict]) -> dict:
     """An actor's work and plan wait per env step, and the learner's parts per row, from one run."""
     steps = sum(r["env_steps"] for r in rows)
     rollout = sum(r["rollout_seconds"] for r in rows)
-    plan = sum(r["rollout_seconds"] * (r["rollout_plan_wait_share"] + r["rollout_reflect_share"]) for r in rows)
+    plan = _seconds_waiting_for_the_planner(rows)
     compute = sum(r["update_compute_seconds"] for r in rows)
     publish = sum(r["publish_seconds"] for r in rows)
     transfer = sum(max(0.0, r["update_seconds"] - r["update_compute_seconds"] - r["publish_seconds"]) for r in rows)
@@ -214,7 +219,7 @@ def llm_plan_cost(metrics: Path, warmup: int) -> float:
     """The LLM engine's service time per env step, from a run whose actors waited for the planner
     most of their time (the engine bound the loop, so its busy time is the run's time)."""
     rows = read_rows(metrics, warmup)
-    wait = sum(r["rollout_seconds"] * (r["rollout_plan_wait_share"] + r["rollout_reflect_share"]) for r in rows)
+    wait = _seconds_waiting_for_the_planner(rows)
     rollout = sum(r["rollout_seconds"] for r in rows)
     if wait < 0.5 * rollout:
         raise ValueError(f"{metrics}: the actors waited for the planner {100 * wait / rollout:.0f}% of their time; "

@@ -61,7 +61,6 @@ class SessionPlanner:
                  pool_size: int = 0, reuse_batches: int = 0, rotate: bool = False, reflect_async: bool = False):
         self.world, self.client, self.max_age, self.rotate = world, client, max_age, rotate
         self.reflect_async = reflect_async
-        self._reflect_executor = None
         self._reflecting = None  # (future of the last batch's Reflect call, the returns of its sessions)
         self.pool_size = min(max(pool_size, num_categories), world.num_categories)
         self._executor = None
@@ -84,8 +83,7 @@ class SessionPlanner:
     def _empty_stats() -> dict:
         return dict(seconds_planner=0.0, planner_calls=0, planner_fallbacks=0, plan_age_sum=0, plan_age_count=0,
                     seconds_reflect=0.0, reflect_calls=0, reflect_fallbacks=0, reflects_in_background=0, reflects_skipped=0,
-                    plans_reused=0,
-                    plan_reuse_age_sum=0, plans_skipped=0, plans_renewed=0)
+                    plans_reused=0, plan_reuse_age_sum=0, plans_skipped=0, plans_renewed=0)
 
     def start(self, batch_size: int, reflections: list[str], past_items: np.ndarray | None = None,
               past_feedback: np.ndarray | None = None) -> None:
@@ -144,16 +142,10 @@ class SessionPlanner:
                 titles.extend([self.titles[item] for item in items])
 
     def _request(self, rows: np.ndarray, user_ids: np.ndarray, step: int) -> planner_pb2.PlanRequest:
-        world = self.world
         req = planner_pb2.PlanRequest(category_names=self.category_names, seed=self.seed)
-        candidates = range(world.num_categories)
         first = max(0, step - self.max_steps_sent)
         for row in rows.tolist():
-            user = req.users.add(user_id=int(user_ids[row]), step=step, num_categories=self.pool_size,
-                                 reflections=self.reflections)
-            user.candidate_categories.extend(candidates)
-            if self.pasts[row] is not None:
-                user.past.CopyFrom(self.pasts[row])
+            user = self._add_user(req, int(user_ids[row]), step, self.pasts[row])
             columns = self.histories[row]
             stale = bisect_left(columns[3], first)  # entries from before the window the contract allows
             if stale:  # long sessions only
@@ -168,6 +160,15 @@ class SessionPlanner:
             if titles:
                 history.titles.extend(titles)
         return req
+
+    def _add_user(self, req: planner_pb2.PlanRequest, user_id: int, step: int,
+                  past: planner_pb2.History | None) -> planner_pb2.UserContext:
+        """One user of a plan request: every category a candidate, the batch's reflections, the past."""
+        user = req.users.add(user_id=user_id, step=step, num_categories=self.pool_size, reflections=self.reflections)
+        user.candidate_categories.extend(range(self.world.num_categories))
+        if past is not None:
+            user.past.CopyFrom(past)
+        return user
 
     def _apply(self, response, fell_back: bool, rows: np.ndarray, planned_at: int) -> None:
         self.stats["planner_calls"] += 1
@@ -208,11 +209,7 @@ class SessionPlanner:
         users = [user for _, user in sorted(expired)[:at_most]]
         req = planner_pb2.PlanRequest(category_names=self.category_names, seed=self.seed)
         for user in users:
-            entry = req.users.add(user_id=user, step=0, num_categories=self.pool_size, reflections=self.reflections)
-            entry.candidate_categories.extend(range(self.world.num_categories))
-            past = self._plan_cache[user][2]
-            if past is not None:
-                entry.past.CopyFrom(past)
+            self._add_user(req, user, 0, self._plan_cache[user][2])
         self._renewing = (users, self.batches_started, self._background().submit(self.client.plan, req, self.timeout_s))
         self.stats["plans_renewed"] += len(users)
 
@@ -228,11 +225,12 @@ class SessionPlanner:
                 self._plan_cache[user] = (np.array(list(plan.category_ids), np.int64), asked_in, self._plan_cache[user][2])
 
     def _background(self):
-        """The executor of background plan requests (threads: the client is thread-safe)."""
+        """The executor of background calls: a mid-session plan, a renewal and a Reflect, at most
+        one of each in flight (threads: the client is thread-safe)."""
         if self._executor is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="plan-async")
+            self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="planner-async")
         return self._executor
 
     def _chosen(self, rows: np.ndarray) -> list[list[int]]:
@@ -317,11 +315,7 @@ class SessionPlanner:
         if req is not None and self._reflecting is not None:
             self.stats["reflects_skipped"] += 1
         elif req is not None:
-            if self._reflect_executor is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._reflect_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reflect-async")
-            self._reflecting = (self._reflect_executor.submit(self._reflect_call, req), picked)
+            self._reflecting = (self._background().submit(self._reflect_call, req), picked)
             self.stats["reflects_in_background"] += 1
         return critiques
 
@@ -360,7 +354,6 @@ class SessionPlanner:
         return list(zip(response.critiques, picked))
 
     def close(self) -> None:
-        for executor in (self._executor, self._reflect_executor):
-            if executor is not None:
-                executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
         self.client.close()
