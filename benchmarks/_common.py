@@ -26,3 +26,20 @@ def write_result(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2))
     return path
+
+
+def process_tree_cpu_seconds(pid: int, include_root: bool = True) -> float:
+    """CPU seconds (user + system) used so far by process `pid`'s descendants, and by `pid` itself
+    with `include_root` (psutil, which the vLLM install brings). A process that ends while it is
+    read is skipped."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in ([root] if include_root else []) + root.children(recursive=True):
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total

@@ -31,6 +31,7 @@ Writes benchmarks/results/planner_load.json (or --out).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -45,7 +46,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks._common import RESULTS, machine  # noqa: E402
+from benchmarks._common import RESULTS, machine, process_tree_cpu_seconds  # noqa: E402
 
 GENRES = ["Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
           "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western", "unknown"]
@@ -227,26 +228,12 @@ def start_server(backend: str) -> tuple[subprocess.Popen, str]:
 def idle_cpu_share(pid: int, seconds: float = 5.0) -> float | None:
     """The share of one core the process `pid` and its children use over `seconds` with no calls
     (None without psutil, which only the vLLM install brings)."""
-    try:
-        import psutil
-    except ImportError:
+    if importlib.util.find_spec("psutil") is None:
         return None
-
-    def cpu_seconds() -> float:
-        root = psutil.Process(pid)
-        total = 0.0
-        for proc in [root, *root.children(recursive=True)]:
-            try:
-                times = proc.cpu_times()
-                total += times.user + times.system
-            except psutil.NoSuchProcess:
-                continue
-        return total
-
     time.sleep(1.0)  # the last answers' own tail
-    before = cpu_seconds()
+    before = process_tree_cpu_seconds(pid)
     time.sleep(seconds)
-    return (cpu_seconds() - before) / seconds
+    return (process_tree_cpu_seconds(pid) - before) / seconds
 
 
 def reference_users_per_s(users: int, seed: int, seconds: float = 2.0) -> float:

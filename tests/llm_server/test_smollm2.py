@@ -263,16 +263,11 @@ def test_smollm2_answers_stay_inside_the_allowed_set(engine) -> None:
 
 def engine_processes_cpu_s() -> float:
     """CPU seconds used so far by this process's children (vLLM's engine core runs in one)."""
-    import psutil
+    import os
 
-    total = 0.0
-    for child in psutil.Process().children(recursive=True):
-        try:
-            times = child.cpu_times()
-            total += times.user + times.system
-        except psutil.Error:
-            pass
-    return total
+    from benchmarks._common import process_tree_cpu_seconds
+
+    return process_tree_cpu_seconds(os.getpid(), include_root=False)
 
 
 def test_an_abandoned_plan_call_stops_costing_within_a_second(engine: Engine) -> None:
