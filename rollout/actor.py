@@ -265,8 +265,8 @@ class RolloutWorker:
             allowed, widened = widen_short_masks(allowed, k, available)
             stats["masks_widened"] += widened
             with torch.no_grad():
-                dist, value = self.model(torch.from_numpy(env.history_items), torch.from_numpy(env.history_feedback),
-                                         torch.from_numpy(cmask), torch.full((env.batch_size,), step))
+                history, steps = torch.from_numpy(env.history_items), torch.full((env.batch_size,), step)
+                dist, value = self.model(history, torch.from_numpy(env.history_feedback), torch.from_numpy(cmask), steps)
                 if act in ("random", "oracle"):
                     action = torch.zeros_like(dist.mean)
                     scores = (torch.rand((env.batch_size, self.world.num_items), generator=self.generator)
@@ -274,7 +274,7 @@ class RolloutWorker:
                 else:
                     noise = torch.randn(dist.mean.shape, generator=self.generator)
                     action = dist.mean + dist.stddev * noise if act == "sample" else dist.mean
-                    scores = self.model.item_scores(action)
+                    scores = self.model.item_scores(action, history, steps)
                 logp = log_prob(dist, action)
                 slate = select_slate(scores, torch.from_numpy(allowed), k).numpy().astype(np.int32)
             stats["seconds_policy"] += time.perf_counter() - t0

@@ -64,9 +64,12 @@ def transition_schema(dims: BatchDims) -> pa.Schema:
 
 
 def batch_dims(cfg: WorldConfig, world: World) -> BatchDims:
-    """The batch dims of a world (the action lives in item-feature space)."""
+    """The batch dims of a world (the action lives in item-feature space, session features included:
+    policy.networks.PolicySpec.action_dim)."""
+    from rollout.world import policy_spec  # here, so that the schema alone loads no simulator
+
     return BatchDims(history_len=cfg.history_len, num_categories=world.num_categories,
-                     action_dim=world.item_features.shape[1], slate_size=cfg.slate_size)
+                     action_dim=policy_spec(cfg, world).action_dim, slate_size=cfg.slate_size)
 
 
 # The column names, read off the schema so that no other module spells the list out. The names

@@ -12,8 +12,10 @@ Each is marked oracle (reads the true user model and the user's state) or not:
 - history-ridge: items scored by the ridge fit of the history's feedback on its items' features
   (`policy.networks.ridge_fit`): the preference estimate the policy's action starts from;
 - ridge-exposure: history-ridge minus HISTORY_EXPOSURE_PRICE x the item category's share
-  of the last two slates in the history: the strongest rule we found that reads only what the
-  policy observes (no user model, no hidden state);
+  of the last two slates in the history (no user model, no hidden state);
+- ridge-exposure-fresh: ridge-exposure that never shows an item again that the history shows
+  was shown earlier this session (the policy's session features, policy.networks.session_features):
+  the strongest rule we found that reads only what the policy observes;
 - greedy (oracle, myopic): the items most likely clicked now, by the true model and the user's
   current satiation and fatigue;
 - greedy-no-repeat (oracle): greedy, but never the category shown at that position in the last
@@ -31,13 +33,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from policy.networks import RECENT_SLATES, ridge_fit
+from policy.networks import RECENT_SLATES, ridge_fit, session_features
 from rollout.lookahead import LookaheadOracle
 from rollout.slates import exposure_greedy, top_k
 from rollout.users import UserBatchEnv
 
 REFERENCE_POLICIES = ("random", "popular", "round-robin", "history-mean", "history-ridge", "ridge-exposure",
-                      "greedy", "greedy-no-repeat", "greedy-rotation",
+                      "ridge-exposure-fresh", "greedy", "greedy-no-repeat", "greedy-rotation",
                       "greedy-exposure", "lookahead")
 ORACLES = frozenset({"greedy", "greedy-no-repeat", "greedy-rotation", "greedy-exposure", "lookahead", "greedy+planner"})
 """The references that read the true user model and the user's state."""
@@ -82,6 +84,16 @@ def recent_category_share(env: UserBatchEnv, slates: int = RECENT_SLATES) -> np.
     return onehot.sum(1) / np.maximum((recent >= 0).sum(1, keepdims=True), 1)
 
 
+def shown_this_session(env: UserBatchEnv) -> np.ndarray:
+    """[B, N] how often each item was shown earlier this session, as far as the history the
+    policy observes reaches (policy.networks.session_features)."""
+    world = env.world
+    _, shown = session_features(torch.from_numpy(env.history_items), torch.from_numpy(env.steps),
+                                torch.from_numpy(world.item_category.astype(np.int64)), world.num_categories,
+                                world.num_items, env.cfg.slate_size)
+    return shown.numpy()
+
+
 class ReferencePolicy:
     """`act(env)` returns [B, K] slates for every slot (rows of inactive users are ignored by the env)."""
 
@@ -110,10 +122,12 @@ class ReferencePolicy:
             return top_k(env.item_logits(), available, k)
         if self.name == "history-mean":
             return top_k(history_mean_action(env) @ world.item_features.T, available, k)
-        if self.name in ("history-ridge", "ridge-exposure"):
+        if self.name in ("history-ridge", "ridge-exposure", "ridge-exposure-fresh"):
             scores = history_ridge_scores(env)
-            if self.name == "ridge-exposure":
+            if self.name != "history-ridge":
                 scores = scores - HISTORY_EXPOSURE_PRICE * recent_category_share(env)[:, world.item_category]
+            if self.name == "ridge-exposure-fresh":
+                scores = scores - 1e6 * (shown_this_session(env) > 0)  # last, whatever the rest scores
             return top_k(scores, available, k)
         if self.name == "greedy-no-repeat":
             return self._greedy_no_repeat(env, available, k)

@@ -4,7 +4,9 @@ DESIGN.md) train on exactly the world our rollout actors step.
 One `RecSimVectorEnv` wraps ONE `UserBatchEnv` of `num_envs` users: sub-env i is user slot i.
 
 - Action (per sub-env): the same "hyper-action" our policy emits, a vector in item-feature space
-  (Box float32 [-1, 1]^F, F = `world.item_features.shape[1]`). Items are scored by action . features,
+  (Box float32 [-1, 1]^A, A = `policy_spec(cfg, world).action_dim`: the item features, then the
+  session features, policy.networks.SESSION_FEATURES). Items are scored as our policy scores them
+  (`ActorCritic.item_scores`: action . features, session features from the history),
   items the user may not be shown (remove_recommended) are masked with -inf by
   `policy.masking.select_slate`, and the top `slate_size` items are the slate. Only the action's
   direction matters to a ranking, so the bounds lose nothing; they exist so that RLlib's default
@@ -43,7 +45,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from policy.masking import select_slate
-from rollout.world import World, WorldConfig
+from policy.networks import ActorCritic, PolicyConfig
+from rollout.world import World, WorldConfig, policy_spec
 from rollout.users import UserBatchEnv
 
 ENV_ID = "LLMRec/RecSim-v0"
@@ -71,7 +74,8 @@ class RecSimVectorEnv(VectorEnv):
         h = self.cfg.history_len
         # Row n_items is all zeros: the features an empty history slot shows in flat observations.
         self._padded_features = np.concatenate([self.world.item_features, np.zeros((1, feat_dim), np.float32)])
-        self._features_t = torch.from_numpy(np.ascontiguousarray(self.world.item_features))
+        # The scoring of our policy (no parameters of it are used): one definition of a slate.
+        self._scorer = ActorCritic.from_spec(policy_spec(self.cfg, self.world), PolicyConfig())
         self._all_allowed = torch.ones(num_envs, n_items, dtype=torch.bool)
 
         if obs_mode == "flat":
@@ -83,7 +87,7 @@ class RecSimVectorEnv(VectorEnv):
                 "category_mask": spaces.Box(0, 1, (self.world.num_categories,), np.int8),
                 "step": spaces.Box(0, self.cfg.max_steps, (1,), np.int32),
             })
-        self.single_action_space = spaces.Box(-1.0, 1.0, (feat_dim,), np.float32)
+        self.single_action_space = spaces.Box(-1.0, 1.0, (self._scorer.action_dim,), np.float32)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
 
@@ -114,11 +118,13 @@ class RecSimVectorEnv(VectorEnv):
         return self._observe(), {}
 
     def slates_for(self, actions: np.ndarray) -> np.ndarray:
-        """[n, F] actions -> [n, K] slates: top-K items by action . features among those available."""
+        """[n, A] actions -> [n, K] slates: the top-K items by our policy's scores among those available."""
         actions = np.asarray(actions, np.float32).reshape(self.action_space.shape)
         if not np.isfinite(actions).all():
             raise ValueError("actions must be finite")
-        scores = torch.from_numpy(np.ascontiguousarray(actions)) @ self._features_t.T
+        with torch.no_grad():
+            scores = self._scorer.item_scores(torch.from_numpy(np.ascontiguousarray(actions)),
+                                              torch.from_numpy(self.users.history_items), torch.from_numpy(self.users.steps))
         available = self.users.available_items()
         allowed = self._all_allowed if available is None else torch.from_numpy(available)
         return select_slate(scores, allowed, self.cfg.slate_size).numpy()

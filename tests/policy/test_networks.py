@@ -180,3 +180,50 @@ def test_an_untrained_policy_ranks_by_the_ridge_estimate_of_the_users_preference
     assert torch.allclose(mean[0], ridge / ridge.norm() * FEAT ** 0.5, atol=1e-4)
     assert torch.allclose(mean[0].norm(), torch.tensor(FEAT ** 0.5))
     assert (mean[2] == 0).all()
+
+
+def session_model(slate_size: int = 2, max_steps: int = 10, categories: int = 3) -> ActorCritic:
+    torch.manual_seed(0)
+    features = np.random.default_rng(123).standard_normal((NUM_ITEMS, FEAT)).astype(np.float32)
+    return ActorCritic(features, HIST, PolicyConfig(), categories, max_steps, slate_size,
+                       np.arange(NUM_ITEMS) % categories).eval()
+
+
+def test_session_features_read_this_sessions_slates_off_the_history():
+    from policy.networks import RECENT_SLATES, session_features
+
+    # Slate size 2; the newest slots are last. At step 3 the session's slates are the last 6 slots.
+    history = torch.tensor([[9, 9, 0, 3, 1, 4, 0, 2, 5, 8]], dtype=torch.int32)
+    category = torch.arange(NUM_ITEMS) % 3
+    share, shown = session_features(history, torch.tensor([3]), category, 3, NUM_ITEMS, 2)
+    assert shown[0, 0] == 1 and shown[0, 9] == 0 and shown[0, 3] == 0    # older than the session
+    assert shown[0, 1] == shown[0, 4] == shown[0, 2] == shown[0, 5] == shown[0, 8] == 1
+    # The last RECENT_SLATES (2) slates: items 0, 2, 5, 8 -> categories 0, 2, 2, 2.
+    assert RECENT_SLATES == 2
+    assert torch.allclose(share[0], torch.tensor([0.25, 0.0, 0.75]))
+    share0, shown0 = session_features(history, torch.tensor([0]), category, 3, NUM_ITEMS, 2)
+    assert shown0.sum() == 0 and share0.sum() == 0                        # step 0: nothing shown yet
+
+
+def test_the_session_weights_start_at_zero_and_steer_the_slate():
+    """The action's last entries weigh the session features: the untrained mean puts nothing on
+    them (the ridge estimate knows nothing of the session), and a weight against earlier showings
+    keeps the history's items out of the slate."""
+    from policy.networks import SESSION_FEATURES
+
+    model = session_model()
+    items, fb = random_history(4, seed=3)
+    steps = torch.full((4,), 5)
+    with torch.no_grad():
+        dist, _ = model(items, fb, None, steps)
+    assert model.action_dim == FEAT + len(SESSION_FEATURES)
+    assert torch.equal(dist.mean[:, FEAT:], torch.zeros(4, len(SESSION_FEATURES)))
+    with pytest.raises(ValueError, match="history_items and step"):
+        model.item_scores(dist.mean)
+    away = dist.mean.clone()
+    away[:, -1] = -10.0
+    scores = model.item_scores(away, items, steps)
+    slates = torch.topk(scores, 2, dim=1).indices
+    for row in range(4):
+        session = items[row, -5 * 2:]
+        assert not set(slates[row].tolist()) & set(session.tolist())

@@ -72,7 +72,7 @@ def with_extras(env: UserBatchEnv, world: World):
         slates, _ = inner(step, active)
         b = env.batch_size
         return slates, {"category_mask": np.ones((b, world.num_categories), bool),
-                        "action": np.full((b, world.item_features.shape[1]), step, np.float32),
+                        "action": np.full((b, batch_dims(SMALL, world).action_dim), step, np.float32),
                         "behaviour_logp": np.arange(b, dtype=np.float32), "value": np.full(b, -step, np.float32)}
     return act
 

@@ -279,3 +279,22 @@ def test_the_history_rules_read_only_what_the_policy_observes(world: World) -> N
     plain = ReferencePolicy("history-ridge").act(env)
     assert (world.item_category[penalised[0]] == liked_category).sum() <= (world.item_category[plain[0]]
                                                                           == liked_category).sum()
+
+
+def test_ridge_exposure_fresh_never_shows_again_what_the_history_shows_was_shown_this_session(world: World) -> None:
+    """The strongest non-oracle rule: ridge-exposure, less every item the observed history shows
+    was shown earlier this session (without item removal, history-ridge shows them again)."""
+    env = make_env(world, batch_size=4, remove_recommended=False)
+    fresh, plain = ReferencePolicy("ridge-exposure-fresh"), ReferencePolicy("history-ridge")
+    repeats = {"fresh": 0, "plain": 0}
+    while env.active.any():
+        window = min(int(env.steps.max()) * env.cfg.slate_size, env.cfg.history_len)
+        for name, policy in (("fresh", fresh), ("plain", plain)):
+            slates = policy.act(env)
+            for row in np.flatnonzero(env.active):
+                seen = env.history_items[row, env.cfg.history_len - min(int(env.steps[row]) * env.cfg.slate_size,
+                                                                        window):]
+                repeats[name] += len(set(slates[row].tolist()) & set(seen[seen >= 0].tolist()))
+        env.step(fresh.act(env))
+    assert repeats["fresh"] == 0
+    assert repeats["plain"] > 0

@@ -15,6 +15,7 @@ from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.utils.passive_env_checker import check_obs
 from gymnasium.vector import AutoresetMode
 
+from policy.networks import SESSION_FEATURES
 from rollout.vector_env import ENV_ID, RecSimVectorEnv, make_vector_env
 from rollout.world import LERL_USERS, World, WorldConfig
 from rollout.users import UserBatchEnv
@@ -51,8 +52,9 @@ def test_spaces_contain_what_reset_and_step_return(obs_mode):
     assert env.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
     assert env.num_envs == N
     feat_dim = env.world.item_features.shape[1]
-    assert env.single_action_space.shape == (feat_dim,)
-    assert env.action_space.shape == (N, feat_dim)
+    action_dim = feat_dim + len(SESSION_FEATURES)   # the fixed features, then the session's
+    assert env.single_action_space.shape == (action_dim,)
+    assert env.action_space.shape == (N, action_dim)
     obs, info = env.reset(seed=0)
     assert info == {}
     check_obs(obs, env.observation_space, "reset")
@@ -199,13 +201,22 @@ def test_slates_respect_available_items_when_remove_recommended_is_on():
             seen[row] |= items
         for row in np.flatnonzero(~active):                 # restarted: a new episode's memory
             seen[row] = set()
-    # Without the mask one constant action shows the same slate every step.
+    # Without the mask one constant action with no weight on the session features shows the
+    # same slate every step; a weight against earlier showings shows another.
     plain = make(remove_recommended=False)
     plain.reset(seed=0)
+    same[:, -len(SESSION_FEATURES):] = 0.0
     plain.step(same)
     first = plain.last_slates.copy()
     plain.step(same)
     np.testing.assert_array_equal(plain.last_slates[plain.users.active], first[plain.users.active])
+    away = same.copy()
+    away[:, -1] = -1.0                                      # the times-shown weight
+    previous = plain.last_slates.copy()
+    active = plain.users.active.copy()
+    plain.step(away)
+    for row in np.flatnonzero(active & plain.users.active):
+        assert not set(plain.last_slates[row].tolist()) & set(previous[row].tolist())
 
 
 def test_reset_slots_restarts_only_the_masked_rows():

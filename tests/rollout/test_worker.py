@@ -73,8 +73,8 @@ def test_collected_batch_validates_and_has_the_worlds_dims(collected):
     dims = validate_batch(batch, worker.dims)
     assert dims == batch_dims(WORLD, worker.world)
     # The action scores items by their features: the latent 16, the log popularity and the
-    # category's one-hot (8).
-    assert (dims.history_len, dims.num_categories, dims.action_dim, dims.slate_size) == (12, 8, 25, 6)
+    # category's one-hot (8), then the two session features (recent category share, times shown).
+    assert (dims.history_len, dims.num_categories, dims.action_dim, dims.slate_size) == (12, 8, 27, 6)
     assert set(column(batch, "batch_id").tolist()) == {stats.batch_id}
     assert re.fullmatch(r"actor-0\.[0-9a-f]{8}/0", stats.batch_id)
     assert set(column(batch, "policy_version").tolist()) == {0}

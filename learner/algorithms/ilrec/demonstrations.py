@@ -77,6 +77,7 @@ class _Proposer:
         self.rng = np.random.default_rng(_seed(seed, 0xD3E0))
         self.names = [truncate_utf8(n, MAX_TITLE_BYTES) for n in world.category_names]
         self.num_items = min(cfg.slate_size, settings.candidates, MAX_PROPOSED_ITEMS)
+        self.action_dim = batch_dims(cfg, world).action_dim
         self.calls = self.fallbacks = 0
         self.backends: set[str] = set()
 
@@ -103,8 +104,11 @@ class _Proposer:
                     taken = set(picked)
                     picked += [int(i) for i in chosen if int(i) not in taken][: k - len(picked)]
                 slates[row] = picked
+        # The slate's centroid in the fixed features; 0 (no lean) on the session features.
+        action = np.zeros((env.batch_size, self.action_dim), np.float32)
+        action[:, :world.item_features.shape[1]] = world.item_features[slates].mean(axis=1)
         return slates, {"category_mask": np.ones((env.batch_size, world.num_categories), bool),
-                        "action": world.item_features[slates].mean(axis=1).astype(np.float32),
+                        "action": action,
                         "behaviour_logp": np.zeros(env.batch_size, np.float32),
                         "value": np.zeros(env.batch_size, np.float32)}
 

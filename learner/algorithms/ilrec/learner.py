@@ -69,8 +69,9 @@ class ILRecLearner(Learner):
 
     def _bc_loss(self, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Weighted cross-entropy of the demonstration slates' items under the policy's item scores."""
-        dist, _ = self.model(*observation(self.demo, idx))
-        logp = torch.log_softmax(self.model.item_scores(dist.mean), dim=-1)
+        obs = observation(self.demo, idx)
+        dist, _ = self.model(*obs)
+        logp = torch.log_softmax(self.model.item_scores(dist.mean, obs[0], obs[3]), dim=-1)
         ce = -logp.gather(1, self.demo["slate"][idx].long()).mean(-1)
         return (weights * ce).mean()
 
