@@ -90,12 +90,18 @@ class PolicySpec:
     @property
     def observes_session(self) -> bool:
         """Whether the action scores the session features too (SESSION_FEATURES)."""
-        return self.item_category is not None and self.num_categories > 0 and self.slate_size > 0 and self.max_steps > 0
+        return observes_session(self.item_category is not None, self.num_categories, self.slate_size, self.max_steps)
 
     @property
     def action_dim(self) -> int:
         """The item features' width, plus the session features' when observed."""
         return int(self.item_features.shape[1]) + (len(SESSION_FEATURES) if self.observes_session else 0)
+
+
+def observes_session(has_categories: bool, num_categories: int, slate_size: int, max_steps: int) -> bool:
+    """Whether a network of these sizes scores the session features: it must know the items'
+    categories, the slate size (where a step's slate lies in the history) and the session's cap."""
+    return has_categories and num_categories > 0 and slate_size > 0 and max_steps > 0
 
 
 class ActorCritic(nn.Module):
@@ -121,11 +127,11 @@ class ActorCritic(nn.Module):
         self.num_items, self.feature_dim, self.history_len = num_items, feat_dim, history_len
         self.num_categories, self.max_steps, self.slate_size = num_categories, max_steps, slate_size
         self.recent = min(RECENT_SLATES * slate_size, history_len) if item_category is not None else 0
-        observes_session = item_category is not None and num_categories > 0 and slate_size > 0 and max_steps > 0
-        self.session_dims = len(SESSION_FEATURES) if observes_session else 0
+        session = observes_session(item_category is not None, num_categories, slate_size, max_steps)
+        self.session_dims = len(SESSION_FEATURES) if session else 0
         self.action_dim = feat_dim + self.session_dims
         self.register_buffer("item_category", torch.as_tensor(
-            np.asarray(item_category if observes_session else np.zeros(num_items), np.int64)), persistent=False)
+            np.asarray(item_category if session else np.zeros(num_items), np.int64)), persistent=False)
         # Category one-hots of the items (a zero row for empty slots): the recent slates' shares.
         onehot = np.zeros((num_items + 1, num_categories), np.float32)
         if item_category is not None and num_categories:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from policy.networks import SESSION_FEATURES, observes_session
+
 if TYPE_CHECKING:  # for the annotations only: the schema does not need the simulator loaded
     from rollout.world import World, WorldConfig
 
@@ -66,10 +68,10 @@ def transition_schema(dims: BatchDims) -> pa.Schema:
 def batch_dims(cfg: WorldConfig, world: World) -> BatchDims:
     """The batch dims of a world (the action lives in item-feature space, session features included:
     policy.networks.PolicySpec.action_dim)."""
-    from rollout.world import policy_spec  # here, so that the schema alone loads no simulator
-
+    session = observes_session(True, world.num_categories, cfg.slate_size, cfg.max_steps)  # as rollout.world.policy_spec
     return BatchDims(history_len=cfg.history_len, num_categories=world.num_categories,
-                     action_dim=policy_spec(cfg, world).action_dim, slate_size=cfg.slate_size)
+                     action_dim=world.item_features.shape[1] + (len(SESSION_FEATURES) if session else 0),
+                     slate_size=cfg.slate_size)
 
 
 # The column names, read off the schema so that no other module spells the list out. The names
