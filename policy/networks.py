@@ -9,8 +9,9 @@ Actor: a Gaussian over an action vector in item-feature space; an item's score i
 of the action with its feature vector, so a slate is the top-K allowed items (LERL / HAC style
 "hyper-action"). An item's features are fixed ones, then two the session changes
 (SESSION_FEATURES: its category's share of the last slates, its earlier showings), so one weight
-each says "away from what just tired this user" and "not this item again". The world's item features end with the primary category's one-hot, so
-part of the action scores categories directly. The Gaussian's mean is a learned correction on
+each says "away from what just tired this user" and "not this item again". The world's item
+features end with the primary category's one-hot, so part of the action scores categories
+directly. The Gaussian's mean is a learned correction on
 top of the user's ridge estimate: the least-squares fit of the history's feedback on its items'
 features (a deterministic function of the observation, as a state tracker's summary), scaled to
 a fixed norm; the correction starts at zero, so an untrained policy ranks by the estimate and
@@ -88,20 +89,18 @@ class PolicySpec:
     item_category: np.ndarray | None = None  # [num_items] primary category ids (with num_categories)
 
     @property
-    def observes_session(self) -> bool:
-        """Whether the action scores the session features too (SESSION_FEATURES)."""
-        return observes_session(self.item_category is not None, self.num_categories, self.slate_size, self.max_steps)
-
-    @property
     def action_dim(self) -> int:
         """The item features' width, plus the session features' when observed."""
-        return int(self.item_features.shape[1]) + (len(SESSION_FEATURES) if self.observes_session else 0)
+        return int(self.item_features.shape[1]) + session_dims(self.item_category is not None, self.num_categories,
+                                                               self.slate_size, self.max_steps)
 
 
-def observes_session(has_categories: bool, num_categories: int, slate_size: int, max_steps: int) -> bool:
-    """Whether a network of these sizes scores the session features: it must know the items'
-    categories, the slate size (where a step's slate lies in the history) and the session's cap."""
-    return has_categories and num_categories > 0 and slate_size > 0 and max_steps > 0
+def session_dims(has_categories: bool, num_categories: int, slate_size: int, max_steps: int) -> int:
+    """The action's entries for the session features (SESSION_FEATURES), 0 when a network of
+    these sizes cannot read them: it must know the items' categories, the slate size (where a
+    step's slate lies in the history) and the session's cap."""
+    observed = has_categories and num_categories > 0 and slate_size > 0 and max_steps > 0
+    return len(SESSION_FEATURES) if observed else 0
 
 
 class ActorCritic(nn.Module):
@@ -127,11 +126,10 @@ class ActorCritic(nn.Module):
         self.num_items, self.feature_dim, self.history_len = num_items, feat_dim, history_len
         self.num_categories, self.max_steps, self.slate_size = num_categories, max_steps, slate_size
         self.recent = min(RECENT_SLATES * slate_size, history_len) if item_category is not None else 0
-        session = observes_session(item_category is not None, num_categories, slate_size, max_steps)
-        self.session_dims = len(SESSION_FEATURES) if session else 0
+        self.session_dims = session_dims(item_category is not None, num_categories, slate_size, max_steps)
         self.action_dim = feat_dim + self.session_dims
         self.register_buffer("item_category", torch.as_tensor(
-            np.asarray(item_category if session else np.zeros(num_items), np.int64)), persistent=False)
+            np.asarray(item_category if self.session_dims else np.zeros(num_items), np.int64)), persistent=False)
         # Category one-hots of the items (a zero row for empty slots): the recent slates' shares.
         onehot = np.zeros((num_items + 1, num_categories), np.float32)
         if item_category is not None and num_categories:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from policy.networks import SESSION_FEATURES, observes_session
+from policy.networks import session_dims
 
 if TYPE_CHECKING:  # for the annotations only: the schema does not need the simulator loaded
     from rollout.world import World, WorldConfig
@@ -68,10 +68,9 @@ def transition_schema(dims: BatchDims) -> pa.Schema:
 def batch_dims(cfg: WorldConfig, world: World) -> BatchDims:
     """The batch dims of a world (the action lives in item-feature space, session features included:
     policy.networks.PolicySpec.action_dim)."""
-    session = observes_session(True, world.num_categories, cfg.slate_size, cfg.max_steps)  # as rollout.world.policy_spec
+    extra = session_dims(True, world.num_categories, cfg.slate_size, cfg.max_steps)  # as rollout.world.policy_spec
     return BatchDims(history_len=cfg.history_len, num_categories=world.num_categories,
-                     action_dim=world.item_features.shape[1] + (len(SESSION_FEATURES) if session else 0),
-                     slate_size=cfg.slate_size)
+                     action_dim=world.item_features.shape[1] + extra, slate_size=cfg.slate_size)
 
 
 # The column names, read off the schema so that no other module spells the list out. The names
