@@ -31,7 +31,7 @@ METRICS = (("Tint", "Tint", 2), ("Rcum", "Rcum", 3), ("Rsin", "Rsin", 3), ("gap_
 """Every column a report can show (`rollout.metrics`, via learner.evaluation.summarise); a report
 shows those that every row of its runs carries (older runs lack the later metrics)."""
 TRAINED = "trained"
-BUDGET_KEYS = ("updates", "env_steps", "wall_s", "plan_wait_share", "plan_age")
+BUDGET_KEYS = ("updates", "env_steps", "wall_s", "first_plans_s", "plan_wait_share", "plan_age")
 PER_RUN_CONTROLS = ("random+planner", "greedy+planner")
 """Evaluation rows that depend on each run's own planner: a row's controls, never a reference row
 (greedy+planner, the best item inside the planner's categories, is the row's planner quality)."""
@@ -68,14 +68,17 @@ def load_run(run: Path) -> dict:
 
 
 def _budget(run: dict) -> dict:
-    """What training a run took: updates, env steps, wall seconds (its metrics.jsonl's last row),
-    and the planner's cost: the mean share of rollout time spent waiting for plans and the mean
-    age of the plans used, in steps (0 without a planner)."""
+    """What training a run took: updates, env steps, wall seconds (its metrics.jsonl's last row:
+    the training time plus the first plans made before it, `first_plans_s`), and the planner's
+    cost: the mean share of rollout time spent waiting for plans and the mean age of the plans
+    used, in steps (0 without a planner)."""
     curve = run["curve"]
     last = curve[-1] if curve else {}
     mean = lambda key: float(np.mean([row.get(key, 0.0) for row in curve])) if curve else 0.0  # noqa: E731
+    first_plans = float(last.get("first_plans_seconds", 0.0))
     return {"updates": len(curve), "env_steps": float(last.get("env_steps_total", 0)),
-            "wall_s": float(last.get("wall_seconds", last.get("seconds", 0.0))),
+            "wall_s": float(last.get("wall_seconds", last.get("seconds", 0.0))) + first_plans,
+            "first_plans_s": first_plans,
             "plan_wait_share": mean("planner_wait_share"), "plan_age": mean("plan_age_mean")}
 
 
@@ -143,8 +146,9 @@ def markdown_table(rows: dict[str, dict]) -> str:
 
 def budget_table(rows: dict[str, dict]) -> str:
     """Per trained row: what it took (updates, env steps, wall time) and its planner's quality."""
-    lines = ["| row | seeds | updates | env steps | wall time (s) | plan wait share | plan age (steps) | planner "
-             "quality: Rcum of the best items inside its categories * | its gap closed |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | seeds | updates | env steps | wall time (s) | of it, first plans (s) | plan wait share | "
+             "plan age (steps) | planner quality: Rcum of the best items inside its categories * | its gap closed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
         if row["kind"] != "algorithm":
             continue
@@ -152,7 +156,7 @@ def budget_table(rows: dict[str, dict]) -> str:
         rcum, gap = quality.get("Rcum", (float("nan"),) * 2), quality.get("gap_closed", (float("nan"),) * 2)
         cell = lambda v, d: "–" if not np.isfinite(v[0]) else f"{v[0]:.{d}f} ± {v[1]:.{d}f}"  # noqa: E731
         lines.append(f"| {name} | {row['seeds']} | {cell(row['updates'], 0)} | {cell(row['env_steps'], 0)} | "
-                     f"{cell(row['wall_s'], 0)} | {cell(row['plan_wait_share'], 2)} | {cell(row['plan_age'], 2)} | "
+                     f"{cell(row['wall_s'], 0)} | {cell(row['first_plans_s'], 0)} | {cell(row['plan_wait_share'], 2)} | {cell(row['plan_age'], 2)} | "
                      f"{cell(rcum, 3)} | {cell(gap, 3)} |")
     return "\n".join(lines)
 

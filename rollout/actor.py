@@ -63,6 +63,16 @@ class RolloutConfig:
     never reuses (a fresh actor). -1 = auto: 100 with an LLM
     (on 2 cores the engine plans about 10 users a second; a run meets each user many times), 0
     with the heuristic (free: every session is planned)."""
+    prime_plans_s: float = -1.0
+    """Before training (outside the time budget; reported as first_plans_seconds), make each
+    actor's training users' session-start plans and keep them for reuse, for at most this many
+    seconds (the users left are planned when first met): on 2 cores an LLM plans about 10 users
+    a second, and without this an LLM run's first batches spend their time waiting. Needs plan
+    reuse. 0 = off. -1 = auto: 120 with an LLM and plan reuse, 0 otherwise."""
+    plan_chunk_users: int = 32
+    """Users per Plan call at a session start and when priming, each call's answers kept as they
+    come: a call must fit its deadline (planner_timeout_s) with every actor asking at once.
+    0 = the whole batch in one call."""
     rotate_categories: bool = False
     """Rotation, a rule of its own (an ablation, off in the LERL rows): never offer a category shown
     at the user's last step, whatever the planner ranked; the mask is the best plan_categories of
@@ -98,7 +108,12 @@ class RolloutConfig:
         for name in ("plan_reuse_batches", "plan_max_age"):
             if getattr(self, name) < -1:
                 raise ValueError(f"{name} must be >= 0 (or -1: auto), got {getattr(self, name)}")
-        for name in ("plan_every", "reflect_sessions", "rollout_num_cpus"):
+        if self.prime_plans_s < 0 and self.prime_plans_s != -1:
+            raise ValueError(f"prime_plans_s must be >= 0 (or -1: auto), got {self.prime_plans_s}")
+        if self.prime_plans_s > 0 and self.plan_reuse_batches == 0:
+            raise ValueError("prime_plans_s > 0 needs plan reuse (plan_reuse_batches > 0 or -1): nothing would keep "
+                             "the plans")
+        for name in ("plan_every", "reflect_sessions", "rollout_num_cpus", "plan_chunk_users"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.planner_timeout_s > 0:  # also refuses NaN
@@ -191,11 +206,20 @@ class RolloutWorker:
                                           max(rollout.plan_every, 1), rollout.reflect_sessions, rollout.planner_timeout_s,
                                           plan_seed, rollout.send_titles, world.slate_size, max(rollout.plan_max_age, 0),
                                           rollout.plan_pool, max(rollout.plan_reuse_batches, 0),
-                                          rollout.rotate_categories, rollout.reflect_async == 1)
+                                          rollout.rotate_categories, rollout.reflect_async == 1,
+                                          rollout.plan_chunk_users)
             if rollout.plan_reuse_batches > 0 and worker_index < rollout.num_rollout_actors:
                 # Each user planned by one actor: this actor's share of the training users.
                 share = self.world.train_users[worker_index::rollout.num_rollout_actors]
                 self.env.user_pool = share if len(share) else self.world.train_users
+
+    def prime_plans(self, max_seconds: float) -> dict:
+        """The session-start plans of the training users this actor draws from, made now and kept
+        for reuse (SessionPlanner.prime), in the order they are listed, for at most `max_seconds`."""
+        if self.planner is None:
+            raise ValueError("priming plans needs the planner (rollout.use_planner)")
+        users = np.asarray(self.env.user_pool, np.int64)
+        return self.planner.prime(users, *self.env.starting_history(users), max_seconds)
 
     def set_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
         """Act with these weights from now on (no-op when the version is the one already loaded)."""

@@ -27,6 +27,8 @@ answers into category masks, and finished sessions into reflections.
   `plans_renewed`); only a plan `RENEWAL_SLACK` times the bound old is waited for. Without this,
   the users planned in the same first batches all expired together and the rollout stalled
   while the engine planned them again; with it, a fast loop only sees its plans age (logged).
+- `prime` makes the session-start plans of an actor's training users before its first batch
+  (with reuse on), `chunk_users` per call; session-start calls are chunked the same way.
 - After the episode, a few sessions (the best and the worst by return, then the next ones) are sent
   to Reflect; their critiques and returns go back to the learner side's reflection pool. With
   `reflect_async`, the rollout never waits for Reflect: the call runs in the background and its
@@ -58,8 +60,10 @@ class SessionPlanner:
 
     def __init__(self, world, client, num_categories: int, plan_every: int, reflect_sessions: int,
                  timeout_s: float, seed: int, send_titles: bool, slate_size: int, max_age: int = 0,
-                 pool_size: int = 0, reuse_batches: int = 0, rotate: bool = False, reflect_async: bool = False):
+                 pool_size: int = 0, reuse_batches: int = 0, rotate: bool = False, reflect_async: bool = False,
+                 chunk_users: int = 0):
         self.world, self.client, self.max_age, self.rotate = world, client, max_age, rotate
+        self.chunk_users = chunk_users  # users per session-start Plan call (0 = the whole batch in one)
         self.reflect_async = reflect_async
         self._reflecting = None  # (future of the last batch's Reflect call, the returns of its sessions)
         self.pool_size = min(max(pool_size, num_categories), world.num_categories)
@@ -246,17 +250,52 @@ class SessionPlanner:
         return chosen
 
     def _plan_now(self, rows: np.ndarray, user_ids: np.ndarray, step: int) -> None:
-        """Ask for `rows`' plans and wait (the session start, or every due plan when synchronous)."""
+        """Ask for `rows`' plans and wait (the session start, or every due plan when synchronous).
+        At the session start, in calls of at most `chunk_users` users, each answer kept for reuse
+        as it comes: one call for a whole first batch of an LLM run ran past its deadline, fell
+        back, and was asked again by the next batch."""
         ask = self._reuse(rows, user_ids) if step == 0 and self.reuse_batches else rows
-        if not ask.size:
-            return
-        t0 = time.perf_counter()
-        response, fell_back = self.client.plan(self._request(ask, user_ids, step), self.timeout_s)
-        self.stats["seconds_planner"] += time.perf_counter() - t0
-        self._apply(response, fell_back, ask, step)
-        if step == 0 and self.reuse_batches and not fell_back:
-            for row in ask.tolist():
-                self._plan_cache[int(user_ids[row])] = (self.pools[row].copy(), self.batches_started, self.pasts[row])
+        chunk = self.chunk_users if step == 0 and self.chunk_users > 0 else max(ask.size, 1)
+        for lo in range(0, ask.size, chunk):
+            part = ask[lo:lo + chunk]
+            t0 = time.perf_counter()
+            response, fell_back = self.client.plan(self._request(part, user_ids, step), self.timeout_s)
+            self.stats["seconds_planner"] += time.perf_counter() - t0
+            self._apply(response, fell_back, part, step)
+            if step == 0 and self.reuse_batches and not fell_back:
+                for row in part.tolist():
+                    self._plan_cache[int(user_ids[row])] = (self.pools[row].copy(), self.batches_started, self.pasts[row])
+
+    def prime(self, user_ids: np.ndarray, past_items: np.ndarray, past_feedback: np.ndarray,
+              max_seconds: float) -> dict:
+        """Make, before the first batch, the session-start plans of `user_ids` (from their starting
+        histories `past_items` / `past_feedback`, [U, H], and no reflections: the pool is empty
+        then) and keep them for reuse, `chunk_users` per call, stopping once `max_seconds` have
+        passed (the users left are planned when first met). On a CPU the LLM plans about 10 users
+        a second, so an LLM run's first batches otherwise spend their time waiting for these.
+        Returns {"users": planned, "calls", "fallbacks", "seconds"}."""
+        if not self.reuse_batches:
+            raise ValueError("priming plans needs plan reuse (plan_reuse_batches > 0): nothing would keep them")
+        t0, done = time.perf_counter(), dict(users=0, calls=0, fallbacks=0, seconds=0.0)
+        chunk = self.chunk_users if self.chunk_users > 0 else max(len(user_ids), 1)
+        for lo in range(0, len(user_ids), chunk):
+            if time.perf_counter() - t0 >= max_seconds:
+                break
+            users = [int(u) for u in user_ids[lo:lo + chunk]]
+            pasts = [self._past(items, feedback) for items, feedback in
+                     zip(past_items[lo:lo + chunk], past_feedback[lo:lo + chunk])]
+            req = planner_pb2.PlanRequest(category_names=self.category_names, seed=self.seed)
+            for user, past in zip(users, pasts):
+                self._add_user(req, user, 0, past)
+            response, fell_back = self.client.plan(req, self.timeout_s)
+            done["calls"] += 1
+            done["fallbacks"] += int(fell_back)
+            if not fell_back:  # a fallback answer is not kept (as at a session start)
+                for user, plan, past in zip(users, response.plans, pasts):
+                    self._plan_cache[user] = (np.array(list(plan.category_ids), np.int64), self.batches_started, past)
+                done["users"] += len(users)
+        done["seconds"] = time.perf_counter() - t0
+        return done
 
     def _plan_later(self, rows: np.ndarray, user_ids: np.ndarray, step: int) -> None:
         """Ask for `rows`' plans in the background (at most one request in flight)."""

@@ -102,18 +102,22 @@ class UserBatchEnv:
         self.patience[rows] = self.cfg.interest_patience if self.cfg.quit_rule == "interest" else self.cfg.initial_patience
         self.steps[rows] = 0
         self.active[rows] = True
-        if self._starts:
-            self.history_items[rows] = self.world.start_items[user_ids]
-            self.history_feedback[rows] = self.world.start_feedback[user_ids]
-        else:
-            self.history_items[rows] = -1
-            self.history_feedback[rows] = 0.0
+        self.history_items[rows], self.history_feedback[rows] = self.starting_history(user_ids)
         self.last_slate_categories[rows] = -1
         self.recent_categories[rows] = False
         self.exposure[rows] = 0.0
         self.times_shown[rows] = 0.0
         if self.shown is not None:
             self.shown[rows] = False
+
+    def starting_history(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """([U, H] items, [U, H] feedback) the sessions of `user_ids` start from (-1 / 0 = empty):
+        their logged histories when the world has them and the config starts from them."""
+        user_ids = np.asarray(user_ids, np.int64)
+        if self._starts:
+            return self.world.start_items[user_ids], self.world.start_feedback[user_ids]
+        shape = (user_ids.size, self.cfg.history_len)
+        return np.full(shape, -1, np.int32), np.zeros(shape, np.float32)
 
     def reset(self, user_ids: np.ndarray | None = None) -> None:
         """Start new episodes: the given users, or training users drawn by this env's RNG."""

@@ -100,8 +100,8 @@ def test_each_rows_planner_quality_budget_and_provenance(tmp_path: Path) -> None
                                                              "command": "python -m learner.main --seed 1"}))
     text = write_report([tmp_path]).read_text()
     assert "greedy+planner (reference)" not in text
-    assert "| lerl | 2 | 3 ± 0 | 3000 ± 0 | 0 ± 0 | 0.00 ± 0.00 | 0.00 ± 0.00 | 8.500 ± 0.707 | – |" in text
-    assert "| random-categories | 2 | 3 ± 0 | 3000 ± 0 | 0 ± 0 | 0.00 ± 0.00 | 0.00 ± 0.00 | 3.500 ± 0.707 | – |" in text
+    assert "| lerl | 2 | 3 ± 0 | 3000 ± 0 | 0 ± 0 | 0 ± 0 | 0.00 ± 0.00 | 0.00 ± 0.00 | 8.500 ± 0.707 | – |" in text
+    assert "| random-categories | 2 | 3 ± 0 | 3000 ± 0 | 0 ± 0 | 0 ± 0 | 0.00 ± 0.00 | 0.00 ± 0.00 | 3.500 ± 0.707 | – |" in text
     assert "commit abc123def4, `python -m learner.main --seed 1`" in text
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["commits"] == ["abc123def456"]

@@ -18,7 +18,7 @@ SMALL = ["--planner-backend", "heuristic", "--seed", "3", "--iterations", "3", "
          "--eval-users", "8", "--checkpoint-every", "0"]
 NOT_COMPARED = {"env_steps_per_s", "planner_latency_ms", "planner_wait_share", "seconds", "update_seconds", "update_compute_seconds",
                 "publish_seconds", "rollout_seconds",
-                "wall_seconds", "batch_ids", "batches_in_flight"}
+                "wall_seconds", "batch_ids", "batches_in_flight", "first_plans_seconds"}
 
 
 def _rows(run_dir) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from planner_api.contract import MAX_TITLE_BYTES, truncate_utf8, validate_plan_request
 from planner_api.history import history_entries
@@ -376,3 +377,59 @@ def test_reflect_in_the_background_never_makes_the_rollout_wait() -> None:
     assert [critiques for critiques, _, _ in background] == [[], [], synchronous[0]]
     assert [skipped for _, _, skipped in background] == [0, 1, 0]   # batch 1 ended while batch 0's was out
     assert max(seconds for _, seconds, _ in background) < 0.1       # nobody waited for the 30 s call
+
+
+class FallingBackClient(CountingClient):
+    """Falls back (the heuristic answer, counted) on the calls numbered in `fail_calls` (0 = first)."""
+
+    def __init__(self, fail_calls):
+        super().__init__()
+        self.fail_calls = set(fail_calls)
+
+    def plan(self, req, timeout_s):
+        response, _ = super().plan(req, timeout_s)
+        return response, len(self.asked) - 1 in self.fail_calls
+
+
+def test_session_start_calls_are_chunked_and_each_answer_is_kept_as_it_comes() -> None:
+    """A first batch's plans in calls of chunk_users; a call that fell back is not kept (its
+    users are asked again when next met), the others are reused."""
+    world = World.build(CFG, log=lambda line: None)
+    client = FallingBackClient(fail_calls=[1])
+    planner = SessionPlanner(world, client, 3, 20, 0, 1.0, 0, False, CFG.slate_size, pool_size=4,
+                             reuse_batches=5, chunk_users=2)
+    users, active = np.array([1, 2, 3, 4, 5]), np.ones(5, bool)
+    planner.start(5, [])
+    planner.masks(0, active, users)
+    assert client.asked == [[1, 2], [3, 4], [5]]
+    assert planner.stats["planner_calls"] == 3 and planner.stats["planner_fallbacks"] == 1
+    planner.start(5, [])
+    planner.masks(0, active, users)
+    assert client.asked[3:] == [[3, 4]] and planner.stats["plans_reused"] == 3
+
+
+def test_priming_makes_the_session_start_plans_before_the_first_batch() -> None:
+    """Primed users are not asked again at their first session; their request carried the
+    starting history as the past; a chunk that fell back is not kept; the time bound stops it."""
+    world = World.build(CFG, log=lambda line: None)
+    client = FallingBackClient(fail_calls=[2])
+    planner = SessionPlanner(world, client, 3, 20, 0, 1.0, 0, False, CFG.slate_size, pool_size=4,
+                             reuse_batches=5, chunk_users=2)
+    users = np.array([10, 11, 12, 13, 14, 15])
+    past_items = np.full((6, 4), -1, np.int64)
+    past_items[:, -1] = np.arange(6)  # user 10 saw item 0, user 11 item 1, ...
+    past_feedback = np.ones((6, 4), np.float32)
+    done = planner.prime(users, past_items, past_feedback, max_seconds=60.0)
+    assert done["users"] == 4 and done["calls"] == 3 and done["fallbacks"] == 1
+    assert client.asked == [[10, 11], [12, 13], [14, 15]]
+    assert [list(u.past.item_ids) for u in client.requests[0].users] == [[0], [1]]
+    assert all(not u.reflections for req in client.requests for u in req.users)
+    planner.start(4, [])
+    planner.masks(0, np.ones(4, bool), np.array([10, 13, 14, 11]))
+    assert client.asked[3:] == [[14]] and planner.stats["plans_reused"] == 3
+    # No time left: nothing is asked. Without reuse there is nothing to keep the plans in.
+    assert SessionPlanner(world, CountingClient(), 3, 20, 0, 1.0, 0, False, CFG.slate_size, pool_size=4,
+                          reuse_batches=5).prime(users, past_items, past_feedback, 0.0)["calls"] == 0
+    with pytest.raises(ValueError, match="plan reuse"):
+        SessionPlanner(world, CountingClient(), 3, 20, 0, 1.0, 0, False, CFG.slate_size).prime(
+            users, past_items, past_feedback, 10.0)

@@ -57,12 +57,14 @@ class LERL(Algorithm):
         if run.ray is None:
             workers = [RolloutWorker(cfg.world, cfg.policy, cfg.rollout, run.planner_address, i, seed)
                        for i in range(cfg.rollout.num_rollout_actors)]
+            first_plans = self._prime_plans(workers, run)
             weights, version = self.learner.publish()
             self.pool = SerialRolloutPool(workers, weights, version, max_in_flight=cfg.run.max_batches_in_flight,
                                           max_policy_lag=cfg.run.max_policy_lag, reflections=sample)
         else:
             # The actors start (each builds its world) while the learner builds its network.
             workers = start_rollout_actors(cfg, run.planner_address, seed)
+            first_plans = self._prime_plans(workers, run)
             weights, version = self.learner.publish()
             # Actors collect asynchronously with the newest weights at submission; the learner takes
             # whichever batches finish first (so its lag is measured, not assumed zero).
@@ -75,7 +77,25 @@ class LERL(Algorithm):
         self.chaos = DriverChaos(run.ray, cfg.run, workers, run.planner_replicas, driver.get("chaos"),
                                  self.pool.collected_from)
         self.totals = {**driver.get("totals", {}), "env_steps": int(driver.get("env_steps_total", 0))}
+        self.totals["first_plans_seconds"] = self.totals.get("first_plans_seconds", 0.0) + first_plans
         self.chaos.start()
+
+    def _prime_plans(self, workers: list, run: Run) -> float:
+        """The actors' session-start plans made before the time budget starts (rollout.prime_plans_s;
+        on 2 cores an LLM plans about 10 users a second); returns the seconds it took."""
+        limit = self.cfg.rollout.prime_plans_s if self.cfg.rollout.use_planner else 0.0
+        if limit <= 0:
+            return 0.0
+        print(f"planner: making the training users' session-start plans before training (at most {limit:g} s; "
+              "reported as first_plans_seconds) ...", flush=True)
+        t0 = time.perf_counter()
+        done = ([w.prime_plans(limit) for w in workers] if run.ray is None
+                else run.ray.get([w.prime_plans.remote(limit) for w in workers]))
+        seconds = time.perf_counter() - t0
+        users, calls, fallbacks = (sum(d[k] for d in done) for k in ("users", "calls", "fallbacks"))
+        print(f"planner: {users} users planned in {seconds:.0f} s ({calls} calls, {fallbacks} fell back; the users "
+              "left are planned when first met)", flush=True)
+        return seconds
 
     def _learner_group(self, run: Run):
         cfg = self.cfg
@@ -111,7 +131,8 @@ class LERL(Algorithm):
                                 self.totals, self.run.wall_seconds())
         row.update(self.pool.counters.to_dict(), **self.chaos.row(), **self.run.resume_cost,
                    dropped_batch_ids=self.pool.dropped_batch_ids[dropped_before:],
-                   batches_in_flight=self.pool.in_flight, reflection_pool_size=len(self.reflections))
+                   batches_in_flight=self.pool.in_flight, reflection_pool_size=len(self.reflections),
+                   first_plans_seconds=self.totals["first_plans_seconds"])
         replicas = self.run.planner_replicas
         if replicas is not None:
             replicas.ensure_serving()  # brings back replicas Ray restarted
