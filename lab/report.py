@@ -156,7 +156,7 @@ def budget_table(rows: dict[str, dict]) -> str:
         rcum, gap = quality.get("Rcum", (float("nan"),) * 2), quality.get("gap_closed", (float("nan"),) * 2)
         cell = lambda v, d: "–" if not np.isfinite(v[0]) else f"{v[0]:.{d}f} ± {v[1]:.{d}f}"  # noqa: E731
         lines.append(f"| {name} | {row['seeds']} | {cell(row['updates'], 0)} | {cell(row['env_steps'], 0)} | "
-                     f"{cell(row['wall_s'], 0)} | {cell(row['first_plans_s'], 0)} | {cell(row['plan_wait_share'], 2)} | {cell(row['plan_age'], 2)} | "
+                     f"{cell(row['wall_s'], 0)} | {cell(row.get('first_plans_s', (0.0, 0.0)), 0)} | {cell(row['plan_wait_share'], 2)} | {cell(row['plan_age'], 2)} | "
                      f"{cell(rcum, 3)} | {cell(gap, 3)} |")
     return "\n".join(lines)
 

@@ -99,9 +99,6 @@ def start_planner(ray, cfg):
         cfg.rollout.reflect_async = 1 if backend == "vllm" else 0
     if cfg.rollout.prime_plans_s == -1:
         cfg.rollout.prime_plans_s = 120.0 if backend == "vllm" and cfg.rollout.plan_reuse_batches > 0 else 0.0
-    if cfg.rollout.prime_plans_s > 0 and cfg.rollout.plan_reuse_batches == 0:
-        raise UsageError("--prime-plans-s needs plan reuse: pass --plan-reuse-batches > 0 (it is 0 with the "
-                         f"{backend} planner unless given)")
     alive_nodes = sum(1 for node in ray.nodes() if node.get("Alive")) if ray is not None else 1
     if alive_nodes > 1 and cfg.run.planner_host in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: the planner binds {cfg.run.planner_host} on a {alive_nodes}-node cluster: rollout actors on "

@@ -64,11 +64,12 @@ class RolloutConfig:
     (on 2 cores the engine plans about 10 users a second; a run meets each user many times), 0
     with the heuristic (free: every session is planned)."""
     prime_plans_s: float = -1.0
-    """Before training (outside the time budget; reported as first_plans_seconds), make each
-    actor's training users' session-start plans and keep them for reuse, for at most this many
-    seconds (the users left are planned when first met): on 2 cores an LLM plans about 10 users
-    a second, and without this an LLM run's first batches spend their time waiting. Needs plan
-    reuse. 0 = off. -1 = auto: 120 with an LLM and plan reuse, 0 otherwise."""
+    """Before training (outside the time budget; reported as first_plans_seconds and in the
+    report's wall time), make each actor's training users' session-start plans and keep them for
+    reuse, asking no more after this many seconds (so at most this plus one call's deadline; the
+    users left, and all of a restarted actor's, are planned when first met): on 2 cores an LLM
+    plans about 10 users a second, and without this an LLM run's first batches spend their time
+    waiting. Needs plan reuse. 0 = off. -1 = auto: 120 with an LLM and plan reuse, 0 otherwise."""
     plan_chunk_users: int = 32
     """Users per Plan call at a session start and when priming, each call's answers kept as they
     come: a call must fit its deadline (planner_timeout_s) with every actor asking at once.
@@ -108,7 +109,7 @@ class RolloutConfig:
         for name in ("plan_reuse_batches", "plan_max_age"):
             if getattr(self, name) < -1:
                 raise ValueError(f"{name} must be >= 0 (or -1: auto), got {getattr(self, name)}")
-        if self.prime_plans_s < 0 and self.prime_plans_s != -1:
+        if not (self.prime_plans_s >= 0 or self.prime_plans_s == -1):  # also refuses NaN
             raise ValueError(f"prime_plans_s must be >= 0 (or -1: auto), got {self.prime_plans_s}")
         if self.prime_plans_s > 0 and self.plan_reuse_batches == 0:
             raise ValueError("prime_plans_s > 0 needs plan reuse (plan_reuse_batches > 0 or -1): nothing would keep "
@@ -213,13 +214,14 @@ class RolloutWorker:
                 share = self.world.train_users[worker_index::rollout.num_rollout_actors]
                 self.env.user_pool = share if len(share) else self.world.train_users
 
-    def prime_plans(self, max_seconds: float) -> dict:
+    def prime_plans(self, max_seconds: float, reflections: list[str] | tuple = ()) -> dict:
         """The session-start plans of the training users this actor draws from, made now and kept
-        for reuse (SessionPlanner.prime), in the order they are listed, for at most `max_seconds`."""
+        for reuse (SessionPlanner.prime), in the order they are listed, asking no more once
+        `max_seconds` have passed."""
         if self.planner is None:
             raise ValueError("priming plans needs the planner (rollout.use_planner)")
         users = np.asarray(self.env.user_pool, np.int64)
-        return self.planner.prime(users, *self.env.starting_history(users), max_seconds)
+        return self.planner.prime(users, *self.env.starting_history(users), max_seconds, reflections)
 
     def set_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
         """Act with these weights from now on (no-op when the version is the one already loaded)."""

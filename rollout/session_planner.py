@@ -46,6 +46,7 @@ from bisect import bisect_left
 import numpy as np
 
 from planner_api.contract import MAX_HISTORY, MAX_PAST, MAX_TITLE_BYTES, truncate_utf8
+from planner_api.heuristics import heuristic_plan
 from planner_api.history import history_from_columns
 from policy.masking import category_mask
 from protos import planner_pb2
@@ -253,47 +254,59 @@ class SessionPlanner:
         """Ask for `rows`' plans and wait (the session start, or every due plan when synchronous).
         At the session start, in calls of at most `chunk_users` users, each answer kept for reuse
         as it comes: one call for a whole first batch of an LLM run ran past its deadline, fell
-        back, and was asked again by the next batch."""
+        back, and was asked again by the next batch. Once a call falls back, the session start's
+        other chunks take the local heuristic plan without calling (counted as fallbacks): the
+        wait stays bounded by one deadline, as with a single call."""
         ask = self._reuse(rows, user_ids) if step == 0 and self.reuse_batches else rows
         chunk = self.chunk_users if step == 0 and self.chunk_users > 0 else max(ask.size, 1)
+        failed = False
         for lo in range(0, ask.size, chunk):
             part = ask[lo:lo + chunk]
+            request = self._request(part, user_ids, step)
             t0 = time.perf_counter()
-            response, fell_back = self.client.plan(self._request(part, user_ids, step), self.timeout_s)
+            response, fell_back = (heuristic_plan(request), True) if failed else self.client.plan(request, self.timeout_s)
             self.stats["seconds_planner"] += time.perf_counter() - t0
             self._apply(response, fell_back, part, step)
+            failed = failed or fell_back
             if step == 0 and self.reuse_batches and not fell_back:
                 for row in part.tolist():
                     self._plan_cache[int(user_ids[row])] = (self.pools[row].copy(), self.batches_started, self.pasts[row])
 
     def prime(self, user_ids: np.ndarray, past_items: np.ndarray, past_feedback: np.ndarray,
-              max_seconds: float) -> dict:
+              max_seconds: float, reflections: list[str] | tuple = ()) -> dict:
         """Make, before the first batch, the session-start plans of `user_ids` (from their starting
-        histories `past_items` / `past_feedback`, [U, H], and no reflections: the pool is empty
-        then) and keep them for reuse, `chunk_users` per call, stopping once `max_seconds` have
-        passed (the users left are planned when first met). On a CPU the LLM plans about 10 users
-        a second, so an LLM run's first batches otherwise spend their time waiting for these.
+        histories `past_items` / `past_feedback`, [U, H], with `reflections`: none in a fresh run,
+        a draw from the restored pool after a resume) and keep them for reuse, `chunk_users` per
+        call. It stops at the first call that falls back (the planner is down or overloaded) and
+        asks no more once `max_seconds` have passed, so it takes at most that plus one call's
+        deadline; the users left are planned when first met. On a CPU the LLM plans about 10
+        users a second, so an LLM run's first batches otherwise spend their time waiting for these.
         Returns {"users": planned, "calls", "fallbacks", "seconds"}."""
         if not self.reuse_batches:
             raise ValueError("priming plans needs plan reuse (plan_reuse_batches > 0): nothing would keep them")
         t0, done = time.perf_counter(), dict(users=0, calls=0, fallbacks=0, seconds=0.0)
         chunk = self.chunk_users if self.chunk_users > 0 else max(len(user_ids), 1)
-        for lo in range(0, len(user_ids), chunk):
-            if time.perf_counter() - t0 >= max_seconds:
-                break
-            users = [int(u) for u in user_ids[lo:lo + chunk]]
-            pasts = [self._past(items, feedback) for items, feedback in
-                     zip(past_items[lo:lo + chunk], past_feedback[lo:lo + chunk])]
-            req = planner_pb2.PlanRequest(category_names=self.category_names, seed=self.seed)
-            for user, past in zip(users, pasts):
-                self._add_user(req, user, 0, past)
-            response, fell_back = self.client.plan(req, self.timeout_s)
-            done["calls"] += 1
-            done["fallbacks"] += int(fell_back)
-            if not fell_back:  # a fallback answer is not kept (as at a session start)
+        kept, self.reflections = self.reflections, list(reflections)
+        try:
+            for lo in range(0, len(user_ids), chunk):
+                if time.perf_counter() - t0 >= max_seconds:
+                    break
+                users = [int(u) for u in user_ids[lo:lo + chunk]]
+                pasts = [self._past(items, feedback) for items, feedback in
+                         zip(past_items[lo:lo + chunk], past_feedback[lo:lo + chunk])]
+                req = planner_pb2.PlanRequest(category_names=self.category_names, seed=self.seed)
+                for user, past in zip(users, pasts):
+                    self._add_user(req, user, 0, past)
+                response, fell_back = self.client.plan(req, self.timeout_s)
+                done["calls"] += 1
+                if fell_back:  # a fallback answer is not kept (as at a session start)
+                    done["fallbacks"] += 1
+                    break
                 for user, plan, past in zip(users, response.plans, pasts):
                     self._plan_cache[user] = (np.array(list(plan.category_ids), np.int64), self.batches_started, past)
                 done["users"] += len(users)
+        finally:
+            self.reflections = kept
         done["seconds"] = time.perf_counter() - t0
         return done
 

@@ -392,41 +392,58 @@ class FallingBackClient(CountingClient):
 
 
 def test_session_start_calls_are_chunked_and_each_answer_is_kept_as_it_comes() -> None:
-    """A first batch's plans in calls of chunk_users; a call that fell back is not kept (its
-    users are asked again when next met), the others are reused."""
+    """A first batch's plans in calls of chunk_users, each kept as it comes. Once a call falls
+    back, the other chunks take the heuristic plan without calling (the wait stays one deadline)
+    and are not kept: their users are asked again when next met, the others are reused."""
     world = World.build(CFG, log=lambda line: None)
     client = FallingBackClient(fail_calls=[1])
     planner = SessionPlanner(world, client, 3, 20, 0, 1.0, 0, False, CFG.slate_size, pool_size=4,
                              reuse_batches=5, chunk_users=2)
-    users, active = np.array([1, 2, 3, 4, 5]), np.ones(5, bool)
-    planner.start(5, [])
+    users, active = np.array([1, 2, 3, 4, 5, 6, 7]), np.ones(7, bool)
+    planner.start(7, [])
     planner.masks(0, active, users)
-    assert client.asked == [[1, 2], [3, 4], [5]]
-    assert planner.stats["planner_calls"] == 3 and planner.stats["planner_fallbacks"] == 1
-    planner.start(5, [])
+    assert client.asked == [[1, 2], [3, 4]]
+    assert planner.stats["planner_calls"] == 4 and planner.stats["planner_fallbacks"] == 3
+    assert (planner.pools >= 0).all()  # every user has a plan, called for or not
+    planner.start(7, [])
     planner.masks(0, active, users)
-    assert client.asked[3:] == [[3, 4]] and planner.stats["plans_reused"] == 3
+    assert client.asked[2:] == [[3, 4], [5, 6], [7]] and planner.stats["plans_reused"] == 2
+    # Mid-session synchronous plans are one call whatever the chunk; chunk 0 = one call.
+    mid = CountingClient()
+    planner = SessionPlanner(world, mid, 3, 1, 0, 1.0, 0, False, CFG.slate_size, pool_size=4, chunk_users=2)
+    planner.start(7, [])
+    planner.masks(0, active, users)
+    planner.record(np.zeros((7, CFG.slate_size), np.int64), np.zeros((7, CFG.slate_size)), active)
+    planner.masks(1, active, users)
+    assert [len(a) for a in mid.asked] == [2, 2, 2, 1, 7]
+    whole = CountingClient()
+    planner = SessionPlanner(world, whole, 3, 20, 0, 1.0, 0, False, CFG.slate_size, pool_size=4, chunk_users=0)
+    planner.start(7, [])
+    planner.masks(0, active, users)
+    assert [len(a) for a in whole.asked] == [7]
 
 
 def test_priming_makes_the_session_start_plans_before_the_first_batch() -> None:
     """Primed users are not asked again at their first session; their request carried the
-    starting history as the past; a chunk that fell back is not kept; the time bound stops it."""
+    starting history as the past and the reflections given; priming stops at the first call that
+    falls back (not kept) and asks nothing once its time is up."""
     world = World.build(CFG, log=lambda line: None)
     client = FallingBackClient(fail_calls=[2])
     planner = SessionPlanner(world, client, 3, 20, 0, 1.0, 0, False, CFG.slate_size, pool_size=4,
                              reuse_batches=5, chunk_users=2)
-    users = np.array([10, 11, 12, 13, 14, 15])
-    past_items = np.full((6, 4), -1, np.int64)
-    past_items[:, -1] = np.arange(6)  # user 10 saw item 0, user 11 item 1, ...
-    past_feedback = np.ones((6, 4), np.float32)
-    done = planner.prime(users, past_items, past_feedback, max_seconds=60.0)
+    users = np.array([10, 11, 12, 13, 14, 15, 16, 17])
+    past_items = np.full((8, 4), -1, np.int64)
+    past_items[:, -1] = np.arange(8)  # user 10 saw item 0, user 11 item 1, ...
+    past_feedback = np.ones((8, 4), np.float32)
+    done = planner.prime(users, past_items, past_feedback, max_seconds=60.0, reflections=["too many comedies"])
     assert done["users"] == 4 and done["calls"] == 3 and done["fallbacks"] == 1
     assert client.asked == [[10, 11], [12, 13], [14, 15]]
     assert [list(u.past.item_ids) for u in client.requests[0].users] == [[0], [1]]
-    assert all(not u.reflections for req in client.requests for u in req.users)
+    assert all(list(u.reflections) == ["too many comedies"] for req in client.requests for u in req.users)
     planner.start(4, [])
     planner.masks(0, np.ones(4, bool), np.array([10, 13, 14, 11]))
     assert client.asked[3:] == [[14]] and planner.stats["plans_reused"] == 3
+    assert list(client.requests[3].users[0].reflections) == []  # the batch's own reflections, not priming's
     # No time left: nothing is asked. Without reuse there is nothing to keep the plans in.
     assert SessionPlanner(world, CountingClient(), 3, 20, 0, 1.0, 0, False, CFG.slate_size, pool_size=4,
                           reuse_batches=5).prime(users, past_items, past_feedback, 0.0)["calls"] == 0

@@ -57,15 +57,15 @@ class LERL(Algorithm):
         if run.ray is None:
             workers = [RolloutWorker(cfg.world, cfg.policy, cfg.rollout, run.planner_address, i, seed)
                        for i in range(cfg.rollout.num_rollout_actors)]
-            first_plans = self._prime_plans(workers, run)
             weights, version = self.learner.publish()
+            first_plans = self._prime_plans(workers, run)
             self.pool = SerialRolloutPool(workers, weights, version, max_in_flight=cfg.run.max_batches_in_flight,
                                           max_policy_lag=cfg.run.max_policy_lag, reflections=sample)
         else:
             # The actors start (each builds its world) while the learner builds its network.
             workers = start_rollout_actors(cfg, run.planner_address, seed)
-            first_plans = self._prime_plans(workers, run)
             weights, version = self.learner.publish()
+            first_plans = self._prime_plans(workers, run)
             # Actors collect asynchronously with the newest weights at submission; the learner takes
             # whichever batches finish first (so its lag is measured, not assumed zero).
             self.pool = RolloutPool(workers, weights, version, max_in_flight=cfg.run.max_batches_in_flight,
@@ -82,16 +82,30 @@ class LERL(Algorithm):
 
     def _prime_plans(self, workers: list, run: Run) -> float:
         """The actors' session-start plans made before the time budget starts (rollout.prime_plans_s;
-        on 2 cores an LLM plans about 10 users a second); returns the seconds it took."""
-        limit = self.cfg.rollout.prime_plans_s if self.cfg.rollout.use_planner else 0.0
+        on 2 cores an LLM plans about 10 users a second), with a draw from the reflection pool (empty
+        unless resumed); returns the seconds the slowest actor spent priming. An actor that fails
+        here plans its users when it first meets them (Ray restarts it as it would in a collect)."""
+        rollout = self.cfg.rollout
+        limit = rollout.prime_plans_s if rollout.use_planner else 0.0
         if limit <= 0:
             return 0.0
+        if rollout.plan_reuse_batches <= 0:  # the auto value resolves to 0 with the heuristic or --planner-address
+            raise UsageError("--prime-plans-s needs plan reuse: pass --plan-reuse-batches > 0 (nothing would keep the "
+                             "plans)")
         print(f"planner: making the training users' session-start plans before training (at most {limit:g} s; "
               "reported as first_plans_seconds) ...", flush=True)
-        t0 = time.perf_counter()
-        done = ([w.prime_plans(limit) for w in workers] if run.ray is None
-                else run.ray.get([w.prime_plans.remote(limit) for w in workers]))
-        seconds = time.perf_counter() - t0
+        reflections = self.reflections.sample(self.cfg.run.reflections_per_plan)
+        if run.ray is None:
+            done = [w.prime_plans(limit, reflections) for w in workers]
+        else:
+            done = []
+            for ref in [w.prime_plans.remote(limit, reflections) for w in workers]:
+                try:
+                    done.append(run.ray.get(ref))
+                except run.ray.exceptions.RayError as exc:
+                    print(f"planner: a rollout actor failed while priming ({type(exc).__name__}); its users are "
+                          "planned when first met", flush=True)
+        seconds = max((d["seconds"] for d in done), default=0.0)
         users, calls, fallbacks = (sum(d[k] for d in done) for k in ("users", "calls", "fallbacks"))
         print(f"planner: {users} users planned in {seconds:.0f} s ({calls} calls, {fallbacks} fell back; the users "
               "left are planned when first met)", flush=True)
