@@ -72,8 +72,10 @@ class RolloutConfig:
     waiting. Needs plan reuse. 0 = off. -1 = auto: 120 with an LLM and plan reuse, 0 otherwise."""
     plan_chunk_users: int = 32
     """Users per Plan call at a session start and when priming, each call's answers kept as they
-    come: a call must fit its deadline (planner_timeout_s) with every actor asking at once.
-    0 = the whole batch in one call."""
+    come: a call must fit its deadline (planner_timeout_s) with every actor asking at once. The
+    most per call: one that takes over half the deadline cuts it to what fits in a third at the
+    rate measured (SessionPlanner.fit_chunk; AVX2-only CPUs run the LLM several times slower).
+    0 = the whole batch in one call, never cut."""
     rotate_categories: bool = False
     """Rotation, a rule of its own (an ablation, off in the LERL rows): never offer a category shown
     at the user's last step, whatever the planner ranked; the mask is the best plan_categories of

@@ -28,7 +28,9 @@ answers into category masks, and finished sessions into reflections.
   the users planned in the same first batches all expired together and the rollout stalled
   while the engine planned them again; with it, a fast loop only sees its plans age (logged).
 - `prime` makes the session-start plans of an actor's training users before its first batch
-  (with reuse on), `chunk_users` per call; session-start calls are chunked the same way.
+  (with reuse on), `chunk_users` per call; session-start calls are chunked the same way. The chunk
+  is sized to the machine: a call that takes over half its deadline shrinks it to what fits in a
+  third (`fit_chunk`), since the LLM's rate differs several times between CPUs.
 - After the episode, a few sessions (the best and the worst by return, then the next ones) are sent
   to Reflect; their critiques and returns go back to the learner side's reflection pool. With
   `reflect_async`, the rollout never waits for Reflect: the call runs in the background and its
@@ -265,49 +267,71 @@ class SessionPlanner:
             request = self._request(part, user_ids, step)
             t0 = time.perf_counter()
             response, fell_back = (heuristic_plan(request), True) if failed else self.client.plan(request, self.timeout_s)
-            self.stats["seconds_planner"] += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            self.stats["seconds_planner"] += took
             self._apply(response, fell_back, part, step)
+            if not failed and step == 0:
+                self.fit_chunk(part.size, took, fell_back)  # sized for the next session starts
             failed = failed or fell_back
             if step == 0 and self.reuse_batches and not fell_back:
                 for row in part.tolist():
                     self._plan_cache[int(user_ids[row])] = (self.pools[row].copy(), self.batches_started, self.pasts[row])
+
+    def fit_chunk(self, users: int, seconds: float, fell_back: bool) -> bool:
+        """After a session-start call of `users` users that took `seconds`: if it took over half the
+        deadline (or fell back at it), shrink `chunk_users` so a call takes about a third of the
+        deadline at the rate measured; returns whether it shrank. A fallback well inside the
+        deadline says the planner is down, not slow, and leaves the chunk alone. The rate differs
+        several times between CPUs (AVX2-only ones run the LLM far slower), and a call that falls
+        back gives nothing to keep."""
+        if self.chunk_users <= 1 or self.timeout_s <= 0 or seconds <= 0.5 * self.timeout_s:
+            return False
+        fit = max(1, int(users * self.timeout_s / (3.0 * seconds)))
+        if fit >= self.chunk_users:
+            return False
+        self.chunk_users = fit
+        return True
 
     def prime(self, user_ids: np.ndarray, past_items: np.ndarray, past_feedback: np.ndarray,
               max_seconds: float, reflections: list[str] | tuple = ()) -> dict:
         """Make, before the first batch, the session-start plans of `user_ids` (from their starting
         histories `past_items` / `past_feedback`, [U, H], with `reflections`: none in a fresh run,
         a draw from the restored pool after a resume) and keep them for reuse, `chunk_users` per
-        call. It stops at the first call that falls back (the planner is down or overloaded) and
-        asks no more once `max_seconds` have passed, so it takes at most that plus one call's
-        deadline; the users left are planned when first met. On a CPU the LLM plans about 10
+        call, the chunk fitted to the rate measured (`fit_chunk`). It stops at a call that falls
+        back unless that shrank the chunk (the planner is down, or still too slow for one user a
+        call) and asks no more once `max_seconds` have passed, so it takes at most that plus one
+        call's deadline; the users left are planned when first met. On a CPU the LLM plans about 10
         users a second, so an LLM run's first batches otherwise spend their time waiting for these.
-        Returns {"users": planned, "calls", "fallbacks", "seconds"}."""
+        Returns {"users": planned, "calls", "fallbacks", "seconds", "chunk_users": the chunk now}."""
         if not self.reuse_batches:
             raise ValueError("priming plans needs plan reuse (plan_reuse_batches > 0): nothing would keep them")
-        t0, done = time.perf_counter(), dict(users=0, calls=0, fallbacks=0, seconds=0.0)
-        chunk = self.chunk_users if self.chunk_users > 0 else max(len(user_ids), 1)
+        t0, done, lo = time.perf_counter(), dict(users=0, calls=0, fallbacks=0, seconds=0.0), 0
         kept, self.reflections = self.reflections, list(reflections)
         try:
-            for lo in range(0, len(user_ids), chunk):
-                if time.perf_counter() - t0 >= max_seconds:
-                    break
+            while lo < len(user_ids) and time.perf_counter() - t0 < max_seconds:
+                chunk = self.chunk_users if self.chunk_users > 0 else len(user_ids)
                 users = [int(u) for u in user_ids[lo:lo + chunk]]
                 pasts = [self._past(items, feedback) for items, feedback in
                          zip(past_items[lo:lo + chunk], past_feedback[lo:lo + chunk])]
                 req = planner_pb2.PlanRequest(category_names=self.category_names, seed=self.seed)
                 for user, past in zip(users, pasts):
                     self._add_user(req, user, 0, past)
+                called = time.perf_counter()
                 response, fell_back = self.client.plan(req, self.timeout_s)
                 done["calls"] += 1
+                shrank = self.fit_chunk(len(users), time.perf_counter() - called, fell_back)
                 if fell_back:  # a fallback answer is not kept (as at a session start)
                     done["fallbacks"] += 1
+                    if shrank:
+                        continue  # the same users again, fewer a call
                     break
+                lo += len(users)
                 for user, plan, past in zip(users, response.plans, pasts):
                     self._plan_cache[user] = (np.array(list(plan.category_ids), np.int64), self.batches_started, past)
                 done["users"] += len(users)
         finally:
             self.reflections = kept
-        done["seconds"] = time.perf_counter() - t0
+        done["seconds"], done["chunk_users"] = time.perf_counter() - t0, self.chunk_users
         return done
 
     def _plan_later(self, rows: np.ndarray, user_ids: np.ndarray, step: int) -> None:

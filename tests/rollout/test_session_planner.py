@@ -450,3 +450,56 @@ def test_priming_makes_the_session_start_plans_before_the_first_batch() -> None:
     with pytest.raises(ValueError, match="plan reuse"):
         SessionPlanner(world, CountingClient(), 3, 20, 0, 1.0, 0, False, CFG.slate_size).prime(
             users, past_items, past_feedback, 10.0)
+
+
+class SlowClient(CountingClient):
+    """Answers at `seconds_per_user` on a fake clock; a call longer than the deadline falls back."""
+
+    def __init__(self, clock, seconds_per_user):
+        super().__init__()
+        self.clock, self.seconds_per_user = clock, seconds_per_user
+
+    def plan(self, req, timeout_s):
+        response, _ = super().plan(req, timeout_s)
+        took = self.seconds_per_user * len(req.users)
+        self.clock.now += min(took, timeout_s)
+        return response, took > timeout_s
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def test_the_chunk_is_fitted_to_the_rate_the_machine_shows(monkeypatch) -> None:
+    """A call that takes over half its deadline shrinks the chunk to what fits in a third; one that
+    falls back at the deadline is asked again in smaller calls; a fast fallback (the planner is
+    down, not slow) and a fast call leave it alone. A slow CPU then plans its users instead of
+    falling back on every call."""
+    import rollout.session_planner as session_planner
+
+    clock = FakeClock()
+    monkeypatch.setattr(session_planner, "time", clock)
+    world = World.build(CFG, log=lambda line: None)
+    client = SlowClient(clock, seconds_per_user=1.0)
+    planner = SessionPlanner(world, client, 3, 20, 0, 6.0, 0, False, CFG.slate_size, pool_size=4,
+                             reuse_batches=5, chunk_users=8)
+    users = np.arange(10, 18)
+    past = np.full((8, 4), -1, np.int64), np.zeros((8, 4), np.float32)
+    done = planner.prime(users, *past, max_seconds=60.0)
+    # 8 users take 8 s > 6: fell back, chunk -> 8 * 6 / (3 * 6) = 2; then every user, 2 a call.
+    assert client.asked == [list(range(10, 18)), [10, 11], [12, 13], [14, 15], [16, 17]]
+    assert done["users"] == 8 and done["fallbacks"] == 1 and done["chunk_users"] == 2 == planner.chunk_users
+    assert not planner.fit_chunk(2, 2.0, False)  # 2 s of a 6 s deadline: fits
+    assert not planner.fit_chunk(2, 0.1, True)   # fell back at once: down, not slow
+    assert planner.fit_chunk(2, 4.0, False) and planner.chunk_users == 1
+    assert not planner.fit_chunk(1, 6.0, True)   # one user a call is the least
+    # At a session start, a slow call shrinks the chunk for the session starts after it.
+    planner = SessionPlanner(world, SlowClient(clock, seconds_per_user=0.5), 3, 20, 0, 6.0, 0, False,
+                             CFG.slate_size, pool_size=4, reuse_batches=5, chunk_users=8)
+    planner.start(8, [])
+    planner.masks(0, np.ones(8, bool), users)
+    assert planner.chunk_users == 4  # 8 users in 4 s of 6: 8 * 6 / 12

@@ -107,8 +107,10 @@ class LERL(Algorithm):
                           "planned when first met", flush=True)
         seconds = max((d["seconds"] for d in done), default=0.0)
         users, calls, fallbacks = (sum(d[k] for d in done) for k in ("users", "calls", "fallbacks"))
-        print(f"planner: {users} users planned in {seconds:.0f} s ({calls} calls, {fallbacks} fell back; the users "
-              "left are planned when first met)", flush=True)
+        chunk = min((d.get("chunk_users", rollout.plan_chunk_users) for d in done), default=rollout.plan_chunk_users)
+        fitted = f"; calls cut to {chunk} users, the rate this machine showed" if chunk < rollout.plan_chunk_users else ""
+        print(f"planner: {users} users planned in {seconds:.0f} s ({calls} calls, {fallbacks} fell back{fitted}; the "
+              "users left are planned when first met)", flush=True)
         return seconds
 
     def _learner_group(self, run: Run):
