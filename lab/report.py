@@ -32,9 +32,11 @@ METRICS = (("Tint", "Tint", 2), ("Rcum", "Rcum", 3), ("Rsin", "Rsin", 3), ("gap_
 shows those that every row of its runs carries (older runs lack the later metrics)."""
 TRAINED = "trained"
 BUDGET_KEYS = ("updates", "env_steps", "wall_s", "first_plans_s", "plan_wait_share", "plan_age")
-PER_RUN_CONTROLS = ("random+planner", "greedy+planner")
+PER_RUN_CONTROLS = ("random+planner", "greedy+planner", "ridge-exposure-fresh+planner")
 """Evaluation rows that depend on each run's own planner: a row's controls, never a reference row
-(greedy+planner, the best item inside the planner's categories, is the row's planner quality)."""
+(greedy+planner, the best item inside the planner's categories, is the row's planner quality;
+ridge-exposure-fresh+planner, the best non-oracle rule inside them, its quality for a policy that
+cannot read the true model)."""
 
 
 class ReportError(Exception):
@@ -119,6 +121,9 @@ def aggregate(runs: list[dict]) -> dict[str, dict]:
         quality = [r["eval"]["greedy+planner"] for r in group if "greedy+planner" in r["eval"]]
         if quality:  # the planner's part of the result: the best items inside its categories
             rows[name]["planner_quality"] = _stats(quality, [m for m in metrics if m[0] in ("Rcum", "Tint", "gap_closed")])
+        rule = [r["eval"]["ridge-exposure-fresh+planner"] for r in group if "ridge-exposure-fresh+planner" in r["eval"]]
+        if rule:  # ... and for a policy that sees what ours sees: the best such rule inside them
+            rows[name]["planner_rule_quality"] = _stats(rule, [m for m in metrics if m[0] in ("Rcum", "gap_closed")])
     references: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         for policy, values in run["eval"].items():
@@ -146,18 +151,22 @@ def markdown_table(rows: dict[str, dict]) -> str:
 
 def budget_table(rows: dict[str, dict]) -> str:
     """Per trained row: what it took (updates, env steps, wall time) and its planner's quality."""
+    # Runs older than ridge-exposure-fresh+planner lack its column: shown when a row carries it.
+    with_rule = any("planner_rule_quality" in row for row in rows.values())
     lines = ["| row | seeds | updates | env steps | wall time (s) | of it, first plans (s) | plan wait share | "
-             "plan age (steps) | planner quality: Rcum of the best items inside its categories * | its gap closed |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "plan age (steps) | planner quality: Rcum of the best items inside its categories * | its gap closed |"
+             + (" Rcum of ridge-exposure-fresh inside them |" if with_rule else ""),
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_rule else "")]
     for name, row in rows.items():
         if row["kind"] != "algorithm":
             continue
         quality = row.get("planner_quality", {})
         rcum, gap = quality.get("Rcum", (float("nan"),) * 2), quality.get("gap_closed", (float("nan"),) * 2)
+        rule = row.get("planner_rule_quality", {}).get("Rcum", (float("nan"),) * 2)
         cell = lambda v, d: "–" if not np.isfinite(v[0]) else f"{v[0]:.{d}f} ± {v[1]:.{d}f}"  # noqa: E731
         lines.append(f"| {name} | {row['seeds']} | {cell(row['updates'], 0)} | {cell(row['env_steps'], 0)} | "
                      f"{cell(row['wall_s'], 0)} | {cell(row.get('first_plans_s', (0.0, 0.0)), 0)} | {cell(row['plan_wait_share'], 2)} | {cell(row['plan_age'], 2)} | "
-                     f"{cell(rcum, 3)} | {cell(gap, 3)} |")
+                     f"{cell(rcum, 3)} | {cell(gap, 3)} |" + (f" {cell(rule, 3)} |" if with_rule else ""))
     return "\n".join(lines)
 
 

@@ -110,8 +110,9 @@ def evaluate_reference(world: World, cfg: WorldConfig, name: str, users: np.ndar
 def evaluate_worker(world: World, cfg: WorldConfig, policy: PolicyConfig, rollout: RolloutConfig,
                     planner_address: str | None, weights: dict | None, act: str, users: np.ndarray,
                     seed: int, runs: dict | None = None, name: str = "", reflections: tuple = ()) -> dict:
-    """Metrics of the learned policy (act="mean": deterministic) or of random ranking inside the
-    planner's categories (act="random"), through the same RolloutWorker that training uses."""
+    """Metrics of the learned policy (act="mean": deterministic) or of random ranking, the true
+    model's or ridge-exposure-fresh's inside the planner's categories (act="random", "oracle" or
+    "rule"), through the same RolloutWorker that training uses."""
     rollout = replace(rollout, users_per_actor=len(users))
     worker = RolloutWorker(cfg, policy, rollout, planner_address if rollout.use_planner else None,
                            worker_index=EVAL_WORKER_INDEX, seed=seed)
@@ -130,14 +131,16 @@ def evaluate_worker(world: World, cfg: WorldConfig, policy: PolicyConfig, rollou
 def evaluate_against_references(world: World, cfg: WorldConfig, policy: PolicyConfig, rollout: RolloutConfig,
                                 planner_address: str | None, weights: dict, users: np.ndarray,
                                 seed: int, runs: dict | None = None, reflections: tuple = ()) -> dict[str, dict]:
-    """The trained policy against every reference policy and random recommendations inside the
+    """The trained policy against every reference policy, and random items, the oracle's best items
+    and ridge-exposure-fresh's (the best rule that reads only what the policy sees) inside the
     planner's categories, all on the same users and dice; `runs` (when given) keeps each row's
     episodes by name; `reflections` go into every plan request of the rows with a planner, as in
     training."""
     jobs = [(name, lambda name=name: evaluate_reference(world, cfg, name, users, seed, runs))
             for name in REFERENCE_POLICIES]
     if rollout.use_planner:
-        for name, mode in (("random+planner", "random"), ("greedy+planner", "oracle")):
+        for name, mode in (("random+planner", "random"), ("greedy+planner", "oracle"),
+                           ("ridge-exposure-fresh+planner", "rule")):
             jobs.append((name, lambda name=name, mode=mode: evaluate_worker(
                 world, cfg, policy, rollout, planner_address, None, mode, users, seed, runs, name, reflections)))
     jobs.append(("trained", lambda: evaluate_worker(world, cfg, policy, rollout, planner_address, weights, "mean",

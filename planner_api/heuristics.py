@@ -28,10 +28,13 @@ from planner_api.explanations import faithfulness, rule_score
 from protos import planner_pb2
 
 HEURISTIC_BACKEND_NAME = "heuristic"
-# The plan rule: categories among this many most recent history entries are penalised
-# by RECENT_PENALTY, so the plan rotates away from what the user was just shown.
-RECENT_WINDOW = 6
-RECENT_PENALTY = 0.5
+# The plan rule: a category's score drops by EXPOSURE_PENALTY per unit of its recent exposure in
+# the session (a whole slate of it at the last step is 1; each step further back counts
+# EXPOSURE_DECAY times less), so the plan moves away from what the user was just shown, for as
+# long as it was shown. Chosen by a sweep of the planner alone on the default MovieLens world
+# (results/lerl-movielens/sweep.md): penalty 0, 0.5, 1, 2, 3, 4 and decay 0.6, 0.8, 0.9.
+EXPOSURE_PENALTY = 2.0
+EXPOSURE_DECAY = 0.8
 # The reflect rule: an item "repeats" when its category is among the REPEAT_WINDOW items shown
 # before it (DORL's quit rule looks at such a window); a session where at least
 # REPEAT_ADVICE_RATE of the items repeat is told to rotate categories.
@@ -134,11 +137,27 @@ def _ragged_positions(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return group, np.arange(int(lengths.sum())) - starts[group]
 
 
+def _session_exposure(hist_user: np.ndarray, hist_cat: np.ndarray, hist_step: np.ndarray, user_step: np.ndarray,
+                      cells: int, size: int) -> np.ndarray:
+    """[users x size] each category's recent exposure in the session, flattened like the score cells:
+    an entry shown k steps before the last one counts EXPOSURE_DECAY ** k over the entries shown at
+    its step (a whole slate of one category at the last step is 1)."""
+    if not len(hist_user):
+        return np.zeros(cells)
+    _, group, per_step = np.unique(hist_user * (int(hist_step.max()) + 1) + hist_step,
+                                   return_inverse=True, return_counts=True)
+    ago = np.maximum(user_step[hist_user] - 1 - hist_step, 0)
+    weight = EXPOSURE_DECAY ** ago / per_step[group]
+    return np.bincount(hist_user * size + hist_cat, weights=weight, minlength=cells)
+
+
 def heuristic_plan(req: planner_pb2.PlanRequest) -> planner_pb2.PlanResponse:
     """The deterministic no-LLM planner rule, applied to every user of the request.
 
     Each candidate category scores (sum of feedback in that category + 1) / (count + 2) over the
-    user's logged past and session history, minus 0.5 when it appears among the 6 most recent entries; ties are broken
+    user's logged past and session history, minus EXPOSURE_PENALTY (2) x its recent exposure in the
+    session (`_session_exposure`: a whole slate of it at the last step is 1, decaying by 0.8 a step
+    back); ties are broken
     by a stable hash of (req.seed, user_id, step, category). The top num_categories candidates
     are returned in descending score order, with backend "heuristic". Expects a request that
     passes `validate_plan_request`.
@@ -175,12 +194,13 @@ def heuristic_plan(req: planner_pb2.PlanRequest) -> planner_pb2.PlanResponse:
         sums = sums + np.bincount(past_cell[keep], weights=concat_column(pasts, "feedback", np.float64,
                                                                     int(past_len.sum()))[keep], minlength=cells)
         counts = counts + np.bincount(past_cell[keep], minlength=cells)
-    recent = np.bincount(cell[hist_pos >= hist_len[hist_user] - RECENT_WINDOW], minlength=cells) > 0
+    steps = np.fromiter((u.step for u in users), np.int64, len(users))
+    exposure = _session_exposure(hist_user, hist_cat, concat_column(histories, "steps", np.int64, total),
+                                 steps, cells, size)
     cand_user, _ = _ragged_positions(cand_len)
     cand_cell = cand_user * size + cands
-    scores = (sums[cand_cell] + 1.0) / (counts[cand_cell] + 2.0) - RECENT_PENALTY * recent[cand_cell]
+    scores = (sums[cand_cell] + 1.0) / (counts[cand_cell] + 2.0) - EXPOSURE_PENALTY * exposure[cand_cell]
     user_ids = np.fromiter((u.user_id for u in users), np.int64, len(users))
-    steps = np.fromiter((u.step for u in users), np.int64, len(users))
     ties = _plan_tie_breakers(req.seed, user_ids[cand_user], steps[cand_user], cands)
     # lexsort sorts by its last key first: user, then score descending, then the tie-breaker.
     order = np.lexsort((ties, -scores, cand_user))

@@ -20,11 +20,12 @@ from policy.masking import item_mask, select_slate, widen_short_masks
 from policy.networks import ActorCritic, PolicyConfig, load_numpy_weights, log_prob
 from rollout.batch_schema import batch_dims, build_batch
 from rollout.episodes import run_episodes
+from rollout.reference_policies import ridge_exposure_scores
 from rollout.session_planner import SessionPlanner
 from rollout.world import World, WorldConfig, policy_spec
 from rollout.users import UserBatchEnv
 
-ACT_MODES = ("sample", "mean", "random", "oracle")
+ACT_MODES = ("sample", "mean", "random", "oracle", "rule")
 
 
 @dataclass
@@ -239,7 +240,8 @@ class RolloutWorker:
         `reflections`: critiques from the learner side's pool, sent with every plan request.
         `act`: "sample" draws from the Gaussian (training), "mean" takes its mean (evaluation),
         "random" ranks the allowed items uniformly at random (the random reference policy),
-        "oracle" by the true model's click logits now (the best items inside the planner's categories).
+        "oracle" by the true model's click logits now (the best items inside the planner's categories),
+        "rule" by ridge-exposure-fresh's scores (the best rule that reads only what the policy sees).
         """
         if act not in ACT_MODES:
             raise ValueError(f"act must be one of {ACT_MODES}, got {act!r}")
@@ -295,10 +297,11 @@ class RolloutWorker:
             with torch.no_grad():
                 history, steps = torch.from_numpy(env.history_items), torch.full((env.batch_size,), step)
                 dist, value = self.model(history, torch.from_numpy(env.history_feedback), torch.from_numpy(cmask), steps)
-                if act in ("random", "oracle"):
+                if act in ("random", "oracle", "rule"):
                     action = torch.zeros_like(dist.mean)
                     scores = (torch.rand((env.batch_size, self.world.num_items), generator=self.generator)
-                              if act == "random" else torch.from_numpy(env.item_logits()))
+                              if act == "random" else torch.from_numpy(
+                                  env.item_logits() if act == "oracle" else ridge_exposure_scores(env)))
                 else:
                     noise = torch.randn(dist.mean.shape, generator=self.generator)
                     action = dist.mean + dist.stddev * noise if act == "sample" else dist.mean

@@ -25,8 +25,10 @@ Each is marked oracle (reads the true user model and the user's state) or not:
 - greedy-exposure (oracle): greedy on the click logit minus EXPOSURE_PRICE x the category's recent
   exposure: the best simple diversity rule we found (it prices the satiation an item will cause);
 - lookahead (oracle): plans ahead with the true model (`rollout.lookahead`): the ceiling's estimate.
-Evaluations with a planner add random+planner (random items inside the planner's categories) and
-greedy+planner (oracle: the best items inside them by the true model now).
+Evaluations with a planner add random+planner (random items inside the planner's categories),
+greedy+planner (oracle: the best items inside them by the true model now) and
+ridge-exposure-fresh+planner (that rule inside them: the planner's worth to a policy that sees only
+what ours sees).
 """
 from __future__ import annotations
 
@@ -94,6 +96,16 @@ def shown_this_session(env: UserBatchEnv) -> np.ndarray:
     return shown.numpy()
 
 
+def ridge_exposure_scores(env: UserBatchEnv, fresh: bool = True) -> np.ndarray:
+    """[B, N] ridge-exposure's item scores (with `fresh`: ridge-exposure-fresh's, items the history
+    shows were shown this session last): the strongest rule that reads only what the policy
+    observes, also the scorer of ridge-exposure-fresh+planner (`RolloutWorker.collect(act="rule")`)."""
+    scores = history_ridge_scores(env) - HISTORY_EXPOSURE_PRICE * recent_category_share(env)[:, env.world.item_category]
+    if fresh:
+        scores = scores - 1e6 * (shown_this_session(env) > 0)  # last, whatever the rest scores
+    return scores
+
+
 class ReferencePolicy:
     """`act(env)` returns [B, K] slates for every slot (rows of inactive users are ignored by the env)."""
 
@@ -122,13 +134,10 @@ class ReferencePolicy:
             return top_k(env.item_logits(), available, k)
         if self.name == "history-mean":
             return top_k(history_mean_action(env) @ world.item_features.T, available, k)
-        if self.name in ("history-ridge", "ridge-exposure", "ridge-exposure-fresh"):
-            scores = history_ridge_scores(env)
-            if self.name != "history-ridge":
-                scores = scores - HISTORY_EXPOSURE_PRICE * recent_category_share(env)[:, world.item_category]
-            if self.name == "ridge-exposure-fresh":
-                scores = scores - 1e6 * (shown_this_session(env) > 0)  # last, whatever the rest scores
-            return top_k(scores, available, k)
+        if self.name == "history-ridge":
+            return top_k(history_ridge_scores(env), available, k)
+        if self.name in ("ridge-exposure", "ridge-exposure-fresh"):
+            return top_k(ridge_exposure_scores(env, fresh=self.name == "ridge-exposure-fresh"), available, k)
         if self.name == "greedy-no-repeat":
             return self._greedy_no_repeat(env, available, k)
         if self.name == "greedy-rotation":

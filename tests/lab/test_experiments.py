@@ -124,7 +124,7 @@ def check_vllm_planner_run(run_dir: Path, iterations: int, eval_users: int, cach
     # the prefix cache serves part of the prompts.
     assert rows[-1]["planner_prefix_cache_hit_rate"] > 0.0
     evaluation = json.loads((run_dir / "eval.json").read_text())
-    assert set(evaluation) == {*REFERENCE_POLICIES, "random+planner", "greedy+planner", "trained"}
+    assert set(evaluation) == {*REFERENCE_POLICIES, "random+planner", "greedy+planner", "ridge-exposure-fresh+planner", "trained"}
     assert all(m["episodes"] == eval_users for m in evaluation.values())
     models = Path(cache) / "models"
     assert not models.exists() or not any(models.iterdir())

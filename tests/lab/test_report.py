@@ -108,3 +108,19 @@ def test_each_rows_planner_quality_budget_and_provenance(tmp_path: Path) -> None
     row = summary["rows"]["random-categories"]
     assert row["planner_quality"]["Rcum"] == [3.5, pytest.approx(0.7071, abs=1e-4)]
     assert row["env_steps"] == [3000.0, 0.0] and row["seed_list"] == [0, 1]
+
+
+def test_the_best_non_oracle_rule_inside_the_planners_categories_is_a_budget_column(tmp_path: Path) -> None:
+    """ridge-exposure-fresh+planner is a row's control too (never a reference row); its Rcum is
+    the last budget column, shown only when some row carries it (older runs do not)."""
+    for seed in (0, 1):
+        run = _run(tmp_path, "lerl-heuristic", seed, 10.0, 5.0)
+        evaluation = json.loads((run / "eval.json").read_text())
+        evaluation["ridge-exposure-fresh+planner"] = {**METRICS, "Rcum": 2.0 + 2 * seed, "oracle": False}
+        (run / "eval.json").write_text(json.dumps(evaluation))
+    text = write_report([tmp_path]).read_text()
+    assert "ridge-exposure-fresh+planner (reference)" not in text
+    assert "| Rcum of ridge-exposure-fresh inside them |" in text
+    assert "| lerl-heuristic | 2 | 3 ± 0 | 3000 ± 0 | 0 ± 0 | 0 ± 0 | 0.00 ± 0.00 | 0.00 ± 0.00 | – | – | 3.000 ± 1.414 |" in text
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["rows"]["lerl-heuristic"]["planner_rule_quality"]["Rcum"] == [3.0, pytest.approx(1.4142, abs=1e-4)]

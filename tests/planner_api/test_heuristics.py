@@ -21,7 +21,8 @@ from planner_api.contract import (
 from planner_api.heuristics import (
     HEURISTIC_BACKEND_NAME,
     MAX_NAME_BYTES,
-    RECENT_WINDOW,
+    EXPOSURE_DECAY,
+    EXPOSURE_PENALTY,
     heuristic_explain,
     heuristic_plan,
     heuristic_propose,
@@ -103,11 +104,11 @@ def test_plans_are_valid_subsets_of_the_right_size() -> None:
 
 
 def test_plan_favours_categories_with_good_feedback() -> None:
-    # 0 liked, 1 disliked, 2 never shown; the recent window holds only 3, not a candidate.
-    history = [entry(0, 1.0)] * 4 + [entry(1, 0.0)] * 4 + [entry(3, 0.5)] * RECENT_WINDOW
-    response = heuristic_plan(single_user_request(history, [1, 2, 0], num_categories=3))
+    # 0 liked, 1 disliked, 2 never shown, all before the session (no exposure in it).
+    req = single_user_request([], [1, 2, 0], num_categories=3)
+    req.users[0].past.CopyFrom(make_history([entry(0, 1.0)] * 4 + [entry(1, 0.0)] * 4))
     # Scores: 0 -> 5/6, 2 -> 1/2 (unseen), 1 -> 1/6.
-    assert list(response.plans[0].category_ids) == [0, 2, 1]
+    assert list(heuristic_plan(req).plans[0].category_ids) == [0, 2, 1]
 
 
 def test_the_users_logged_past_counts_like_the_session_but_is_not_recent() -> None:
@@ -115,7 +116,7 @@ def test_the_users_logged_past_counts_like_the_session_but_is_not_recent() -> No
     req = single_user_request([], [0, 1, 2], num_categories=3)
     req.users[0].past.CopyFrom(make_history([entry(1, 1.0)] * 8 + [entry(0, 0.0)] * 8))
     assert list(heuristic_plan(req).plans[0].category_ids) == [1, 2, 0]
-    # The past is not "just shown": no recency penalty for the category it ends with.
+    # The past is not "just shown": no exposure for the category it ends with.
     assert heuristic_plan(req).plans[0].category_ids[0] == 1
     # A past category no candidate names changes nothing.
     req.users[0].past.CopyFrom(make_history([entry(7, 1.0)] * 3))
@@ -123,29 +124,38 @@ def test_the_users_logged_past_counts_like_the_session_but_is_not_recent() -> No
     assert list(heuristic_plan(req).plans[0].category_ids) == list(plain.plans[0].category_ids)
 
 
-def test_plan_rotates_away_from_just_shown_categories() -> None:
-    # Category 0 was liked in every recent entry: (6 + 1) / 8 - 0.5 = 0.375 loses to an unseen 1.
-    history = [entry(0, 1.0)] * RECENT_WINDOW
-    response = heuristic_plan(single_user_request(history, [0, 1], num_categories=1))
-    assert list(response.plans[0].category_ids) == [1]
+def shown(category: int, feedback: float, step: int) -> Entry:
+    """A session entry shown at `step`."""
+    return Entry(item_id=0, category_id=category, feedback=feedback, step=step, title="")
 
 
-def test_plan_prefers_an_older_liked_category_to_the_recent_one() -> None:
-    # 2 was liked long ago (4/5 = 0.8); 1 was liked just now (7/8 - 0.5 = 0.375).
-    history = [entry(2, 1.0)] * 3 + [entry(1, 1.0)] * RECENT_WINDOW
-    response = heuristic_plan(single_user_request(history, [1, 2], num_categories=2))
-    assert list(response.plans[0].category_ids) == [2, 1]
+def plan_at(step: int, history: list[Entry], candidates: list[int], num_categories: int) -> list[int]:
+    req = single_user_request(history, candidates, num_categories)
+    req.users[0].step = step
+    return list(heuristic_plan(req).plans[0].category_ids)
 
 
-def test_the_recent_window_is_the_last_six_entries() -> None:
-    # Category 1, liked, is the 6th most recent entry: penalised, 2/3 - 0.5 loses to an unseen 0.
-    history = [entry(1, 1.0)] + [entry(3, 0.0)] * 5
-    response = heuristic_plan(single_user_request(history, [0, 1], num_categories=1))
-    assert list(response.plans[0].category_ids) == [0]
-    # One entry later it is the 7th most recent and keeps its full score (2/3 > 1/2).
-    history.append(entry(3, 0.0))
-    response = heuristic_plan(single_user_request(history, [0, 1], num_categories=1))
-    assert list(response.plans[0].category_ids) == [1]
+def test_plan_moves_away_from_a_category_just_shown() -> None:
+    # A whole liked slate of 0 at the last step: (6 + 1) / 8 - 2 x 1 loses to an unseen 1 (1/2).
+    assert EXPOSURE_PENALTY == 2.0
+    assert plan_at(1, [shown(0, 1.0, 0)] * 6, [0, 1], num_categories=1) == [1]
+
+
+def test_exposure_fades_a_step_at_a_time() -> None:
+    # The liked slate of 1 at step 0 scores 7/8 - 2 x 0.8^k at k steps later; it beats an unseen 0
+    # (1/2) once 2 x 0.8^k < 3/8: from k = 8, the user's step 9.
+    assert EXPOSURE_DECAY == 0.8
+    history = [shown(1, 1.0, 0)] * 6
+    assert plan_at(8, history, [0, 1], num_categories=1) == [0]
+    assert plan_at(9, history, [0, 1], num_categories=1) == [1]
+
+
+def test_exposure_is_the_categorys_share_of_each_slate() -> None:
+    # The last slate: one item of 0 and five of 1, all liked. 0: 2/3 - 2/6 = 1/3; 1: 6/7 - 10/6 < 0.
+    assert plan_at(1, [shown(0, 1.0, 0)] + [shown(1, 1.0, 0)] * 5, [1, 0], num_categories=2) == [0, 1]
+    # Two slates back, the same slate weighs 0.8 as much: 1 still ranks last, 0 first.
+    history = [shown(0, 1.0, 0)] + [shown(1, 1.0, 0)] * 5 + [shown(2, 0.0, 1)] * 6
+    assert plan_at(2, history, [1, 0], num_categories=2) == [0, 1]
 
 
 def test_plan_ties_are_broken_by_the_seed_not_by_candidate_order() -> None:

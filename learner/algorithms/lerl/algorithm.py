@@ -181,7 +181,7 @@ class LERL(Algorithm):
         reflections = tuple(self.reflections.sample(cfg.run.reflections_per_plan, seed=cfg.run.eval_seed))
         rows = evaluate_against_references(self.world, cfg.world, cfg.policy, cfg.rollout, run.planner_address,
                                            weights, users, cfg.run.eval_seed, runs, reflections)
-        for name in ("random+planner", "greedy+planner", "trained"):
+        for name in ("random+planner", "greedy+planner", "ridge-exposure-fresh+planner", "trained"):
             if name in rows:
                 rows[name]["reflections"] = list(reflections)
         if explain:
