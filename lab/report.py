@@ -33,7 +33,8 @@ shows those that every row of its runs carries (older runs lack the later metric
 TRAINED = "trained"
 BUDGET_KEYS = ("updates", "env_steps", "wall_s", "first_plans_s", "plan_wait_share", "plan_age")
 PER_RUN_CONTROLS = ("random+planner", "greedy+planner", "ridge-exposure-fresh+planner")
-"""Evaluation rows that depend on each run's own planner: a row's controls, never a reference row
+"""learner.evaluation.PLANNER_CONTROLS' names (not imported: a report reads JSON and needs no torch;
+tests/lab/test_report.py checks they agree). Evaluation rows that depend on each run's own planner: a row's controls, never a reference row
 (greedy+planner, the best item inside the planner's categories, is the row's planner quality;
 ridge-exposure-fresh+planner, the best non-oracle rule inside them, its quality for a policy that
 cannot read the true model)."""

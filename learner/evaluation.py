@@ -36,6 +36,10 @@ from rollout.world import World, WorldConfig
 from rollout.users import UserBatchEnv
 
 EVAL_WORKER_INDEX = 10_000  # the seed stream evaluation uses, apart from every training worker's
+PLANNER_CONTROLS = {"random+planner": "random", "greedy+planner": "oracle", "ridge-exposure-fresh+planner": "rule"}
+"""The rows an evaluation with a planner adds, each a fixed scorer inside that run's planner's
+categories (the `act` mode of RolloutWorker.collect): random items, the true model's best items
+(the planner quality) and ridge-exposure-fresh's (the planner's worth to a non-oracle policy)."""
 
 
 def evaluation_users(world: World, count: int, seed: int) -> np.ndarray:
@@ -139,8 +143,7 @@ def evaluate_against_references(world: World, cfg: WorldConfig, policy: PolicyCo
     jobs = [(name, lambda name=name: evaluate_reference(world, cfg, name, users, seed, runs))
             for name in REFERENCE_POLICIES]
     if rollout.use_planner:
-        for name, mode in (("random+planner", "random"), ("greedy+planner", "oracle"),
-                           ("ridge-exposure-fresh+planner", "rule")):
+        for name, mode in PLANNER_CONTROLS.items():
             jobs.append((name, lambda name=name, mode=mode: evaluate_worker(
                 world, cfg, policy, rollout, planner_address, None, mode, users, seed, runs, name, reflections)))
     jobs.append(("trained", lambda: evaluate_worker(world, cfg, policy, rollout, planner_address, weights, "mean",

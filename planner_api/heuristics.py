@@ -178,7 +178,7 @@ def heuristic_plan(req: planner_pb2.PlanRequest) -> planner_pb2.PlanResponse:
     hist_fb = concat_column(histories, "feedback", np.float64, total)
     cands = np.fromiter(chain.from_iterable(u.candidate_categories for u in users), np.int64, int(cand_len.sum()))
     size = int(max(hist_cat.max(initial=0), cands.max(initial=0))) + 1
-    hist_user, hist_pos = _ragged_positions(hist_len)
+    hist_user, _ = _ragged_positions(hist_len)
     cell = hist_user * size + hist_cat
     cells = len(users) * size
     sums = np.bincount(cell, weights=hist_fb, minlength=cells)

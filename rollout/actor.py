@@ -299,9 +299,10 @@ class RolloutWorker:
                 dist, value = self.model(history, torch.from_numpy(env.history_feedback), torch.from_numpy(cmask), steps)
                 if act in ("random", "oracle", "rule"):
                     action = torch.zeros_like(dist.mean)
-                    scores = (torch.rand((env.batch_size, self.world.num_items), generator=self.generator)
-                              if act == "random" else torch.from_numpy(
-                                  env.item_logits() if act == "oracle" else ridge_exposure_scores(env)))
+                    if act == "random":
+                        scores = torch.rand((env.batch_size, self.world.num_items), generator=self.generator)
+                    else:
+                        scores = torch.from_numpy(env.item_logits() if act == "oracle" else ridge_exposure_scores(env))
                 else:
                     noise = torch.randn(dist.mean.shape, generator=self.generator)
                     action = dist.mean + dist.stddev * noise if act == "sample" else dist.mean

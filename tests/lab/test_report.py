@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.report import ReportError, cli, write_report
+from lab.report import PER_RUN_CONTROLS, ReportError, cli, write_report
+from learner.evaluation import PLANNER_CONTROLS
 
 METRICS = {"Tint": 10.0, "Rcum": 5.0, "Rsin": 0.5, "coverage": 0.1, "diversity": 0.6, "novelty": 3.0,
            "episodes": 64}
@@ -124,3 +125,7 @@ def test_the_best_non_oracle_rule_inside_the_planners_categories_is_a_budget_col
     assert "| lerl-heuristic | 2 | 3 ± 0 | 3000 ± 0 | 0 ± 0 | 0 ± 0 | 0.00 ± 0.00 | 0.00 ± 0.00 | – | – | 3.000 ± 1.414 |" in text
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["rows"]["lerl-heuristic"]["planner_rule_quality"]["Rcum"] == [3.0, pytest.approx(1.4142, abs=1e-4)]
+
+
+def test_the_reports_control_rows_are_the_evaluations() -> None:
+    assert PER_RUN_CONTROLS == tuple(PLANNER_CONTROLS)

@@ -12,7 +12,7 @@ import time
 
 from learner.chaos import DriverChaos
 from learner.distributed import LearnerGroup
-from learner.evaluation import evaluate_against_references, evaluation_users
+from learner.evaluation import PLANNER_CONTROLS, evaluate_against_references, evaluation_users
 from learner.explanations import explain_runs, with_explanations
 from learner.learner_actor import Learner
 from learner.metrics_row import iteration_metrics, progress_line
@@ -181,7 +181,7 @@ class LERL(Algorithm):
         reflections = tuple(self.reflections.sample(cfg.run.reflections_per_plan, seed=cfg.run.eval_seed))
         rows = evaluate_against_references(self.world, cfg.world, cfg.policy, cfg.rollout, run.planner_address,
                                            weights, users, cfg.run.eval_seed, runs, reflections)
-        for name in ("random+planner", "greedy+planner", "ridge-exposure-fresh+planner", "trained"):
+        for name in (*PLANNER_CONTROLS, "trained"):
             if name in rows:
                 rows[name]["reflections"] = list(reflections)
         if explain:
