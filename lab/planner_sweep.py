@@ -1,6 +1,7 @@
 """The heuristic planner on its own: its exposure penalty and decay swept, no training.
 
     python -m lab.planner_sweep [--users 189] [--seed 2024] [--categories 8] [--plan-every 1]
+    python -m lab.planner_sweep --address 127.0.0.1:50051 [--plan-every 1]   # a running planner service
 
 For each (penalty, decay) cell, the planner plans every user of the evaluation set through the
 same RolloutWorker that training uses (in process), and two fixed scorers pick the slate inside
@@ -10,6 +11,10 @@ worth to a policy that cannot read the true model). Both without the planner are
 and the random category sets' planner quality comes from the LERL table (random backend).
 The chosen cell is planner_api.heuristics' EXPOSURE_PENALTY and EXPOSURE_DECAY
 (results/lerl-movielens/sweep.md).
+
+With --address, no sweep: the planner service running there (`python -m llm_server --backend
+vllm`, the LLM) plans, and the same two scorers measure it (the planner quality of an LLM row,
+at any --plan-every, with no training run around it).
 """
 from __future__ import annotations
 
@@ -26,6 +31,18 @@ from rollout.world import World, WorldConfig
 
 PENALTIES = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0)
 DECAYS = (0.6, 0.8, 0.9)
+
+
+def planner_quality(world: World, cfg: WorldConfig, rollout: RolloutConfig, users, seed: int,
+                    address: str) -> dict[str, float]:
+    """Rcum and Tint of the oracle's and the rule's slates inside the categories of the planner at
+    `address`, and its fallbacks (a planner that fell back was not measured)."""
+    out = {"fallbacks": 0}
+    for name, mode in (("greedy+planner", "oracle"), ("ridge-exposure-fresh+planner", "rule")):
+        m = evaluate_worker(world, cfg, PolicyConfig(), rollout, address, None, mode, users, seed)
+        out[f"{name} Rcum"], out[f"{name} Tint"] = m["Rcum"], m["Tint"]
+        out["fallbacks"] += m["planner_fallbacks"]
+    return out
 
 
 def sweep_cell(world: World, cfg: WorldConfig, rollout: RolloutConfig, users, seed: int,
@@ -50,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2024, help="evaluation seed (default %(default)s)")
     parser.add_argument("--categories", type=int, default=8, help="planned categories (default %(default)s)")
     parser.add_argument("--plan-every", type=int, default=1, help="steps between plans (default %(default)s)")
+    parser.add_argument("--address", default="", help="measure the planner service at this host:port instead of "
+                        "sweeping the in-process heuristic (start one with python -m llm_server)")
     args = parser.parse_args(argv)
     if args.users < 1 or args.categories < 1 or args.plan_every < 1:
         parser.error("--users, --categories and --plan-every must be >= 1")
@@ -59,11 +78,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--categories must be <= the world's {world.num_categories} categories")
     users = evaluation_users(world, args.users, args.seed)
     rollout = RolloutConfig(plan_categories=args.categories, plan_pool=max(8, args.categories),
-                            plan_every=args.plan_every, plan_max_age=0, plan_reuse_batches=0, prime_plans_s=0)
+                            plan_every=args.plan_every, plan_max_age=0, plan_reuse_batches=0, prime_plans_s=0,
+                            planner_timeout_s=300.0 if args.address else 30.0)  # an LLM plans every user in one call
     flat = replace(rollout, use_planner=False)
     print(f"{len(users)} users, {args.categories} categories, a plan every {args.plan_every} step(s)")
     print(f"  no planner: greedy {evaluate_reference(world, cfg, 'greedy', users, args.seed)['Rcum']:.3f}, "
           f"ridge-exposure-fresh {evaluate_worker(world, cfg, PolicyConfig(), flat, None, None, 'rule', users, args.seed)['Rcum']:.3f}")
+    if args.address:
+        cell = planner_quality(world, cfg, rollout, users, args.seed, args.address)
+        print(f"  planner at {args.address} | greedy+planner {cell['greedy+planner Rcum']:.3f} / "
+              f"{cell['greedy+planner Tint']:.2f} | ridge-exposure-fresh+planner "
+              f"{cell['ridge-exposure-fresh+planner Rcum']:.3f} / {cell['ridge-exposure-fresh+planner Tint']:.2f}"
+              f" | fallbacks {cell['fallbacks']}")
+        return 0
     print("  penalty  decay | greedy+planner Rcum / Tint | ridge-exposure-fresh+planner Rcum / Tint")
     for penalty in PENALTIES:
         for decay in (DECAYS if penalty else DECAYS[1:2]):   # no penalty: the decay does nothing
