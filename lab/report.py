@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lab import plots
+from rollout.metrics.episodes import late_rise
 from lab.laac_report import offline_section
 
 METRICS = (("Tint", "Tint", 2), ("Rcum", "Rcum", 3), ("Rsin", "Rsin", 3), ("gap_closed", "gap closed", 3),
@@ -31,7 +32,7 @@ METRICS = (("Tint", "Tint", 2), ("Rcum", "Rcum", 3), ("Rsin", "Rsin", 3), ("gap_
 """Every column a report can show (`rollout.metrics`, via learner.evaluation.summarise); a report
 shows those that every row of its runs carries (older runs lack the later metrics)."""
 TRAINED = "trained"
-BUDGET_KEYS = ("updates", "env_steps", "wall_s", "first_plans_s", "plan_wait_share", "plan_age")
+BUDGET_KEYS = ("updates", "env_steps", "wall_s", "first_plans_s", "plan_wait_share", "plan_age", "late_rise")
 PER_RUN_CONTROLS = ("random+planner", "greedy+planner", "ridge-exposure-fresh+planner")
 """learner.evaluation.PLANNER_CONTROLS' names (not imported: a report reads JSON and needs no torch;
 tests/lab/test_report.py checks they agree). Evaluation rows that depend on each run's own planner: a row's controls, never a reference row
@@ -74,7 +75,8 @@ def _budget(run: dict) -> dict:
     """What training a run took: updates, env steps, wall seconds (its metrics.jsonl's last row:
     the training time plus the first plans made before it, `first_plans_s`), and the planner's
     cost: the mean share of rollout time spent waiting for plans and the mean age of the plans
-    used, in steps (0 without a planner)."""
+    used, in steps (0 without a planner); and how much its training return still rose at the end
+    (`late_rise`: the last 10 % of updates over 50-70 %, minus 1; about 0 is a plateau)."""
     curve = run["curve"]
     last = curve[-1] if curve else {}
     mean = lambda key: float(np.mean([row.get(key, 0.0) for row in curve])) if curve else 0.0  # noqa: E731
@@ -82,7 +84,8 @@ def _budget(run: dict) -> dict:
     return {"updates": len(curve), "env_steps": float(last.get("env_steps_total", 0)),
             "wall_s": float(last.get("wall_seconds", last.get("seconds", 0.0))) + first_plans,
             "first_plans_s": first_plans,
-            "plan_wait_share": mean("planner_wait_share"), "plan_age": mean("plan_age_mean")}
+            "plan_wait_share": mean("planner_wait_share"), "plan_age": mean("plan_age_mean"),
+            "late_rise": late_rise([row["Rcum"] for row in curve if "Rcum" in row])}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -155,9 +158,9 @@ def budget_table(rows: dict[str, dict]) -> str:
     # Runs older than ridge-exposure-fresh+planner lack its column: shown when a row carries it.
     with_rule = any("planner_rule_quality" in row for row in rows.values())
     lines = ["| row | seeds | updates | env steps | wall time (s) | of it, first plans (s) | plan wait share | "
-             "plan age (steps) | planner quality: Rcum of the best items inside its categories * | its gap closed |"
+             "plan age (steps) | late rise | planner quality: Rcum of the best items inside its categories * | its gap closed |"
              + (" Rcum of ridge-exposure-fresh inside them |" if with_rule else ""),
-             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_rule else "")]
+             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_rule else "")]
     for name, row in rows.items():
         if row["kind"] != "algorithm":
             continue
@@ -167,6 +170,7 @@ def budget_table(rows: dict[str, dict]) -> str:
         cell = lambda v, d: "–" if not np.isfinite(v[0]) else f"{v[0]:.{d}f} ± {v[1]:.{d}f}"  # noqa: E731
         lines.append(f"| {name} | {row['seeds']} | {cell(row['updates'], 0)} | {cell(row['env_steps'], 0)} | "
                      f"{cell(row['wall_s'], 0)} | {cell(row.get('first_plans_s', (0.0, 0.0)), 0)} | {cell(row['plan_wait_share'], 2)} | {cell(row['plan_age'], 2)} | "
+                     f"{cell(row.get('late_rise', (float('nan'),) * 2), 3)} | "
                      f"{cell(rcum, 3)} | {cell(gap, 3)} |" + (f" {cell(rule, 3)} |" if with_rule else ""))
     return "\n".join(lines)
 

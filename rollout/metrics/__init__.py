@@ -16,7 +16,7 @@ Outcome metrics
 - fairness (`fairness`): item-side exposure between popularity groups (MGU, DGU, head share) and
   user-side gaps in return and length between user groups (gender, age band, activity level).
 Process metrics (`episodes`): Tint, Rcum, Rsin; convergence speed (env steps to 90 % of a learning
-curve's final return).
+curve's final return) and its late rise (its last 10 % of updates over its 50-70 %: a plateau is 0).
 Explanations are scored in `learner.explanations` (they need the LLM service).
 
 Conventions shared by all functions below:
@@ -31,7 +31,7 @@ Conventions shared by all functions below:
 - Means over users/slates skip the ones a metric is undefined for (stated per function); if none
   is left, or the input is empty, the result is ``nan`` (except ``catalog_coverage``: 0.0).
 """
-from rollout.metrics.episodes import convergence_steps, episode_metrics
+from rollout.metrics.episodes import convergence_steps, episode_metrics, late_rise
 from rollout.metrics.fairness import (
     age_band,
     exposure_fairness,
@@ -57,7 +57,7 @@ from rollout.metrics.slates import (
 
 __all__ = [
     "age_band", "catalog_coverage", "category_entropy", "convergence_steps", "div_ratio", "episode_metrics",
-    "exposure_fairness", "hit_rate_at_k", "intra_list_diversity", "ncv_at_k", "ndcg_at_k", "novelty",
+    "exposure_fairness", "hit_rate_at_k", "intra_list_diversity", "late_rise", "ncv_at_k", "ndcg_at_k", "novelty",
     "popular_items", "popularity_bias", "popularity_groups", "popularity_percentiles", "recall_at_k",
     "serendipity", "slate_metrics", "unexpected_against_history", "unexpected_against_popularity",
     "user_fairness", "user_group_gap", "user_groupings",

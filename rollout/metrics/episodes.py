@@ -51,3 +51,23 @@ def convergence_steps(env_steps, returns, share: float = 0.9, smooth: int = 5) -
     smoothed = (cum[end] - cum[end - width]) / width
     reached = np.flatnonzero(smoothed >= share * final)
     return float(steps[reached[0]]) if reached.size else float("nan")
+
+
+def late_rise(returns, last: float = 0.1, earlier: tuple[float, float] = (0.5, 0.7), min_points: int = 10) -> float:
+    """How much a learning curve still rose at its end: the mean return over its ``last`` share of
+    points (10 %) over the mean over the ``earlier`` span of them (50-70 %), minus 1. About 0: a
+    plateau; 0.07: the end is 7 % above the middle (a longer budget would still pay). The spans are
+    of points (updates), not env steps. ``returns``: [T] the return (Rcum) at each point; nan with
+    fewer than ``min_points`` points or a non-positive earlier mean (a share of it means nothing)."""
+    r = np.asarray(returns, np.float64)
+    if r.ndim != 1:
+        raise ValueError(f"returns must be [T], got shape {r.shape}")
+    if not 0.0 < last < 1.0 or not 0.0 <= earlier[0] < earlier[1] <= 1.0 - last:
+        raise ValueError(f"need 0 < last < 1 and 0 <= earlier[0] < earlier[1] <= 1 - last, got {last}, {earlier}")
+    if r.size < max(min_points, 2):
+        return float("nan")
+    n = r.size
+    tail = r[n - max(1, int(round(last * n))):]
+    middle = r[int(earlier[0] * n):max(int(earlier[0] * n) + 1, int(earlier[1] * n))]
+    base = middle.mean()
+    return float(tail.mean() / base - 1.0) if base > 0 else float("nan")

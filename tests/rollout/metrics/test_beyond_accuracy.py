@@ -9,6 +9,7 @@ import pytest
 
 from rollout.metrics import (
     convergence_steps,
+    late_rise,
     div_ratio,
     ndcg_at_k,
     popularity_bias,
@@ -67,6 +68,18 @@ def test_convergence_steps_to_ninety_percent_of_the_final_return():
     assert convergence_steps(steps, returns[::-1]) == 100.0
     assert math.isnan(convergence_steps(steps, -returns))                 # no positive final return
     assert math.isnan(convergence_steps([1], [3.0]))
+
+
+def test_late_rise_compares_a_curves_end_with_its_middle():
+    flat = np.full(20, 2.0)
+    assert late_rise(flat) == 0.0
+    rising = np.arange(1, 21, dtype=float)         # middle (points 11-14) 12.5, last two 19.5
+    assert late_rise(rising) == pytest.approx(19.5 / 12.5 - 1)
+    assert late_rise(rising[::-1]) < 0                   # falling at the end
+    assert math.isnan(late_rise(rising[:9]))              # too short to say
+    assert math.isnan(late_rise(-rising))                 # no positive middle
+    with pytest.raises(ValueError):
+        late_rise(rising, last=0.5, earlier=(0.4, 0.7))
 
 
 def test_ndcg_agrees_with_scikit_learn():
