@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2024, help="evaluation seed (default %(default)s)")
     parser.add_argument("--categories", type=int, default=8, help="planned categories (default %(default)s)")
     parser.add_argument("--plan-every", type=int, default=1, help="steps between plans (default %(default)s)")
+    parser.add_argument("--titles", action="store_true", help="send the titles of shown items in plan requests "
+                        "(RolloutConfig.send_titles; only an LLM reads them)")
     parser.add_argument("--address", default="", help="measure the planner service at this host:port instead of "
                         "sweeping the in-process heuristic (start one with python -m llm_server)")
     args = parser.parse_args(argv)
@@ -79,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     users = evaluation_users(world, args.users, args.seed)
     rollout = RolloutConfig(plan_categories=args.categories, plan_pool=max(8, args.categories),
                             plan_every=args.plan_every, plan_max_age=0, plan_reuse_batches=0, prime_plans_s=0,
-                            planner_timeout_s=300.0 if args.address else 30.0)  # an LLM plans every user in one call
+                            planner_timeout_s=300.0 if args.address else 30.0, send_titles=args.titles)  # an LLM plans every user in one call
     flat = replace(rollout, use_planner=False)
-    print(f"{len(users)} users, {args.categories} categories, a plan every {args.plan_every} step(s)")
+    print(f"{len(users)} users, {args.categories} categories, a plan every {args.plan_every} step(s)"
+          + (", with titles" if args.titles else ""))
     print(f"  no planner: greedy {evaluate_reference(world, cfg, 'greedy', users, args.seed)['Rcum']:.3f}, "
           f"ridge-exposure-fresh {evaluate_worker(world, cfg, PolicyConfig(), flat, None, None, 'rule', users, args.seed)['Rcum']:.3f}")
     if args.address:

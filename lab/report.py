@@ -157,10 +157,12 @@ def budget_table(rows: dict[str, dict]) -> str:
     """Per trained row: what it took (updates, env steps, wall time) and its planner's quality."""
     # Runs older than ridge-exposure-fresh+planner lack its column: shown when a row carries it.
     with_rule = any("planner_rule_quality" in row for row in rows.values())
+    with_rise = any("late_rise" in row for row in rows.values())  # likewise the curves' late rise
     lines = ["| row | seeds | updates | env steps | wall time (s) | of it, first plans (s) | plan wait share | "
-             "plan age (steps) | late rise | planner quality: Rcum of the best items inside its categories * | its gap closed |"
+             "plan age (steps) |" + (" late rise |" if with_rise else "")
+             + " planner quality: Rcum of the best items inside its categories * | its gap closed |"
              + (" Rcum of ridge-exposure-fresh inside them |" if with_rule else ""),
-             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_rule else "")]
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_rise else "") + ("---|" if with_rule else "")]
     for name, row in rows.items():
         if row["kind"] != "algorithm":
             continue
@@ -168,9 +170,10 @@ def budget_table(rows: dict[str, dict]) -> str:
         rcum, gap = quality.get("Rcum", (float("nan"),) * 2), quality.get("gap_closed", (float("nan"),) * 2)
         rule = row.get("planner_rule_quality", {}).get("Rcum", (float("nan"),) * 2)
         cell = lambda v, d: "–" if not np.isfinite(v[0]) else f"{v[0]:.{d}f} ± {v[1]:.{d}f}"  # noqa: E731
+        rise = f"{cell(row.get('late_rise', (float('nan'),) * 2), 3)} | " if with_rise else ""
         lines.append(f"| {name} | {row['seeds']} | {cell(row['updates'], 0)} | {cell(row['env_steps'], 0)} | "
-                     f"{cell(row['wall_s'], 0)} | {cell(row.get('first_plans_s', (0.0, 0.0)), 0)} | {cell(row['plan_wait_share'], 2)} | {cell(row['plan_age'], 2)} | "
-                     f"{cell(row.get('late_rise', (float('nan'),) * 2), 3)} | "
+                     f"{cell(row['wall_s'], 0)} | {cell(row.get('first_plans_s', (0.0, 0.0)), 0)} | "
+                     f"{cell(row['plan_wait_share'], 2)} | {cell(row['plan_age'], 2)} | {rise}"
                      f"{cell(rcum, 3)} | {cell(gap, 3)} |" + (f" {cell(rule, 3)} |" if with_rule else ""))
     return "\n".join(lines)
 
