@@ -47,15 +47,11 @@ def planner_quality(world: World, cfg: WorldConfig, rollout: RolloutConfig, user
 
 def sweep_cell(world: World, cfg: WorldConfig, rollout: RolloutConfig, users, seed: int,
                penalty: float, decay: float) -> dict[str, float]:
-    """Rcum and Tint of the oracle's and the rule's slates inside the heuristic planner's categories."""
+    """`planner_quality` of the in-process heuristic planner at this exposure penalty and decay."""
     saved = heuristics.EXPOSURE_PENALTY, heuristics.EXPOSURE_DECAY
     heuristics.EXPOSURE_PENALTY, heuristics.EXPOSURE_DECAY = penalty, decay   # read at each call
     try:
-        out = {}
-        for name, mode in (("greedy+planner", "oracle"), ("ridge-exposure-fresh+planner", "rule")):
-            m = evaluate_worker(world, cfg, PolicyConfig(), rollout, IN_PROCESS_ADDRESS, None, mode, users, seed)
-            out[f"{name} Rcum"], out[f"{name} Tint"] = m["Rcum"], m["Tint"]
-        return out
+        return planner_quality(world, cfg, rollout, users, seed, IN_PROCESS_ADDRESS)
     finally:
         heuristics.EXPOSURE_PENALTY, heuristics.EXPOSURE_DECAY = saved
 
@@ -81,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     users = evaluation_users(world, args.users, args.seed)
     rollout = RolloutConfig(plan_categories=args.categories, plan_pool=max(8, args.categories),
                             plan_every=args.plan_every, plan_max_age=0, plan_reuse_batches=0, prime_plans_s=0,
-                            planner_timeout_s=300.0 if args.address else 30.0, send_titles=args.titles)  # an LLM plans every user in one call
+                            # an LLM plans every user of the set in one call: a longer deadline
+                            planner_timeout_s=300.0 if args.address else 30.0, send_titles=args.titles)
     flat = replace(rollout, use_planner=False)
     print(f"{len(users)} users, {args.categories} categories, a plan every {args.plan_every} step(s)"
           + (", with titles" if args.titles else ""))

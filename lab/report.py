@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from lab import plots
-from rollout.metrics.episodes import late_rise
 from lab.laac_report import offline_section
+from rollout.metrics.episodes import late_rise
 
 METRICS = (("Tint", "Tint", 2), ("Rcum", "Rcum", 3), ("Rsin", "Rsin", 3), ("gap_closed", "gap closed", 3),
            ("coverage", "coverage", 3), ("diversity", "diversity", 3), ("novelty", "novelty", 2),

@@ -5,6 +5,7 @@ import pytest
 
 from lab import planner_sweep
 from learner.evaluation import evaluation_users
+from planner_api import heuristics
 from planner_api.client import IN_PROCESS_ADDRESS
 from rollout.actor import RolloutConfig
 from rollout.world import World, WorldConfig
@@ -25,7 +26,6 @@ def test_address_mode_measures_the_planner_it_is_given(small):
     cell at those constants: the mode measures whatever answers at the address."""
     world, cfg, users, rollout = small
     via_address = planner_sweep.planner_quality(world, cfg, rollout, users, 2024, IN_PROCESS_ADDRESS)
-    from planner_api import heuristics
     cell = planner_sweep.sweep_cell(world, cfg, rollout, users, 2024, heuristics.EXPOSURE_PENALTY,
                                     heuristics.EXPOSURE_DECAY)
     assert via_address["fallbacks"] == 0

@@ -9,8 +9,8 @@ import pytest
 
 from rollout.metrics import (
     convergence_steps,
-    late_rise,
     div_ratio,
+    late_rise,
     ndcg_at_k,
     popularity_bias,
     popularity_percentiles,
