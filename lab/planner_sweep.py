@@ -4,16 +4,18 @@
     python -m lab.planner_sweep --address 127.0.0.1:50051 [--plan-every 1]   # a running planner service
 
 For each (penalty, decay) cell, the planner plans every user of the evaluation set through the
-same RolloutWorker that training uses (in process), and two fixed scorers pick the slate inside
+same RolloutWorker that training uses (in process), and three fixed scorers pick the slate inside
 its categories: the true model now (greedy+planner, oracle: the planner quality of the LERL
-table) and ridge-exposure-fresh (the best rule that reads only what the policy sees: the planner's
-worth to a policy that cannot read the true model). Both without the planner are printed first,
+table), ridge-exposure-fresh (the best rule that reads only what the policy sees: the planner's
+worth to a policy that cannot read the true model) and posterior-exposure (what the observation
+supports when the population's model is known: a trained row's ceiling inside these categories).
+The first two without the planner are printed first,
 and the random category sets' planner quality comes from the LERL table (random backend).
 The chosen cell is planner_api.heuristics' EXPOSURE_PENALTY and EXPOSURE_DECAY
 (results/lerl-movielens/sweep.md).
 
 With --address, no sweep: the planner service running there (`python -m llm_server --backend
-vllm`, the LLM) plans, and the same two scorers measure it (the planner quality of an LLM row,
+vllm`, the LLM) plans, and the same three scorers measure it (the planner quality of an LLM row,
 at any --plan-every, with no training run around it).
 """
 from __future__ import annotations
@@ -35,10 +37,11 @@ DECAYS = (0.6, 0.8, 0.9)
 
 def planner_quality(world: World, cfg: WorldConfig, rollout: RolloutConfig, users, seed: int,
                     address: str) -> dict[str, float]:
-    """Rcum and Tint of the oracle's and the rule's slates inside the categories of the planner at
+    """Rcum and Tint of the oracle's, the rule's and the population posterior's slates inside the categories of the planner at
     `address`, and its fallbacks (a planner that fell back was not measured)."""
     out = {"fallbacks": 0}
-    for name, mode in (("greedy+planner", "oracle"), ("ridge-exposure-fresh+planner", "rule")):
+    for name, mode in (("greedy+planner", "oracle"), ("ridge-exposure-fresh+planner", "rule"),
+                       ("posterior-exposure+planner", "posterior")):
         m = evaluate_worker(world, cfg, PolicyConfig(), rollout, address, None, mode, users, seed)
         out[f"{name} Rcum"], out[f"{name} Tint"] = m["Rcum"], m["Tint"]
         out["fallbacks"] += m["planner_fallbacks"]
@@ -89,15 +92,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  planner at {args.address} | greedy+planner {cell['greedy+planner Rcum']:.3f} / "
               f"{cell['greedy+planner Tint']:.2f} | ridge-exposure-fresh+planner "
               f"{cell['ridge-exposure-fresh+planner Rcum']:.3f} / {cell['ridge-exposure-fresh+planner Tint']:.2f}"
-              f" | fallbacks {cell['fallbacks']}")
+              f" | posterior-exposure+planner {cell['posterior-exposure+planner Rcum']:.3f} / "
+              f"{cell['posterior-exposure+planner Tint']:.2f} | fallbacks {cell['fallbacks']}")
         return 0
-    print("  penalty  decay | greedy+planner Rcum / Tint | ridge-exposure-fresh+planner Rcum / Tint")
+    print("  penalty  decay | greedy+planner Rcum / Tint | ridge-exposure-fresh+planner Rcum / Tint"
+          " | posterior-exposure+planner Rcum / Tint")
     for penalty in PENALTIES:
         for decay in (DECAYS if penalty else DECAYS[1:2]):   # no penalty: the decay does nothing
             cell = sweep_cell(world, cfg, rollout, users, args.seed, penalty, decay)
             print(f"  {penalty:7.1f} {decay:6.1f} | {cell['greedy+planner Rcum']:8.3f} / {cell['greedy+planner Tint']:5.2f}"
                   f"        | {cell['ridge-exposure-fresh+planner Rcum']:8.3f} / "
-                  f"{cell['ridge-exposure-fresh+planner Tint']:5.2f}", flush=True)
+                  f"{cell['ridge-exposure-fresh+planner Tint']:5.2f} | {cell['posterior-exposure+planner Rcum']:8.3f} / "
+                  f"{cell['posterior-exposure+planner Tint']:5.2f}", flush=True)
     return 0
 
 

@@ -33,12 +33,17 @@ METRICS = (("Tint", "Tint", 2), ("Rcum", "Rcum", 3), ("Rsin", "Rsin", 3), ("gap_
 shows those that every row of its runs carries (older runs lack the later metrics)."""
 TRAINED = "trained"
 BUDGET_KEYS = ("updates", "env_steps", "wall_s", "first_plans_s", "plan_wait_share", "plan_age", "late_rise")
-PER_RUN_CONTROLS = ("random+planner", "greedy+planner", "ridge-exposure-fresh+planner")
+PER_RUN_CONTROLS = ("random+planner", "greedy+planner", "ridge-exposure-fresh+planner", "posterior-exposure+planner")
 """learner.evaluation.PLANNER_CONTROLS' names (not imported: a report reads JSON and needs no torch;
 tests/lab/test_report.py checks they agree). Evaluation rows that depend on each run's own planner: a row's controls, never a reference row
 (greedy+planner, the best item inside the planner's categories, is the row's planner quality;
 ridge-exposure-fresh+planner, the best non-oracle rule inside them, its quality for a policy that
-cannot read the true model)."""
+cannot read the true model; posterior-exposure+planner, what the observation supports inside them
+when the population's model is known: the trained row's ceiling)."""
+CONTROL_QUALITY = {"greedy+planner": ("planner_quality", ("Rcum", "Tint", "gap_closed")),
+                   "ridge-exposure-fresh+planner": ("planner_rule_quality", ("Rcum", "gap_closed")),
+                   "posterior-exposure+planner": ("planner_posterior_quality", ("Rcum", "gap_closed"))}
+"""Per-run control -> (its key in a trained row, the metrics kept there)."""
 
 
 class ReportError(Exception):
@@ -122,12 +127,10 @@ def aggregate(runs: list[dict]) -> dict[str, dict]:
                       "seed_list": [r["seed"] for r in group],
                       "provenance": [{"seed": r["seed"], **{k: r["provenance"].get(k) for k in (
                           "commit", "dirty", "command", "cpu", "cores")}} for r in group if r["provenance"]]}
-        quality = [r["eval"]["greedy+planner"] for r in group if "greedy+planner" in r["eval"]]
-        if quality:  # the planner's part of the result: the best items inside its categories
-            rows[name]["planner_quality"] = _stats(quality, [m for m in metrics if m[0] in ("Rcum", "Tint", "gap_closed")])
-        rule = [r["eval"]["ridge-exposure-fresh+planner"] for r in group if "ridge-exposure-fresh+planner" in r["eval"]]
-        if rule:  # ... and for a policy that sees what ours sees: the best such rule inside them
-            rows[name]["planner_rule_quality"] = _stats(rule, [m for m in metrics if m[0] in ("Rcum", "gap_closed")])
+        for control, (key, kept) in CONTROL_QUALITY.items():  # the planner's part of the result
+            values = [r["eval"][control] for r in group if control in r["eval"]]
+            if values:
+                rows[name][key] = _stats(values, [m for m in metrics if m[0] in kept])
     references: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         for policy, values in run["eval"].items():
@@ -157,24 +160,29 @@ def budget_table(rows: dict[str, dict]) -> str:
     """Per trained row: what it took (updates, env steps, wall time) and its planner's quality."""
     # Runs older than ridge-exposure-fresh+planner lack its column: shown when a row carries it.
     with_rule = any("planner_rule_quality" in row for row in rows.values())
+    with_posterior = any("planner_posterior_quality" in row for row in rows.values())  # likewise
     with_rise = any("late_rise" in row for row in rows.values())  # likewise the curves' late rise
     lines = ["| row | seeds | updates | env steps | wall time (s) | of it, first plans (s) | plan wait share | "
              "plan age (steps) |" + (" late rise |" if with_rise else "")
              + " planner quality: Rcum of the best items inside its categories * | its gap closed |"
-             + (" Rcum of ridge-exposure-fresh inside them |" if with_rule else ""),
-             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_rise else "") + ("---|" if with_rule else "")]
+             + (" Rcum of ridge-exposure-fresh inside them |" if with_rule else "")
+             + (" Rcum of posterior-exposure inside them + |" if with_posterior else ""),
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_rise else "") + ("---|" if with_rule else "")
+             + ("---|" if with_posterior else "")]
     for name, row in rows.items():
         if row["kind"] != "algorithm":
             continue
         quality = row.get("planner_quality", {})
         rcum, gap = quality.get("Rcum", (float("nan"),) * 2), quality.get("gap_closed", (float("nan"),) * 2)
         rule = row.get("planner_rule_quality", {}).get("Rcum", (float("nan"),) * 2)
+        posterior = row.get("planner_posterior_quality", {}).get("Rcum", (float("nan"),) * 2)
         cell = lambda v, d: "–" if not np.isfinite(v[0]) else f"{v[0]:.{d}f} ± {v[1]:.{d}f}"  # noqa: E731
         rise = f"{cell(row.get('late_rise', (float('nan'),) * 2), 3)} | " if with_rise else ""
         lines.append(f"| {name} | {row['seeds']} | {cell(row['updates'], 0)} | {cell(row['env_steps'], 0)} | "
                      f"{cell(row['wall_s'], 0)} | {cell(row.get('first_plans_s', (0.0, 0.0)), 0)} | "
                      f"{cell(row['plan_wait_share'], 2)} | {cell(row['plan_age'], 2)} | {rise}"
-                     f"{cell(rcum, 3)} | {cell(gap, 3)} |" + (f" {cell(rule, 3)} |" if with_rule else ""))
+                     f"{cell(rcum, 3)} | {cell(gap, 3)} |" + (f" {cell(rule, 3)} |" if with_rule else "")
+                     + (f" {cell(posterior, 3)} |" if with_posterior else ""))
     return "\n".join(lines)
 
 
@@ -238,7 +246,8 @@ def write_report(roots: list[Path], out: Path | None = None) -> Path:
     lines += [f"- {r['name']} seed {r['seed']}: `{r['dir']}`"
               + (f", commit {r['provenance']['commit'][:10]}{' (dirty)' if r['provenance'].get('dirty') else ''}, "
                  f"`{r['provenance']['command']}`" if r["provenance"] else "") for r in runs]
-    lines += ["", "`*` oracle: reads the true user model. gap closed = (Rcum - random) / (lookahead - random). "
+    lines += ["", "`*` oracle: reads the true user model. `+` (posterior-exposure): reads the training population's "
+              "true model, never this user's: the observable ceiling (`rollout/population_posterior.py`). gap closed = (Rcum - random) / (lookahead - random). "
               "Definitions of every column: `rollout/metrics/` (DivRatio: distinct / recommended items; "
               "pop-bias: mean popularity percentile; serendipity: liked and outside the user's history "
               "categories; MGU / DGU: mean / largest gap between a popularity fifth's share of exposure "

@@ -31,15 +31,17 @@ from rollout.metrics import (
     user_fairness,
     user_groupings,
 )
-from rollout.reference_policies import ORACLES, REFERENCE_POLICIES, ReferencePolicy
+from rollout.reference_policies import ORACLES, POPULATION_MODEL, REFERENCE_POLICIES, ReferencePolicy
 from rollout.world import World, WorldConfig
 from rollout.users import UserBatchEnv
 
 EVAL_WORKER_INDEX = 10_000  # the seed stream evaluation uses, apart from every training worker's
-PLANNER_CONTROLS = {"random+planner": "random", "greedy+planner": "oracle", "ridge-exposure-fresh+planner": "rule"}
+PLANNER_CONTROLS = {"random+planner": "random", "greedy+planner": "oracle", "ridge-exposure-fresh+planner": "rule",
+                    "posterior-exposure+planner": "posterior"}
 """The rows an evaluation with a planner adds, each a fixed scorer inside that run's planner's
 categories (the `act` mode of RolloutWorker.collect): random items, the true model's best items
-(the planner quality) and ridge-exposure-fresh's (the planner's worth to a non-oracle policy)."""
+(the planner quality), ridge-exposure-fresh's (the planner's worth to a non-oracle policy) and
+posterior-exposure's (what the observation supports inside them: the learned row's ceiling)."""
 
 
 def evaluation_users(world: World, count: int, seed: int) -> np.ndarray:
@@ -192,8 +194,9 @@ def _header(columns) -> str:
 
 
 def _row(policy_name: str, m: dict, columns) -> str:
-    """One policy's fixed-width cells (oracles marked *)."""
-    label = policy_name + (" *" if m.get("oracle", policy_name in ORACLES) else "")
+    """One policy's fixed-width cells (oracles marked *, the population model's references +)."""
+    label = policy_name + (" *" if m.get("oracle", policy_name in ORACLES) else
+                           " +" if policy_name in POPULATION_MODEL else "")
     return f"  {label:<20}" + "".join(f"{m[name]:{fmt}}" for name, _, fmt in columns)
 
 
@@ -218,6 +221,8 @@ def evaluation_table(results: dict[str, dict]) -> str:
     for policy_name, m in results.items():
         lines.append(_row(policy_name, m, COLUMNS) + (f"{100 * m['gap_closed']:11.1f}%" if "gap_closed" in m else ""))
     lines.append("  * oracle: reads the true user model and the user's state"
+                 + ("; + reads the training population's true model, not this user's"
+                    if POPULATION_MODEL & set(results) else "")
                  + ("; gap closed = (Rcum - random) / (lookahead - random)" if gap else ""))
     if "trained" in results and "random" in results and results["random"]["Rcum"] > 0:
         gain = results["trained"]["Rcum"] / results["random"]["Rcum"] - 1

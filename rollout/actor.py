@@ -20,12 +20,13 @@ from policy.masking import item_mask, select_slate, widen_short_masks
 from policy.networks import ActorCritic, PolicyConfig, load_numpy_weights, log_prob
 from rollout.batch_schema import batch_dims, build_batch
 from rollout.episodes import run_episodes
-from rollout.reference_policies import ridge_exposure_scores
+from rollout.population_posterior import PopulationPosterior
+from rollout.reference_policies import posterior_exposure_scores, ridge_exposure_scores
 from rollout.session_planner import SessionPlanner
 from rollout.world import World, WorldConfig, policy_spec
 from rollout.users import UserBatchEnv
 
-ACT_MODES = ("sample", "mean", "random", "oracle", "rule")
+ACT_MODES = ("sample", "mean", "random", "oracle", "rule", "posterior")
 
 
 @dataclass
@@ -196,6 +197,7 @@ class RolloutWorker:
                 [env_seed, torch_seed, int(self.incarnation, 16)]).generate_state(2))
         self.env = UserBatchEnv(self.world, world, rollout.users_per_actor, env_seed)
         self.generator = torch.Generator().manual_seed(torch_seed)
+        self._posterior: PopulationPosterior | None = None   # posterior-exposure's, made when first asked
         with torch.random.fork_rng():  # the learner's initial weights too: same seed, same init
             torch.manual_seed(seed)
             self.model = ActorCritic.from_spec(policy_spec(world, self.world), policy)
@@ -241,7 +243,8 @@ class RolloutWorker:
         `act`: "sample" draws from the Gaussian (training), "mean" takes its mean (evaluation),
         "random" ranks the allowed items uniformly at random (the random reference policy),
         "oracle" by the true model's click logits now (the best items inside the planner's categories),
-        "rule" by ridge-exposure-fresh's scores (the best rule that reads only what the policy sees).
+        "rule" by ridge-exposure-fresh's scores (the best rule that reads only what the policy sees),
+        "posterior" by posterior-exposure's (the observable ceiling: the population's true model).
         """
         if act not in ACT_MODES:
             raise ValueError(f"act must be one of {ACT_MODES}, got {act!r}")
@@ -297,12 +300,9 @@ class RolloutWorker:
             with torch.no_grad():
                 history, steps = torch.from_numpy(env.history_items), torch.full((env.batch_size,), step)
                 dist, value = self.model(history, torch.from_numpy(env.history_feedback), torch.from_numpy(cmask), steps)
-                if act in ("random", "oracle", "rule"):
+                if act in ("random", "oracle", "rule", "posterior"):
                     action = torch.zeros_like(dist.mean)
-                    if act == "random":
-                        scores = torch.rand((env.batch_size, self.world.num_items), generator=self.generator)
-                    else:
-                        scores = torch.from_numpy(env.item_logits() if act == "oracle" else ridge_exposure_scores(env))
+                    scores = self._control_scores(act)
                 else:
                     noise = torch.randn(dist.mean.shape, generator=self.generator)
                     action = dist.mean + dist.stddev * noise if act == "sample" else dist.mean
@@ -314,6 +314,19 @@ class RolloutWorker:
                            "value": value.numpy()}
 
         return choose
+
+    def _control_scores(self, act: str) -> torch.Tensor:
+        """[B, N] the item scores of a fixed control scorer (`collect`'s act modes besides the policy's)."""
+        env = self.env
+        if act == "random":
+            return torch.rand((env.batch_size, self.world.num_items), generator=self.generator)
+        if act == "oracle":
+            return torch.from_numpy(env.item_logits())
+        if act == "rule":
+            return torch.from_numpy(ridge_exposure_scores(env))
+        if self._posterior is None:   # made once: the population's logits over the catalog
+            self._posterior = PopulationPosterior(self.world)
+        return torch.from_numpy(posterior_exposure_scores(env, self._posterior))
 
     def close(self) -> None:
         if self.planner is not None:

@@ -127,6 +127,23 @@ def test_the_best_non_oracle_rule_inside_the_planners_categories_is_a_budget_col
     assert summary["rows"]["lerl-heuristic"]["planner_rule_quality"]["Rcum"] == [3.0, pytest.approx(1.4142, abs=1e-4)]
 
 
+def test_the_population_posterior_inside_the_planners_categories_is_a_budget_column(tmp_path: Path) -> None:
+    """posterior-exposure+planner (the trained row's observable ceiling) is a row's control, never a
+    reference row; its Rcum is a budget column after the rule's, shown only when a row carries it."""
+    for seed in (0, 1):
+        run = _run(tmp_path, "lerl-heuristic", seed, 10.0, 5.0)
+        evaluation = json.loads((run / "eval.json").read_text())
+        evaluation["ridge-exposure-fresh+planner"] = {**METRICS, "Rcum": 2.0, "oracle": False}
+        evaluation["posterior-exposure+planner"] = {**METRICS, "Rcum": 4.0 + 2 * seed, "oracle": False}
+        (run / "eval.json").write_text(json.dumps(evaluation))
+    text = write_report([tmp_path]).read_text()
+    assert "posterior-exposure+planner (reference)" not in text
+    assert "| Rcum of posterior-exposure inside them + |" in text
+    assert "| 2.000 ± 0.000 | 5.000 ± 1.414 |" in text
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["rows"]["lerl-heuristic"]["planner_posterior_quality"]["Rcum"] == [5.0, pytest.approx(1.4142, abs=1e-4)]
+
+
 def test_a_rows_late_rise_says_whether_its_curve_reached_a_plateau(tmp_path: Path) -> None:
     """The budget table's late rise: the training return over the last 10 % of updates against
     50-70 %, per seed, then mean +/- std (a 3-update curve is too short: –)."""
