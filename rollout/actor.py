@@ -178,6 +178,12 @@ def _restarted_by_ray() -> bool:
         return False
 
 
+def _scatter_rows(active: np.ndarray, values: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """`out` ([B, ...]) with the active rows (in order) set to `values`."""
+    out[active] = values
+    return out
+
+
 class RolloutWorker:
     """Steps `users_per_actor` simulated users to the end of their episodes per `collect` call."""
 
@@ -291,27 +297,36 @@ class RolloutWorker:
             cmask = (self.planner.masks(step, active, env.user_ids) if self.planner is not None
                      else np.ones((env.batch_size, self.world.num_categories), bool))
             t0 = time.perf_counter()  # after the planner: its wait is seconds_planner
+            # Only the active users' rows are computed (late in a batch most slots are users who
+            # left, whose slates the env ignores); random draws are made for every slot, as
+            # before, so a seed gives the same slates.
+            rows = torch.from_numpy(np.flatnonzero(active))
             available = env.available_items()
-            allowed = item_mask(cmask, self.world.item_category)
+            allowed = item_mask(cmask[active], self.world.item_category)
             if available is not None:
-                allowed &= available
-            allowed, widened = widen_short_masks(allowed, k, available)
+                allowed &= available[active]
+            allowed, widened = widen_short_masks(allowed, k, None if available is None else available[active])
             stats["masks_widened"] += widened
             with torch.no_grad():
-                history, steps = torch.from_numpy(env.history_items), torch.full((env.batch_size,), step)
-                dist, value = self.model(history, torch.from_numpy(env.history_feedback), torch.from_numpy(cmask), steps)
+                history = torch.from_numpy(env.history_items)[rows]
+                steps = torch.full((len(rows),), step)
+                dist, value = self.model(history, torch.from_numpy(env.history_feedback)[rows],
+                                         torch.from_numpy(cmask)[rows], steps)
                 if act in ("random", "oracle", "rule", "posterior"):
                     action = torch.zeros_like(dist.mean)
-                    scores = self._control_scores(act)
+                    scores = self._control_scores(act)[rows]
                 else:
-                    noise = torch.randn(dist.mean.shape, generator=self.generator)
+                    noise = torch.randn((env.batch_size, dist.mean.shape[1]), generator=self.generator)[rows]
                     action = dist.mean + dist.stddev * noise if act == "sample" else dist.mean
                     scores = self.model.item_scores(action, history, steps)
                 logp = log_prob(dist, action)
-                slate = select_slate(scores, torch.from_numpy(allowed), k).numpy().astype(np.int32)
+                chosen = select_slate(scores, torch.from_numpy(allowed), k)
             stats["seconds_policy"] += time.perf_counter() - t0
-            return slate, {"category_mask": cmask, "action": action.numpy(), "behaviour_logp": logp.numpy(),
-                           "value": value.numpy()}
+            b = env.batch_size
+            return _scatter_rows(active, chosen.numpy().astype(np.int32), np.zeros((b, k), np.int32)), {
+                "category_mask": cmask, "action": _scatter_rows(active, action.numpy(), np.zeros((b, action.shape[1]), np.float32)),
+                "behaviour_logp": _scatter_rows(active, logp.numpy(), np.zeros(b, np.float32)),
+                "value": _scatter_rows(active, value.numpy(), np.zeros(b, np.float32))}
 
         return choose
 

@@ -171,3 +171,32 @@ def test_with_plan_reuse_each_actor_draws_its_own_share_of_the_training_users(le
     assert not met[0] & met[1]
     # Reuse off (the heuristic's default): every actor draws from every training user.
     assert (make_worker().env.user_pool == World.build(WORLD, log=lambda line: None).train_users).all()
+
+
+def test_only_active_users_are_computed_and_their_rows_are_what_the_network_gives_them(learner0):
+    """The worker runs the network on the active users only (late in a batch most slots have
+    left): every recorded row's value and mean action are the network's on that row alone, and
+    the sampled action's log-probability is the network's of that action."""
+    import torch
+
+    from policy.networks import load_numpy_weights, log_prob
+    from rollout.batch_schema import OBSERVATION_COLUMNS
+
+    world = dataclasses.replace(WORLD, initial_patience=8.0)
+    worker = make_worker(world=world)
+    weights, version = learner0.weights()
+    batch, stats = worker.collect(weights, version)
+    lengths = check_rows_ordered_with_one_terminal_per_episode(batch, ROLLOUT.users_per_actor)
+    assert len(set(lengths)) > 1   # some steps ran with users gone
+    net = ActorCritic.from_spec(policy_spec(world, World.build(world, log=lambda line: None)), POLICY)
+    load_numpy_weights(net, weights)
+    obs = [torch.from_numpy(np.array(column(batch, name))) for name in OBSERVATION_COLUMNS]
+    with torch.no_grad():
+        dist, value = net(*obs)
+        action = torch.from_numpy(np.array(column(batch, "action")))
+        np.testing.assert_allclose(column(batch, "value"), value.numpy(), atol=1e-5)
+        np.testing.assert_allclose(column(batch, "behaviour_logp"), log_prob(dist, action).numpy(), rtol=1e-5, atol=1e-3)
+    mean, _ = worker.collect(weights, version, act="mean")
+    with torch.no_grad():
+        dist, _ = net(*[torch.from_numpy(np.array(column(mean, name))) for name in OBSERVATION_COLUMNS])
+    np.testing.assert_allclose(column(mean, "action"), dist.mean.numpy(), atol=1e-5)
