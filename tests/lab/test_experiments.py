@@ -13,6 +13,7 @@ import pytest
 from learner.config import TrainConfig
 from tiny_model import make_tiny_llama
 from lab.experiments import ExperimentError, expand, experiment_files, load_experiment
+from learner.evaluation import PLANNER_CONTROLS
 from rollout.reference_policies import REFERENCE_POLICIES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,7 +125,7 @@ def check_vllm_planner_run(run_dir: Path, iterations: int, eval_users: int, cach
     # the prefix cache serves part of the prompts.
     assert rows[-1]["planner_prefix_cache_hit_rate"] > 0.0
     evaluation = json.loads((run_dir / "eval.json").read_text())
-    assert set(evaluation) == {*REFERENCE_POLICIES, "random+planner", "greedy+planner", "ridge-exposure-fresh+planner", "trained"}
+    assert set(evaluation) == {*REFERENCE_POLICIES, *PLANNER_CONTROLS, "trained"}
     assert all(m["episodes"] == eval_users for m in evaluation.values())
     models = Path(cache) / "models"
     assert not models.exists() or not any(models.iterdir())

@@ -12,6 +12,7 @@ import torch
 from learner.config import TrainConfig
 from learner.evaluation import evaluate_reference, evaluate_worker, evaluation_users
 from netns import loopback_only, netns_available
+from learner.evaluation import PLANNER_CONTROLS
 from rollout.reference_policies import REFERENCE_POLICIES
 from rollout.world import World
 
@@ -64,7 +65,7 @@ def test_smoke_tiny_budget_writes_metrics_checkpoint_and_eval(tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["run"]["iterations"] == 3
     assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tensorboard").iterdir())
     evaluation = json.loads((run_dir / "eval.json").read_text())
-    assert set(evaluation) == {*REFERENCE_POLICIES, "random+planner", "greedy+planner", "ridge-exposure-fresh+planner", "trained"}
+    assert set(evaluation) == {*REFERENCE_POLICIES, *PLANNER_CONTROLS, "trained"}
     assert all(m["episodes"] == 16 for m in evaluation.values())
     # The rows are what they say: the final checkpoint's policy and the random reference, evaluated
     # again here on the same users and dice (the heuristic planner in-process, the same rule as the
