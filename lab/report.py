@@ -40,6 +40,9 @@ tests/lab/test_report.py checks they agree). Evaluation rows that depend on each
 ridge-exposure-fresh+planner, the best non-oracle rule inside them, its quality for a policy that
 cannot read the true model; posterior-exposure+planner, what the observation supports inside them
 when the population's model is known: the trained row's ceiling)."""
+POPULATION_MODEL = ("posterior-exposure", "posterior-exposure+planner")
+"""rollout.reference_policies.POPULATION_MODEL (likewise not imported; the test checks they agree):
+rows that read the training population's true model, not this user's, marked + in a table."""
 CONTROL_QUALITY = {"greedy+planner": ("planner_quality", ("Rcum", "Tint", "gap_closed")),
                    "ridge-exposure-fresh+planner": ("planner_rule_quality", ("Rcum", "gap_closed")),
                    "posterior-exposure+planner": ("planner_posterior_quality", ("Rcum", "gap_closed"))}
@@ -138,12 +141,13 @@ def aggregate(runs: list[dict]) -> dict[str, dict]:
                 references[policy].append(values)
     for policy, values in sorted(references.items()):
         rows[f"{policy} (reference)"] = {"kind": "reference", "seeds": len(values),
-                                         "oracle": bool(values[0].get("oracle", False)), **_stats(values, metrics)}
+                                         "oracle": bool(values[0].get("oracle", False)),
+                                         "population_model": policy in POPULATION_MODEL, **_stats(values, metrics)}
     return rows
 
 
 def markdown_table(rows: dict[str, dict]) -> str:
-    """One row per policy (oracles marked *), a column per metric the rows carry; nan shows as –."""
+    """One row per policy (oracles marked *, the population model's references +), a column per metric the rows carry; nan shows as –."""
     metrics = [m for m in METRICS if all(m[0] in row for row in rows.values())]
     head = "| policy | seeds | " + " | ".join(label for _, label, _ in metrics) + " |"
     lines = [head, "|" + "---|" * (len(metrics) + 2)]
@@ -151,7 +155,7 @@ def markdown_table(rows: dict[str, dict]) -> str:
         spread = row["kind"] == "algorithm" and row["seeds"] > 1
         cells = ["–" if not np.isfinite(row[m][0]) else
                  f"{row[m][0]:.{d}f} ± {row[m][1]:.{d}f}" if spread else f"{row[m][0]:.{d}f}" for m, _, d in metrics]
-        label = name + (" *" if row.get("oracle") else "")
+        label = name + (" *" if row.get("oracle") else " +" if row.get("population_model") else "")
         lines.append(f"| {label} | {row['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.report import PER_RUN_CONTROLS, ReportError, cli, write_report
+from lab.report import PER_RUN_CONTROLS, POPULATION_MODEL, ReportError, cli, write_report
 from learner.evaluation import PLANNER_CONTROLS
+from rollout import reference_policies
 
 METRICS = {"Tint": 10.0, "Rcum": 5.0, "Rsin": 0.5, "coverage": 0.1, "diversity": 0.6, "novelty": 3.0,
            "episodes": 64}
@@ -161,3 +162,15 @@ def test_a_rows_late_rise_says_whether_its_curve_reached_a_plateau(tmp_path: Pat
 
 def test_the_reports_control_rows_are_the_evaluations() -> None:
     assert PER_RUN_CONTROLS == tuple(PLANNER_CONTROLS)
+    assert set(POPULATION_MODEL) == set(reference_policies.POPULATION_MODEL)
+
+
+def test_a_population_model_reference_is_marked_plus(tmp_path: Path) -> None:
+    """posterior-exposure reads the training population's true model: a reference row marked +
+    (not * as an oracle, not unmarked as a rule that reads no model)."""
+    run = _run(tmp_path, "lerl", 0, 10.0, 5.0)
+    evaluation = json.loads((run / "eval.json").read_text())
+    evaluation["posterior-exposure"] = {**METRICS, "Rcum": 4.5, "oracle": False}
+    (run / "eval.json").write_text(json.dumps(evaluation))
+    text = write_report([tmp_path]).read_text()
+    assert "| posterior-exposure (reference) + | 1 |" in text
