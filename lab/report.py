@@ -115,6 +115,17 @@ def _stats(values: list[dict], metrics) -> dict:
     return out
 
 
+def observable_share(run: dict) -> float | None:
+    """The trained row's share of the gap from random to its observable ceiling in return: the
+    population posterior inside the run's planner categories (posterior-exposure+planner), or
+    over every item without a planner (posterior-exposure); None when the run lacks them."""
+    ev = run["eval"]
+    ceiling = ev.get("posterior-exposure+planner", ev.get("posterior-exposure"))
+    if ceiling is None or "random" not in ev or ceiling["Rcum"] <= ev["random"]["Rcum"]:
+        return None
+    return (ev[TRAINED]["Rcum"] - ev["random"]["Rcum"]) / (ceiling["Rcum"] - ev["random"]["Rcum"])
+
+
 def aggregate(runs: list[dict]) -> dict[str, dict]:
     """{row name: {"seeds": n, metric: (mean, std), "kind": "algorithm" | "reference", "oracle": bool}}."""
     metrics = shown_metrics(runs)
@@ -130,6 +141,9 @@ def aggregate(runs: list[dict]) -> dict[str, dict]:
                       "seed_list": [r["seed"] for r in group],
                       "provenance": [{"seed": r["seed"], **{k: r["provenance"].get(k) for k in (
                           "commit", "dirty", "command", "cpu", "cores")}} for r in group if r["provenance"]]}
+        shares = [share for share in map(observable_share, group) if share is not None]
+        if shares:
+            rows[name]["observable_share"] = _mean_std(shares)
         for control, (key, kept) in CONTROL_QUALITY.items():  # the planner's part of the result
             values = [r["eval"][control] for r in group if control in r["eval"]]
             if values:
@@ -165,14 +179,16 @@ def budget_table(rows: dict[str, dict]) -> str:
     # Runs older than ridge-exposure-fresh+planner lack its column: shown when a row carries it.
     with_rule = any("planner_rule_quality" in row for row in rows.values())
     with_posterior = any("planner_posterior_quality" in row for row in rows.values())  # likewise
+    with_share = any("observable_share" in row for row in rows.values())
     with_rise = any("late_rise" in row for row in rows.values())  # likewise the curves' late rise
     lines = ["| row | seeds | updates | env steps | wall time (s) | of it, first plans (s) | plan wait share | "
              "plan age (steps) |" + (" late rise |" if with_rise else "")
              + " planner quality: Rcum of the best items inside its categories * | its gap closed |"
              + (" Rcum of ridge-exposure-fresh inside them |" if with_rule else "")
-             + (" Rcum of posterior-exposure inside them + |" if with_posterior else ""),
+             + (" Rcum of posterior-exposure inside them + |" if with_posterior else "")
+             + (" share of its observable ceiling + |" if with_share else ""),
              "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_rise else "") + ("---|" if with_rule else "")
-             + ("---|" if with_posterior else "")]
+             + ("---|" if with_posterior else "") + ("---|" if with_share else "")]
     for name, row in rows.items():
         if row["kind"] != "algorithm":
             continue
@@ -186,7 +202,8 @@ def budget_table(rows: dict[str, dict]) -> str:
                      f"{cell(row['wall_s'], 0)} | {cell(row.get('first_plans_s', (0.0, 0.0)), 0)} | "
                      f"{cell(row['plan_wait_share'], 2)} | {cell(row['plan_age'], 2)} | {rise}"
                      f"{cell(rcum, 3)} | {cell(gap, 3)} |" + (f" {cell(rule, 3)} |" if with_rule else "")
-                     + (f" {cell(posterior, 3)} |" if with_posterior else ""))
+                     + (f" {cell(posterior, 3)} |" if with_posterior else "")
+                     + (f" {cell(row.get('observable_share', (float('nan'),) * 2), 3)} |" if with_share else ""))
     return "\n".join(lines)
 
 
@@ -251,7 +268,9 @@ def write_report(roots: list[Path], out: Path | None = None) -> Path:
               + (f", commit {r['provenance']['commit'][:10]}{' (dirty)' if r['provenance'].get('dirty') else ''}, "
                  f"`{r['provenance']['command']}`" if r["provenance"] else "") for r in runs]
     lines += ["", "`*` oracle: reads the true user model. `+` (posterior-exposure): reads the training population's "
-              "true model, never this user's: the observable ceiling (`rollout/population_posterior.py`). gap closed = (Rcum - random) / (lookahead - random). "
+              "true model, never this user's: the observable ceiling (`rollout/population_posterior.py`); a row's share of its "
+              "observable ceiling is (Rcum - random) / (ceiling - random), the ceiling being posterior-exposure inside its "
+              "planner's categories (over every item without a planner). gap closed = (Rcum - random) / (lookahead - random). "
               "Definitions of every column: `rollout/metrics/` (DivRatio: distinct / recommended items; "
               "pop-bias: mean popularity percentile; serendipity: liked and outside the user's history "
               "categories; MGU / DGU: mean / largest gap between a popularity fifth's share of exposure "

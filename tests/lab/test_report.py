@@ -174,3 +174,25 @@ def test_a_population_model_reference_is_marked_plus(tmp_path: Path) -> None:
     (run / "eval.json").write_text(json.dumps(evaluation))
     text = write_report([tmp_path]).read_text()
     assert "| posterior-exposure (reference) + | 1 |" in text
+
+
+def test_a_rows_share_of_its_observable_ceiling(tmp_path: Path) -> None:
+    """(trained - random) / (ceiling - random) per seed, the ceiling posterior-exposure inside the
+    run's planner categories, or over every item for a run without a planner."""
+    for seed, trained in ((0, 3.0), (1, 4.0)):
+        run = _run(tmp_path, "lerl", seed, 10.0, trained)
+        evaluation = json.loads((run / "eval.json").read_text())
+        evaluation["random"] = {**METRICS, "Rcum": 1.0, "oracle": False}
+        evaluation["posterior-exposure"] = {**METRICS, "Rcum": 3.0, "oracle": False}
+        evaluation["posterior-exposure+planner"] = {**METRICS, "Rcum": 5.0, "oracle": False}
+        (run / "eval.json").write_text(json.dumps(evaluation))
+    flat = _run(tmp_path, "flat-ppo", 0, 10.0, 2.0)
+    evaluation = json.loads((flat / "eval.json").read_text())
+    evaluation["random"] = {**METRICS, "Rcum": 1.0, "oracle": False}
+    evaluation["posterior-exposure"] = {**METRICS, "Rcum": 3.0, "oracle": False}
+    (flat / "eval.json").write_text(json.dumps(evaluation))
+    text = write_report([tmp_path]).read_text()
+    assert "| share of its observable ceiling + |" in text
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["rows"]["lerl"]["observable_share"] == [pytest.approx(0.625), pytest.approx(0.1768, abs=1e-4)]
+    assert summary["rows"]["flat-ppo"]["observable_share"] == [pytest.approx(0.5), 0.0]
