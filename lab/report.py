@@ -174,36 +174,45 @@ def markdown_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+NAN2 = (float("nan"), float("nan"))
+LATE_BUDGET_COLUMNS = (("late_rise", None, "late rise"),)
+"""Budget columns shown, after the plan age, only when some row carries them (older runs do not):
+(key in a trained row, its entry there or None for the (mean, std) itself, header)."""
+CONTROL_BUDGET_COLUMNS = (("planner_rule_quality", "Rcum", "Rcum of ridge-exposure-fresh inside them"),
+                          ("planner_posterior_quality", "Rcum", "Rcum of posterior-exposure inside them +"),
+                          ("observable_share", None, "share of its observable ceiling +"))
+"""Likewise, after the planner quality's gap closed."""
+
+
+def _budget_cell(v: tuple[float, float], digits: int) -> str:
+    return "–" if not np.isfinite(v[0]) else f"{v[0]:.{digits}f} ± {v[1]:.{digits}f}"
+
+
+def _optional_cells(row: dict, columns) -> str:
+    """A trained row's cells of `columns` (3 decimals; – where it lacks one)."""
+    values = (row.get(key, NAN2) if entry is None else row.get(key, {}).get(entry, NAN2) for key, entry, _ in columns)
+    return "".join(f" {_budget_cell(v, 3)} |" for v in values)
+
+
 def budget_table(rows: dict[str, dict]) -> str:
     """Per trained row: what it took (updates, env steps, wall time) and its planner's quality."""
-    # Runs older than ridge-exposure-fresh+planner lack its column: shown when a row carries it.
-    with_rule = any("planner_rule_quality" in row for row in rows.values())
-    with_posterior = any("planner_posterior_quality" in row for row in rows.values())  # likewise
-    with_share = any("observable_share" in row for row in rows.values())
-    with_rise = any("late_rise" in row for row in rows.values())  # likewise the curves' late rise
+    late, controls = ([c for c in columns if any(c[0] in row for row in rows.values())]
+                      for columns in (LATE_BUDGET_COLUMNS, CONTROL_BUDGET_COLUMNS))
     lines = ["| row | seeds | updates | env steps | wall time (s) | of it, first plans (s) | plan wait share | "
-             "plan age (steps) |" + (" late rise |" if with_rise else "")
+             "plan age (steps) |" + "".join(f" {c[2]} |" for c in late)
              + " planner quality: Rcum of the best items inside its categories * | its gap closed |"
-             + (" Rcum of ridge-exposure-fresh inside them |" if with_rule else "")
-             + (" Rcum of posterior-exposure inside them + |" if with_posterior else "")
-             + (" share of its observable ceiling + |" if with_share else ""),
-             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_rise else "") + ("---|" if with_rule else "")
-             + ("---|" if with_posterior else "") + ("---|" if with_share else "")]
+             + "".join(f" {c[2]} |" for c in controls),
+             "|---|---|---|---|---|---|---|---|---|---|" + "---|" * (len(late) + len(controls))]
+    cell = _budget_cell
     for name, row in rows.items():
         if row["kind"] != "algorithm":
             continue
         quality = row.get("planner_quality", {})
-        rcum, gap = quality.get("Rcum", (float("nan"),) * 2), quality.get("gap_closed", (float("nan"),) * 2)
-        rule = row.get("planner_rule_quality", {}).get("Rcum", (float("nan"),) * 2)
-        posterior = row.get("planner_posterior_quality", {}).get("Rcum", (float("nan"),) * 2)
-        cell = lambda v, d: "–" if not np.isfinite(v[0]) else f"{v[0]:.{d}f} ± {v[1]:.{d}f}"  # noqa: E731
-        rise = f"{cell(row.get('late_rise', (float('nan'),) * 2), 3)} | " if with_rise else ""
+        rcum, gap = quality.get("Rcum", NAN2), quality.get("gap_closed", NAN2)
         lines.append(f"| {name} | {row['seeds']} | {cell(row['updates'], 0)} | {cell(row['env_steps'], 0)} | "
                      f"{cell(row['wall_s'], 0)} | {cell(row.get('first_plans_s', (0.0, 0.0)), 0)} | "
-                     f"{cell(row['plan_wait_share'], 2)} | {cell(row['plan_age'], 2)} | {rise}"
-                     f"{cell(rcum, 3)} | {cell(gap, 3)} |" + (f" {cell(rule, 3)} |" if with_rule else "")
-                     + (f" {cell(posterior, 3)} |" if with_posterior else "")
-                     + (f" {cell(row.get('observable_share', (float('nan'),) * 2), 3)} |" if with_share else ""))
+                     f"{cell(row['plan_wait_share'], 2)} | {cell(row['plan_age'], 2)} |{_optional_cells(row, late)}"
+                     f" {cell(rcum, 3)} | {cell(gap, 3)} |{_optional_cells(row, controls)}")
     return "\n".join(lines)
 
 
