@@ -90,10 +90,12 @@ class HeuristicBackend(PlannerBackend):
 
 
 class RandomCategoriesBackend(HeuristicBackend):
-    """LERL's "random category sets" ablation: every plan is a uniformly random set of the
-    candidates (seeded by the request's seed, the user and the step, so runs repeat); the other
-    roles are the heuristic's. It keeps the planner's mask but drops what the planner knows
-    about the user."""
+    """The know-nothing control of the planner's two choosing roles: every plan is a uniformly
+    random set of the candidate categories (LERL's "random category sets" ablation: the planner's
+    mask without what the planner knows about the user), and every Propose answer a uniformly
+    random ordered pick of the query's candidate items (LAAC's random reference policy). Seeded by
+    the request's seed and the user (and the step), so runs repeat; the other roles are the
+    heuristic's."""
 
     name = "random"
 
@@ -105,6 +107,16 @@ class RandomCategoriesBackend(HeuristicBackend):
             rng = np.random.default_rng([req.seed, user.user_id, user.step, 0x7A4D])
             candidates = np.asarray(user.candidate_categories, np.int64)
             response.plans.add(category_ids=rng.permutation(candidates)[: user.num_categories].tolist())
+        return response
+
+    async def propose(self, req: planner_pb2.ProposeRequest) -> planner_pb2.ProposeResponse:
+        import numpy as np
+
+        response = planner_pb2.ProposeResponse(backend=self.name)
+        for query in req.queries:
+            rng = np.random.default_rng([req.seed, query.user_id, 0x9A0D])
+            items = np.asarray([c.item_id for c in query.candidates], np.int64)
+            response.proposals.add(item_ids=rng.permutation(items)[: query.num_items].tolist())
         return response
 
 

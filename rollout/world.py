@@ -33,6 +33,17 @@ patience lost to position-aligned category repeats, 20 steps, sessions that star
 (`WorldConfig(**LERL_USERS)`)."""
 
 
+def draw_eval_users(num_users: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(evaluation users, training users), sorted ids: `share` of `num_users` held out (at least
+    one, never all), drawn by `seed`; share <= 0 = every user in both. The one rule for who is held
+    out: the world's episodes and LAAC's offline split both read it."""
+    if share <= 0:
+        return np.arange(num_users), np.arange(num_users)
+    order = np.random.default_rng(np.random.SeedSequence([seed, 0x5E7])).permutation(num_users)
+    held = min(max(1, round(share * num_users)), num_users - 1)
+    return np.sort(order[:held]), np.sort(order[held:])
+
+
 @dataclass
 class WorldConfig:
     """The data set, the simulated users and their quit rule (LERL defaults where the paper fixes them)."""
@@ -263,12 +274,7 @@ class World:
 
     def split_users(self, share: float, seed: int) -> None:
         """Hold out `share` of the users (at least one) for evaluation, drawn by `seed`; the rest train."""
-        if share <= 0:
-            self.train_users = self.eval_users = np.arange(self.num_users)
-            return
-        order = np.random.default_rng(np.random.SeedSequence([seed, 0x5E7])).permutation(self.num_users)
-        held = min(max(1, round(share * self.num_users)), self.num_users - 1)
-        self.eval_users, self.train_users = np.sort(order[:held]), np.sort(order[held:])
+        self.eval_users, self.train_users = draw_eval_users(self.num_users, share, seed)
 
     @property
     def users_held_out(self) -> bool:

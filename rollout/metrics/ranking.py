@@ -54,7 +54,7 @@ def ndcg_at_k(ranked, target, k: int) -> float:
     return _mean_or_nan(dcg[keep] / ideal[keep])
 
 
-def recall_at_k(ranked, relevant, k: int = 10) -> float:
+def recall_at_k(ranked, relevant, k: int = 10, weights=None) -> float:
     """R@k, reward-weighted recall of the top k (LAAC's accuracy metric R@10).
 
     NOTE: this is OUR definition. LAAC (arXiv 2507.21274) reports R@10 as an accuracy metric
@@ -70,8 +70,24 @@ def recall_at_k(ranked, relevant, k: int = 10) -> float:
     With 0/1 rewards this is the usual recall@k normalised by min(k, |P_u|) (in [0, 1]); with
     graded rewards it lies in [0, max reward]. Users with no positives are skipped (nan if none is
     left). k > L means k = L, also in the denominator.
+
+    ``relevant`` int ``[U]`` (one held-out item per user, as LAAC's next item) with ``weights``
+    float ``[U]`` (its reward; default 1) is the same formula with ``|P_u| = 1``: ``w_u`` when the
+    item is in the top k, else 0; users whose item has weight <= 0 are skipped.
     """
     topk = _ranked_topk(ranked, k)
+    if np.asarray(relevant).ndim == 1:
+        target = _ids(relevant, "relevant")
+        if target.shape != (topk.shape[0],):
+            raise ValueError(f"relevant must be [U={topk.shape[0]}] item ids, got shape {target.shape}")
+        w = np.ones(len(target)) if weights is None else np.asarray(weights, np.float64).reshape(-1)
+        if w.shape != target.shape:
+            raise ValueError(f"weights must be [U={len(target)}], got shape {np.shape(weights)}")
+        hit = (topk == target[:, None]).any(axis=1) & (target >= 0)
+        keep = w > 0
+        return _mean_or_nan(np.where(hit, w, 0.0)[keep])
+    if weights is not None:
+        raise ValueError("weights go with one held-out item per user (relevant [U]); a [U, N] relevant holds them")
     rew = _user_matrix(relevant, "relevant", topk.shape[0]).astype(np.float64)
     pos = rew > 0
     gained = np.where(_first_valid(topk), _gather(np.where(pos, rew, 0.0), topk), 0.0).sum(axis=1)

@@ -28,15 +28,15 @@ import torch
 from learner.algorithms.laac.evaluation import (
     candidate_metrics,
     evaluate_in_world,
+    UserLogs,
     offline_metrics,
     offline_table,
     top_among,
     torch_scorer,
-    user_sequences,
 )
 from learner.algorithms.laac.model import LAACAgent, SupervisedAgent
 from learner.algorithms.laac.offline_data import load_or_build
-from learner.algorithms.laac.reference import OfflineArrays, choose_rows, reference_answers
+from learner.algorithms.laac.reference import OfflineArrays, choose_rows, reference_answers, reference_cache_path
 from learner.evaluation import evaluate_reference, evaluation_users
 from learner.learner_actor import pick_device
 from learner.runtime import UsageError
@@ -55,6 +55,23 @@ def planner_key(cfg) -> str:
     return f"vllm:{cfg.run.planner_model}" if backend == "vllm" else backend
 
 
+def train_user_filter(data, spec: str) -> np.ndarray:
+    """[num_users] bool: the users `--laac-train-users` lets LAAC learn from (all, or FEATURE=VALUE
+    of the data set's user features; ValueError naming what exists when it matches nobody)."""
+    if spec == "all":
+        return np.ones(data.num_users, bool)
+    feature, value = spec.split("=", 1)
+    if feature not in data.user_features:
+        raise ValueError(f"--laac-train-users {spec}: the {data.name} data has no user feature {feature!r} "
+                         f"(it has: {', '.join(sorted(data.user_features)) or 'none'})")
+    column = np.asarray(data.user_features[feature]).astype(str)
+    keep = column == value
+    if not keep.any():
+        raise ValueError(f"--laac-train-users {spec}: no user has {feature} = {value!r} "
+                         f"(values: {', '.join(sorted(set(column.tolist()))[:20])})")
+    return keep
+
+
 class LAAC(Algorithm):
     """The LAAC run (module doc); one iteration is one gradient update."""
 
@@ -64,22 +81,50 @@ class LAAC(Algorithm):
     def prepare(self) -> None:
         cfg, lc = self.cfg, self.cfg.laac
         self.world = self.build_world()
-        table, self.offline_path = load_or_build(self.world.data, lc.laac_history_len, lc.laac_holdout_fraction,
-                                                 cfg.world.world_seed)
+        if not self.world.users_held_out:
+            raise ValueError("LAAC is evaluated on held-out users: --eval-user-share must be > 0")
         data = self.world.data
+        table, self.offline_path = load_or_build(data, lc.laac_history_len, self.world.eval_users)
         self.arrays = OfflineArrays.from_table(table, data.rating_scale if data.feedback == "rating" else None)
-        self.train_rows, self.test_rows = np.flatnonzero(self.arrays.train), np.flatnonzero(~self.arrays.train)
+        self.all_train_rows, self.test_rows = np.flatnonzero(self.arrays.train), np.flatnonzero(~self.arrays.train)
+        self.train_rows = self.all_train_rows[train_user_filter(data, lc.laac_train_users)[self.arrays.user[self.all_train_rows]]]
         if not len(self.train_rows) or not len(self.test_rows):
             raise ValueError(f"the {cfg.world.dataset} logs gave {len(self.train_rows)} training and "
-                             f"{len(self.test_rows)} held-out transitions; both must be > 0 (raise "
-                             "--laac-holdout-fraction or use a larger data set)")
-        print(f"offline data: {len(self.arrays):,} transitions ({len(self.train_rows):,} train, {len(self.test_rows):,} "
-              f"held-out) of {data.num_users:,} users and {data.num_items:,} items -> {self.offline_path}", flush=True)
+                             f"{len(self.test_rows)} held-out transitions; both must be > 0 (change "
+                             "--eval-user-share or --laac-train-users, or use a larger data set)")
+        subset = "" if lc.laac_train_users == "all" else f" of users with {lc.laac_train_users}"
+        print(f"offline data: {len(self.arrays):,} transitions ({len(self.train_rows):,} train{subset}, "
+              f"{len(self.test_rows):,} held-out) of {data.num_users:,} users and {data.num_items:,} items "
+              f"-> {self.offline_path}", flush=True)
         self.device = pick_device(cfg.run.learner_device)
 
-    def needs_planner(self) -> bool:
+    def uses_reference(self) -> bool:
+        """Whether the run reads the reference policy's answers (to train on, or to score it alone)."""
         lc = self.cfg.laac
         return lc.uses_llm() or lc.laac_eval_llm_states > 0
+
+    def reference_rows(self) -> list[tuple[np.ndarray, bool]]:
+        """(rows, include_target) of every set of answers the run reads: a seeded sample of the
+        training states (the reference in the critics' loss) and of the held-out states (the
+        reference alone on the 100-candidate protocol)."""
+        lc, out = self.cfg.laac, []
+        if lc.uses_llm():
+            out.append((choose_rows(self.train_rows, lc.laac_reference_states, lc.laac_candidate_seed, 0x7EF), False))
+        if lc.laac_eval_llm_states:
+            out.append((choose_rows(self.test_rows, lc.laac_eval_llm_states, lc.laac_candidate_seed, 0xE7A2), True))
+        return out
+
+    def needs_planner(self) -> bool:
+        """The service starts only when an answer the run reads is not cached yet (an LLM on a CPU
+        takes a minute to start; a table's later rows and seeds read the first one's answers)."""
+        if not self.uses_reference():
+            return False
+        if self.cfg.run.planner_address:
+            return True
+        lc, key = self.cfg.laac, planner_key(self.cfg)
+        return not all(reference_cache_path(self.offline_path, key, lc.laac_candidate_seed, rows, lc.laac_recent_items,
+                                            lc.laac_candidates, lc.laac_proposals, target).is_file()
+                       for rows, target in self.reference_rows())
 
     def needs_ray(self) -> bool:
         return self.needs_planner() and not self.cfg.run.planner_address and not self.cfg.run.serial
@@ -95,7 +140,7 @@ class LAAC(Algorithm):
         try:
             return reference_answers(self.arrays, rows, self.world.data, self.client, include_target=include_target,
                                      offline_path=self.offline_path,
-                                     planner_key=planner_key(self.cfg) if self.needs_planner() else "",
+                                     planner_key=planner_key(self.cfg) if self.uses_reference() else "",
                                      seed=lc.laac_candidate_seed, recent=lc.laac_recent_items,
                                      count=lc.laac_candidates, proposals=lc.laac_proposals,
                                      batch_size=lc.laac_propose_batch, timeout_s=lc.laac_propose_timeout_s)
@@ -110,7 +155,7 @@ class LAAC(Algorithm):
         llm = np.full((len(arrays), lc.laac_proposals), -1, np.int64)
         self.ref_stats = {}
         if lc.uses_llm():
-            ref_rows = choose_rows(self.train_rows, lc.laac_reference_states, lc.laac_candidate_seed, 0x7EF)
+            ref_rows = self.reference_rows()[0][0]
             answers, _, self.ref_stats = self._answers(ref_rows, include_target=False)
             llm[ref_rows] = answers
             source = "from the cache" if self.ref_stats["cached"] else f"in {self.ref_stats['seconds']:.0f} s"
@@ -162,24 +207,26 @@ class LAAC(Algorithm):
     def evaluate(self, run: Run) -> dict:
         """Offline on held-out users (offline_eval.json), then in the simulated world."""
         cfg, lc, arrays, data = self.cfg, self.cfg.laac, self.arrays, self.world.data
-        seqs = user_sequences(arrays)
-        popularity = np.bincount(arrays.action[self.train_rows], minlength=data.num_items).astype(np.int64)
+        logs = UserLogs(arrays, data)
+        # The long tail is the training users' (all of them, also when LAAC learned from a subset).
+        popularity = np.bincount(arrays.action[self.all_train_rows], minlength=data.num_items).astype(np.int64)
         eval_rows = choose_rows(self.test_rows, lc.laac_eval_states, cfg.world.world_seed, 0xE7A1)
         score = torch_scorer(self.agent, self.device)
         popular_score = lambda items, feedback: np.broadcast_to(  # noqa: E731
             popularity - np.arange(data.num_items) / (2.0 * data.num_items), (len(items), data.num_items))
-        offline = {"full": {"trained": offline_metrics(score, arrays, eval_rows, seqs, popularity),
-                            "popular": offline_metrics(popular_score, arrays, eval_rows, seqs, popularity)},
+        offline = {"full": {"trained": offline_metrics(score, arrays, eval_rows, logs, popularity),
+                            "popular": offline_metrics(popular_score, arrays, eval_rows, logs, popularity)},
                    "candidates": {}, "reference_training_states": int(self.has_llm.sum()), "reference": self.ref_stats,
                    "variant": lc.laac_variant, "llm_weight": lc.laac_llm_weight, "alpha": lc.laac_alpha,
-                   "iterations": self.iteration, "planner": planner_key(cfg) if self.needs_planner() else ""}
+                   "iterations": self.iteration, "planner": planner_key(cfg) if self.uses_reference() else "",
+                   "train_users": lc.laac_train_users, "train_transitions": int(len(self.train_rows))}
         if lc.laac_eval_llm_states:
-            rows = choose_rows(self.test_rows, lc.laac_eval_llm_states, lc.laac_candidate_seed, 0xE7A2)
+            rows = self.reference_rows()[-1][0]
             answers, candidates, stats = self._answers(rows, include_target=True)
             offline["candidates"] = {
                 "trained": candidate_metrics(top_among(score(arrays.items[rows], arrays.feedback[rows]), candidates),
-                                             arrays, rows, seqs, popularity),
-                "llm": candidate_metrics(answers, arrays, rows, seqs, popularity)}
+                                             arrays, rows, logs, popularity),
+                "llm": candidate_metrics(answers, arrays, rows, logs, popularity)}
             offline["llm_eval"] = stats
         (run.run_dir / "offline_eval.json").write_text(json.dumps(offline, indent=2))
         print(offline_table(offline), flush=True)

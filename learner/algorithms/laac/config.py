@@ -1,6 +1,7 @@
 """LAAC's options (`--laac-*`): the paper's settings are the defaults where it gives them."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 VARIANTS = ("laac", "supervised")
@@ -45,8 +46,11 @@ class LAACConfig:
     """Width of the item embeddings and state encoder of every network."""
     laac_history_len: int = 10
     """Items in a state (the offline MDP's window; the prompt shows the last laac_recent_items)."""
-    laac_holdout_fraction: float = 0.1
-    """Share of users held out for the offline evaluation (split seeded by --world-seed)."""
+    laac_train_users: str = "all"
+    """Which training users' transitions LAAC learns from: all, or FEATURE=VALUE of the data set's
+    user features (gender=M on ml-100k): the paper's robustness experiment trains on such a skewed
+    subset and evaluates on every held-out user. The held-out users are always the world's
+    (--eval-user-share, drawn by --world-seed)."""
     laac_reference_states: int = 100
     """Training transitions that get an LLM answer (a seeded sample; 0 = all ~87k on ml-100k, for GPU
     clusters: the vLLM backend on a CPU needs ~1 s per prompt). The LLM terms apply to these only."""
@@ -95,8 +99,9 @@ class LAACConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.laac_critic_lr <= 0 or self.laac_actor_lr <= 0 or self.laac_propose_timeout_s <= 0:
             raise ValueError("laac_critic_lr, laac_actor_lr and laac_propose_timeout_s must be > 0")
-        if not 0.0 < self.laac_holdout_fraction < 1.0:
-            raise ValueError(f"laac_holdout_fraction must be in (0, 1), got {self.laac_holdout_fraction}")
+        if self.laac_train_users != "all" and not re.fullmatch(r"[^=\s]+=[^=]+", self.laac_train_users):
+            raise ValueError(f"laac_train_users must be all or FEATURE=VALUE (for example gender=M), "
+                             f"got {self.laac_train_users!r}")
         if self.laac_recent_items > 16 or self.laac_candidates > 256 or self.laac_proposals > min(20, self.laac_candidates):
             raise ValueError("the Propose contract allows laac_recent_items <= 16, laac_candidates <= 256 and "
                              "laac_proposals <= min(20, laac_candidates)")

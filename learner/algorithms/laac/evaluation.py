@@ -1,17 +1,23 @@
 """LAAC's evaluations: offline ranking metrics on held-out users, and the simulated world.
 
 Offline, on every held-out transition (state s, logged next item a, reward r = rating / 5, or the
-click), a policy ranks the whole catalog by its scores and we read its top 10:
+click), a policy ranks the catalog less the items the user rated before s (as the field's
+full-ranking protocols do: a seen item is never the next one) and we read its top 10. Every metric
+is defined once, in `rollout.metrics`:
 
 - R@10 (reward at 10, LAAC's accuracy metric): r if a is in the top 10, else 0; mean over the
-  held-out transitions (recall of the next item weighted by its rating; in [0, 1]).
-- HR@10: the same without the weight (`rollout.metrics.hit_rate_at_k`); NDCG@10: the next item's
-  discounted rank, 1 / log2(rank + 2) in the top 10, else 0 (`rollout.metrics.ndcg_at_k`).
+  held-out transitions (`recall_at_k` with one held-out item per state, weighted by its reward).
+- HR@10 (`hit_rate_at_k`): the same without the weight; NDCG@10 (`ndcg_at_k`): the next item's
+  discounted rank, 1 / log2(rank + 2) in the top 10, else 0.
 - NCV@10 (LAAC's novelty metric): the share of the top 10 that is novel for the user, i.e. neither
   among the items the user rated before s nor among the 10 % most-rated items of the training
-  users (the long tail); mean over the held-out transitions (`rollout.metrics.ncv_at_k` with every
-  item counted relevant). The paper names the metric without a formula we could obtain; this is
-  SMORL's novelty notion (long-tail items the user has not seen) read per list.
+  users (the long tail); mean over the held-out transitions (`ncv_at_k` with every item counted
+  relevant). The paper names the metric without a formula we could obtain; this is SMORL's
+  novelty notion (long-tail items the user has not seen) read per list. It counts novelty
+  whatever the user thinks of it: a list of random long-tail items scores high.
+- NCV-liked@10: the share of the top 10 that is novel and liked, i.e. the held-out user rated it
+  at or above the data set's positive threshold (4 of 5 stars) later in their log (`ncv_at_k`
+  with relevant = the user's liked items): novelty that is also relevant.
 - CV@10: catalog coverage, the share of items in at least one top 10 (`catalog_coverage`).
 
 The LLM reference policy cannot rank a whole catalog: it is asked about a seeded sample of held-out
@@ -29,51 +35,58 @@ import numpy as np
 import torch
 
 from learner.evaluation import evaluate_episodes
-from rollout.metrics import catalog_coverage, hit_rate_at_k, ncv_at_k, ndcg_at_k
+from rollout.metrics import catalog_coverage, hit_rate_at_k, ncv_at_k, ndcg_at_k, recall_at_k
 from rollout.slates import top_k
 from rollout.users import UserBatchEnv
 
 K = 10
 
 
-def user_sequences(arrays) -> dict[int, np.ndarray]:
-    """Each user's items in time order, rebuilt from the transitions (position 0 is the last item
-    of the step-1 state, position t >= 1 the action at step t)."""
-    seqs: dict[int, np.ndarray] = {}
-    order = np.lexsort((arrays.step, arrays.user))
-    users, starts = np.unique(arrays.user[order], return_index=True)
-    for user, begin, end in zip(users, starts, np.r_[starts[1:], len(order)]):
-        rows = order[begin:end]
-        seqs[int(user)] = np.r_[arrays.items[rows[0], -1], arrays.action[rows]]
-    return seqs
+class UserLogs:
+    """What the offline metrics read of each user's log: the items in time order, rebuilt from the
+    transitions (position 0 is the last item of the step-1 state, position t >= 1 the action at
+    step t), and the items the user liked (rated at or above the data set's positive threshold)."""
+
+    def __init__(self, arrays, data):
+        self.arrays, self.num_items = arrays, data.num_items
+        self.sequences: dict[int, np.ndarray] = {}
+        order = np.lexsort((arrays.step, arrays.user))
+        users, starts = np.unique(arrays.user[order], return_index=True)
+        for user, begin, end in zip(users, starts, np.r_[starts[1:], len(order)]):
+            rows = order[begin:end]
+            self.sequences[int(user)] = np.r_[arrays.items[rows[0], -1], arrays.action[rows]]
+        inter, positive = data.interactions, data.positive()
+        self.liked = np.zeros((data.num_users, data.num_items), bool)
+        self.liked[inter.user[positive], inter.item[positive]] = True
+
+    def seen_before(self, rows: np.ndarray) -> np.ndarray:
+        """[R, N] bool: the items each row's user rated before the row's step."""
+        seen = np.zeros((len(rows), self.num_items), bool)
+        for i, row in enumerate(rows):
+            seen[i, self.sequences[int(self.arrays.user[row])][: self.arrays.step[row]]] = True
+        return seen
 
 
-def seen_before(arrays, rows: np.ndarray, seqs: dict[int, np.ndarray], num_items: int) -> np.ndarray:
-    """[R, N] bool: the items each row's user rated before the row's step."""
-    seen = np.zeros((len(rows), num_items), bool)
-    for i, row in enumerate(rows):
-        seen[i, seqs[int(arrays.user[row])][: arrays.step[row]]] = True
-    return seen
+def list_metrics(top: np.ndarray, arrays, rows: np.ndarray, logs: UserLogs, popularity: np.ndarray) -> dict[str, float]:
+    """R@10, HR@10, NDCG@10, NCV@10 and NCV-liked@10 (module doc) of ranked lists `top` [R, <=10] for `rows`."""
+    target = arrays.action[rows]
+    seen = logs.seen_before(rows)
+    return {"R@10": recall_at_k(top, target, K, weights=arrays.reward[rows]), "HR@10": hit_rate_at_k(top, target, K),
+            "NDCG@10": ndcg_at_k(top, target, K), "NCV@10": ncv_at_k(top, np.ones_like(seen), seen, popularity, K),
+            "NCV-liked@10": ncv_at_k(top, logs.liked[arrays.user[rows]], seen, popularity, K)}
 
 
-def list_metrics(top: np.ndarray, arrays, rows: np.ndarray, seqs, popularity: np.ndarray) -> dict[str, float]:
-    """R@10, HR@10, NDCG@10 and NCV@10 (module doc) of ranked lists `top` [R, <=10] for `rows`."""
-    target, reward = arrays.action[rows], arrays.reward[rows]
-    hits = (top[:, :K] == target[:, None]).any(1)
-    seen = seen_before(arrays, rows, seqs, len(popularity))
-    ncv = ncv_at_k(top, np.ones_like(seen), seen, popularity, K)
-    return {"R@10": float((reward * hits).mean()), "HR@10": hit_rate_at_k(top, target, K),
-            "NDCG@10": ndcg_at_k(top, target, K), "NCV@10": ncv}
-
-
-def offline_metrics(score_fn, arrays, rows: np.ndarray, seqs, popularity: np.ndarray, chunk: int = 512) -> dict:
-    """Full-catalog R@10, HR@10, NCV@10 and CV@10 of a policy (`score_fn(items, feedback)` -> [R, N]
-    numpy scores) on the transitions `rows`."""
+def offline_metrics(score_fn, arrays, rows: np.ndarray, logs: UserLogs, popularity: np.ndarray,
+                    chunk: int = 512) -> dict:
+    """Full-catalog metrics (module doc) of a policy (`score_fn(items, feedback)` -> [R, N] numpy
+    scores) on the transitions `rows`: its top 10 of the items each user has not rated yet."""
     parts, tops = [], []
     for begin in range(0, len(rows), chunk):
         part = rows[begin:begin + chunk]
-        top = top_k(score_fn(arrays.items[part], arrays.feedback[part]), None, K)
-        parts.append((len(part), list_metrics(top, arrays, part, seqs, popularity)))
+        scores = np.array(score_fn(arrays.items[part], arrays.feedback[part]), np.float64)
+        scores[logs.seen_before(part)] = -np.inf
+        top = top_k(scores, None, K)
+        parts.append((len(part), list_metrics(top, arrays, part, logs, popularity)))
         tops.append(top)
     total = sum(n for n, _ in parts)
     out = {key: sum(n * m[key] for n, m in parts) / total for key in parts[0][1]}
@@ -82,9 +95,9 @@ def offline_metrics(score_fn, arrays, rows: np.ndarray, seqs, popularity: np.nda
     return out
 
 
-def candidate_metrics(top: np.ndarray, arrays, rows: np.ndarray, seqs, popularity: np.ndarray) -> dict:
+def candidate_metrics(top: np.ndarray, arrays, rows: np.ndarray, logs: UserLogs, popularity: np.ndarray) -> dict:
     """Metrics of top-10 lists drawn from the 100-candidate lists (the LLM's protocol), plus hit@5."""
-    out = list_metrics(top, arrays, rows, seqs, popularity)
+    out = list_metrics(top, arrays, rows, logs, popularity)
     out["HR@5"] = hit_rate_at_k(top, arrays.action[rows], 5)
     out["states"] = int(len(rows))
     return out
@@ -124,20 +137,20 @@ def evaluate_in_world(world, world_cfg, score_fn, history_len: int, users: np.nd
     return evaluate_episodes(world, world_cfg, users, seed, make_act)
 
 
-OFFLINE_COLUMNS = ("R@10", "HR@10", "NDCG@10", "NCV@10", "CV@10")
+OFFLINE_COLUMNS = ("R@10", "HR@10", "NDCG@10", "NCV@10", "NCV-liked@10", "CV@10")
 
 
 def offline_table(results: dict) -> str:
     """The offline evaluation as a fixed-width table (full catalog, then the 100-candidate protocol)."""
     lines = [f"offline evaluation on {results['full']['trained']['states']:,} held-out transitions (full catalog):",
-             f"  {'policy':<22}" + "".join(f"{c:>9}" for c in OFFLINE_COLUMNS)]
+             f"  {'policy':<22}" + "".join(f"{c:>13}" for c in OFFLINE_COLUMNS)]
     for name, m in results["full"].items():
-        lines.append(f"  {name:<22}" + "".join(f"{m[c]:9.4f}" for c in OFFLINE_COLUMNS))
+        lines.append(f"  {name:<22}" + "".join(f"{m[c]:13.4f}" for c in OFFLINE_COLUMNS))
     if results.get("candidates"):
-        cols = ("HR@5", "R@10", "HR@10", "NDCG@10", "NCV@10")
+        cols = ("HR@5", "R@10", "HR@10", "NDCG@10", "NCV@10", "NCV-liked@10")
         first = next(iter(results["candidates"].values()))
         lines += [f"on {first['states']:,} held-out states with 100 candidates (99 random + the true next item):",
-                  f"  {'policy':<22}" + "".join(f"{c:>9}" for c in cols)]
+                  f"  {'policy':<22}" + "".join(f"{c:>13}" for c in cols)]
         for name, m in results["candidates"].items():
-            lines.append(f"  {name:<22}" + "".join(f"{m[c]:9.4f}" for c in cols))
+            lines.append(f"  {name:<22}" + "".join(f"{m[c]:13.4f}" for c in cols))
     return "\n".join(lines)

@@ -5,8 +5,9 @@ Per user, interactions in time order; at position t (t >= 1):
 - action: the item at position t;
 - reward: its label (the rating on rating data, the click on click data);
 - done: t is the user's last interaction.
-Users are split (seeded) into train and held-out sets; LAAC learns on train and reports R@10 and
-NCV@10 on held-out users.
+Users are split into train and held-out sets: the held-out ones are the world's evaluation users
+(`rollout.world.draw_eval_users`, the world seed), so LAAC's offline metrics and its simulated
+evaluation meet the same users, none of whom it trained on.
 
 The table is built once per (data set fingerprint, settings) and cached as Parquet; readers get a
 memory-mapped Arrow table (`pq.read_table(..., memory_map=True)`), so a learner holds a pointer to
@@ -30,6 +31,7 @@ import pyarrow.parquet as pq
 from rollout.data.dataset import DataError
 from rollout.data.download import cache_root
 from rollout.data.registry import DATASETS, load_dataset
+from rollout.world import draw_eval_users
 
 OFFLINE_SCHEMA_VERSION = 1
 
@@ -43,12 +45,13 @@ def offline_schema(history_len: int) -> pa.Schema:
     ], metadata={"offline_schema_version": str(OFFLINE_SCHEMA_VERSION), "history_len": str(history_len)})
 
 
-def build_transitions(dataset, history_len: int = 10, holdout_fraction: float = 0.1, seed: int = 0) -> pa.Table:
-    """The sequential MDP of `dataset`'s logged interactions (see the module doc)."""
+def build_transitions(dataset, history_len: int = 10, eval_users=()) -> pa.Table:
+    """The sequential MDP of `dataset`'s logged interactions (see the module doc); the users in
+    `eval_users` (ids) are the held-out split."""
     if history_len < 1:
         raise ValueError(f"history_len must be >= 1, got {history_len}")
-    if not 0.0 <= holdout_fraction < 1.0:
-        raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+    held_out = np.zeros(dataset.num_users, bool)
+    held_out[np.asarray(eval_users, np.int64)] = True
     inter = dataset.interactions
     order = np.lexsort((inter.timestamp, inter.user))  # by user, then time (stable for ties)
     user, item, label = inter.user[order], inter.item[order], inter.label[order].astype(np.float32)
@@ -65,8 +68,6 @@ def build_transitions(dataset, history_len: int = 10, holdout_fraction: float = 
     state_items = np.where(valid, item[safe], -1).astype(np.int32)
     state_labels = np.where(valid, label[safe], 0.0).astype(np.float32)
     ends = np.r_[user[1:] != user[:-1], True]
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1AAC]))
-    held_out = rng.random(dataset.num_users) < holdout_fraction
     split = np.where(held_out[user[rows]], "test", "train")
     return pa.Table.from_arrays([
         pa.array(user[rows].astype(np.int32)), pa.array(position[rows].astype(np.int32)),
@@ -76,19 +77,19 @@ def build_transitions(dataset, history_len: int = 10, holdout_fraction: float = 
     ], schema=offline_schema(history_len))
 
 
-def offline_path(dataset, history_len: int, holdout_fraction: float, seed: int, cache_dir: Path | None = None) -> Path:
-
-    key = json.dumps([OFFLINE_SCHEMA_VERSION, dataset.fingerprint(), history_len, holdout_fraction, seed])
+def offline_path(dataset, history_len: int, eval_users, cache_dir: Path | None = None) -> Path:
+    """Where the table of these settings is cached (keyed by the data, the window and the split)."""
+    split = hashlib.sha256(np.asarray(eval_users, np.int64).tobytes()).hexdigest()
+    key = json.dumps([OFFLINE_SCHEMA_VERSION, dataset.fingerprint(), history_len, split])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return (cache_dir or cache_root() / "offline") / f"{dataset.name}-{digest}.parquet"
 
 
-def load_or_build(dataset, history_len: int = 10, holdout_fraction: float = 0.1, seed: int = 0,
-                  cache_dir: Path | None = None) -> tuple[pa.Table, Path]:
+def load_or_build(dataset, history_len: int = 10, eval_users=(), cache_dir: Path | None = None) -> tuple[pa.Table, Path]:
     """The cached transitions (memory-mapped), built and written atomically the first time."""
-    path = offline_path(dataset, history_len, holdout_fraction, seed, cache_dir)
+    path = offline_path(dataset, history_len, eval_users, cache_dir)
     if not path.is_file():
-        table = build_transitions(dataset, history_len, holdout_fraction, seed)
+        table = build_transitions(dataset, history_len, eval_users)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         pq.write_table(table, tmp)
@@ -106,12 +107,18 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="ml-100k", choices=DATASETS)
     parser.add_argument("--data-dir", default=None, help="the data set's folder (default: the download cache)")
     parser.add_argument("--history-len", type=int, default=10, help="items in a state (default: 10)")
-    parser.add_argument("--holdout-fraction", type=float, default=0.1, help="held-out users (default: 0.1)")
-    parser.add_argument("--seed", type=int, default=0, help="picks the held-out users")
+    parser.add_argument("--eval-user-share", type=float, default=0.2,
+                        help="share of users held out, as the world's --eval-user-share (default: 0.2)")
+    parser.add_argument("--world-seed", type=int, default=0, help="picks the held-out users, as the world's")
     args = parser.parse_args(argv)
     try:
+        if not 0.0 <= args.eval_user_share < 1.0:
+            raise ValueError(f"--eval-user-share must be in [0, 1), got {args.eval_user_share}")
         dataset = load_dataset(args.dataset, args.data_dir)
-        table, path = load_or_build(dataset, args.history_len, args.holdout_fraction, args.seed)
+        eval_users, _ = draw_eval_users(dataset.num_users, args.eval_user_share, args.world_seed)
+        if args.eval_user_share <= 0:
+            eval_users = eval_users[:0]
+        table, path = load_or_build(dataset, args.history_len, eval_users)
     except (DataError, ValueError) as exc:
         parser.error(str(exc))
     test = int(np.sum(np.asarray(table.column("split").to_numpy(zero_copy_only=False)) == "test"))

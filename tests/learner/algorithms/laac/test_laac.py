@@ -12,7 +12,7 @@ import torch
 
 from learner.algorithms.laac.config import LAACConfig
 from learner.algorithms.laac.reference import OfflineArrays, candidate_lists, reference_answers
-from learner.algorithms.laac.evaluation import list_metrics, user_sequences
+from learner.algorithms.laac.evaluation import UserLogs, list_metrics, offline_metrics
 from learner.algorithms.laac.model import LAACAgent, critic_losses
 from learner.main import cli
 from learner.algorithms.laac.offline_data import load_or_build
@@ -128,7 +128,7 @@ class _CountingPlanner(InProcessPlanner):
 
 def test_reference_answers_are_cached_atomically_and_reused(tmp_path: Path) -> None:
     data = _tiny_dataset()
-    table, path = load_or_build(data, history_len=5, holdout_fraction=0.2, cache_dir=tmp_path)
+    table, path = load_or_build(data, history_len=5, eval_users=[0], cache_dir=tmp_path)
     arrays = OfflineArrays.from_table(table, data.rating_scale)
     rows = np.flatnonzero(arrays.train)[:20]
     ask = dict(offline_path=path, planner_key="heuristic", seed=3, recent=5, count=30, proposals=10,
@@ -148,7 +148,7 @@ def test_reference_answers_are_cached_atomically_and_reused(tmp_path: Path) -> N
 
 def test_candidates_avoid_the_state_and_include_the_target_only_when_asked(tmp_path: Path) -> None:
     data = _tiny_dataset()
-    table, _ = load_or_build(data, history_len=5, holdout_fraction=0.2, cache_dir=tmp_path)
+    table, _ = load_or_build(data, history_len=5, eval_users=[0], cache_dir=tmp_path)
     arrays = OfflineArrays.from_table(table, data.rating_scale)
     rows = np.arange(len(arrays))
     plain = candidate_lists(arrays, rows, data.num_items, 30, seed=1, include_target=False)
@@ -161,22 +161,46 @@ def test_candidates_avoid_the_state_and_include_the_target_only_when_asked(tmp_p
 
 def test_offline_metrics_on_a_hand_made_example(tmp_path: Path) -> None:
     data = _tiny_dataset()
-    table, _ = load_or_build(data, history_len=5, holdout_fraction=0.2, cache_dir=tmp_path)
+    table, _ = load_or_build(data, history_len=5, eval_users=[0], cache_dir=tmp_path)
     arrays = OfflineArrays.from_table(table, data.rating_scale)
-    seqs = user_sequences(arrays)
+    logs = UserLogs(arrays, data)
     row = int(np.flatnonzero(arrays.step == 3)[0])
-    user_items = seqs[int(arrays.user[row])]
+    user = int(arrays.user[row])
+    user_items = logs.sequences[user]
     popularity = np.zeros(data.num_items, np.int64)
     popularity[:15] = 100  # the 10 % most popular: items 0..14
     fresh = [i for i in range(15, data.num_items) if i not in user_items][:8]
     # top 10: the true next item, one item seen before, and 8 novel long-tail items
     top = np.array([[arrays.action[row], user_items[0], *fresh]])
-    m = list_metrics(top, arrays, np.array([row]), seqs, popularity)
+    m = list_metrics(top, arrays, np.array([row]), logs, popularity)
     assert m["R@10"] == pytest.approx(arrays.reward[row]) and m["HR@10"] == 1.0
     novel_target = arrays.action[row] >= 15
     assert m["NCV@10"] == pytest.approx((8 + novel_target) / 10)
-    miss = list_metrics(top[:, 1:], arrays, np.array([row]), seqs, popularity)
-    assert miss["R@10"] == 0.0 and miss["HR@10"] == 0.0
+    # Novel and liked: only the novel items this user rated 4 or 5 stars (the fresh ones: never).
+    liked_later = [i for i in user_items[arrays.step[row]:] if i >= 15 and logs.liked[user, i]]
+    assert m["NCV-liked@10"] == pytest.approx(len(set(liked_later) & set(top[0].tolist())) / 10)
+    miss = list_metrics(top[:, 1:], arrays, np.array([row]), logs, popularity)
+    assert miss["R@10"] == 0.0 and miss["HR@10"] == 0.0 and miss["NCV-liked@10"] == 0.0
+
+
+def test_the_full_catalog_ranking_leaves_out_what_the_user_rated_before(tmp_path: Path) -> None:
+    data = _tiny_dataset()
+    table, _ = load_or_build(data, history_len=5, eval_users=[0], cache_dir=tmp_path)
+    arrays = OfflineArrays.from_table(table, data.rating_scale)
+    logs = UserLogs(arrays, data)
+    rows = np.flatnonzero(arrays.step >= 3)
+    popularity = np.zeros(data.num_items, np.int64)
+    popularity[:15] = 100  # the 10 % most popular: items 0..14
+
+    def score(items, feedback):  # loves what the user rated before, then the long tail
+        out = np.zeros((len(items), data.num_items))
+        out[:, 15:] = 5.0
+        for i, state in enumerate(items):
+            out[i, state[state >= 0]] = 10.0
+        return out
+    m = offline_metrics(score, arrays, rows, logs, popularity, chunk=4)
+    # Every top 10 is unseen long tail: the seen items, best scored, never made it.
+    assert m["states"] == len(rows) and m["NCV@10"] == 1.0
 
 
 def test_bad_options_end_with_a_message_naming_them(capsys) -> None:

@@ -27,7 +27,7 @@ def _dataset() -> Dataset:
 
 
 def test_transitions_follow_each_users_time_order() -> None:
-    table = build_transitions(_dataset(), history_len=2, holdout_fraction=0.0)
+    table = build_transitions(_dataset(), history_len=2)
     rows = table.to_pylist()
     assert [(r["user_id"], r["step"], r["state_items"], r["action"], r["reward"], r["done"]) for r in rows] == [
         (0, 1, [-1, 6], 7, 4.0, False),
@@ -38,12 +38,15 @@ def test_transitions_follow_each_users_time_order() -> None:
 
 
 def test_cached_once_and_read_memory_mapped(tmp_path: Path) -> None:
-    first, path = load_or_build(_dataset(), history_len=2, holdout_fraction=0.5, seed=3, cache_dir=tmp_path)
+    first, path = load_or_build(_dataset(), history_len=2, eval_users=[1], cache_dir=tmp_path)
     mtime = path.stat().st_mtime_ns
-    again, same = load_or_build(_dataset(), history_len=2, holdout_fraction=0.5, seed=3, cache_dir=tmp_path)
+    again, same = load_or_build(_dataset(), history_len=2, eval_users=[1], cache_dir=tmp_path)
     assert same == path and path.stat().st_mtime_ns == mtime and again.equals(first)
-    other, other_path = load_or_build(_dataset(), history_len=3, holdout_fraction=0.5, seed=3, cache_dir=tmp_path)
+    other, other_path = load_or_build(_dataset(), history_len=3, eval_users=[1], cache_dir=tmp_path)
     assert other_path != path and other.schema.field("state_items").type.list_size == 3
+    assert {r["user_id"]: r["split"] for r in first.to_pylist()} == {0: "train", 1: "test"}
+    _, split_path = load_or_build(_dataset(), history_len=2, eval_users=[0], cache_dir=tmp_path)
+    assert split_path not in (path, other_path)  # another split is another table
     with pytest.raises(ValueError, match="history_len must be >= 1"):
         build_transitions(_dataset(), history_len=0)
 
