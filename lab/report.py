@@ -269,7 +269,8 @@ def write_report(roots: list[Path], out: Path | None = None) -> Path:
     if gains:
         lines += ["", *gains, ""]
     lines += explanation_section(runs)
-    lines += offline_section(runs, out)
+    offline_lines, offline_summary = offline_section(runs, out)
+    lines += offline_lines
     if curves:
         lines += [f"![learning curves]({curves.name})", ""]
     lines += [f"![diversity versus return]({scatter.name})", "", "Runs:", ""]
@@ -290,7 +291,7 @@ def write_report(roots: list[Path], out: Path | None = None) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     commits = sorted({r["provenance"].get("commit", "") for r in runs if r["provenance"]})
-    summary = {"worlds": worlds, "evaluation_users": users, "commits": commits, "rows": rows,
+    summary = {"worlds": worlds, "evaluation_users": users, "commits": commits, "rows": rows, **offline_summary,
                "runs": [{"name": r["name"], "seed": r["seed"], "dir": str(r["dir"]), "eval": r["eval"]} for r in runs]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return path

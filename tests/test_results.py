@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.laac_report import candidate_markdown, comparisons, offline_markdown
 from lab.report import budget_table, markdown_table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,9 @@ def test_a_tables_report_and_readme_are_its_summary(table: Path) -> None:
     report = (table / "report.md").read_text()
     rows = summary["rows"]
     made = markdown_table(rows).splitlines() + budget_table(rows).splitlines()
+    if "offline" in summary:  # LAAC's tables: the offline rows and each reference alone
+        made += offline_markdown(summary["offline"]).splitlines() + comparisons(summary["offline"])
+        made += candidate_markdown(summary["candidates"]).splitlines() if summary.get("candidates") else []
     for line in made:
         assert line in report, f"{table.name}/report.md lacks the summary's line {line!r}"
     for png in re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", report):

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -117,6 +118,27 @@ def test_random_backend_plans_valid_seeded_random_sets() -> None:
     assert all(len(p) == 4 == len(set(p)) and set(p) <= set(range(10)) for p in plans)
     assert len({tuple(p) for p in plans}) > 10  # and users get different sets
     check_plan_response(req, first)
+
+
+def test_random_backend_proposes_seeded_uniform_picks_of_the_candidates() -> None:
+    from planner_api.contract import check_propose_response
+    from planner_api.heuristics import heuristic_propose
+    from tests.planner_requests import propose_request
+
+    backend, req = make_backend("random"), propose_request()
+    first, again = asyncio.run(backend.propose(req)), asyncio.run(backend.propose(req))
+    check_propose_response(req, first)
+    picks = [list(p.item_ids) for p in first.proposals]
+    assert picks == [list(p.item_ids) for p in again.proposals] and first.backend == "random"  # the seed fixes them
+    assert picks != [list(p.item_ids) for p in heuristic_propose(req).proposals]  # not the heuristic's ranking
+    req.seed += 1
+    assert picks != [list(p.item_ids) for p in asyncio.run(backend.propose(req)).proposals]
+    # Uniform: over many queries every candidate is picked about equally often (10 of 100 each time).
+    many = planner_pb2.ProposeRequest(category_names=req.category_names, seed=0)
+    for user in range(400):
+        many.queries.add(user_id=user, recent=req.queries[0].recent, num_items=10, candidates=req.queries[0].candidates)
+    counts = np.bincount([i for p in asyncio.run(backend.propose(many)).proposals for i in p.item_ids], minlength=100)
+    assert counts.sum() == 4000 and 20 <= counts.min() and counts.max() <= 65  # mean 40
 
 
 def test_health_service_reports_serving(heuristic_address: str) -> None:

@@ -253,3 +253,19 @@ def test_ncv_at_k_edge_cases():
     assert ncv_at_k(np.array([[2, 2]]), rel, train, counts, 10) == 1.0    # repeat counts once
     with pytest.raises(ValueError):
         ncv_at_k(np.array([[0]]), rel, train, np.ones(5), 1)
+
+
+def test_recall_with_one_held_out_item_per_user_is_its_reward_when_hit() -> None:
+    ranked = np.array([[3, 1, 2], [0, 4, 5], [7, 8, 9]])
+    target, reward = np.array([1, 9, 2]), np.array([0.8, 0.4, 0.0])
+    # user 0 hits (0.8), user 1 misses (0), user 2 has no positive item (skipped)
+    assert recall_at_k(ranked, target, 3, weights=reward) == pytest.approx(0.4)
+    assert recall_at_k(ranked, target, 3) == pytest.approx(1 / 3)  # unweighted: HR@3
+    # the same as the [U, N] form with one positive per user
+    dense = np.zeros((3, 10))
+    dense[np.arange(3), target] = reward
+    assert recall_at_k(ranked, target, 2, weights=reward) == pytest.approx(recall_at_k(ranked, dense, 2))
+    with pytest.raises(ValueError, match="weights must be"):
+        recall_at_k(ranked, target, 3, weights=reward[:2])
+    with pytest.raises(ValueError, match="weights go with one held-out item"):
+        recall_at_k(ranked, dense, 3, weights=reward)

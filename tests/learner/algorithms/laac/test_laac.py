@@ -259,3 +259,45 @@ def test_entry_point_on_movielens_with_the_heuristic_planner_service(tmp_path: P
     evaluation = json.loads((run_dir / "eval.json").read_text())
     assert set(evaluation) == {*REFERENCE_POLICIES, "trained"}
     assert all(m["episodes"] == 8 for m in evaluation.values())
+
+
+def test_train_users_pick_a_user_feature_value_and_bad_ones_say_what_exists() -> None:
+    from learner.algorithms.laac.algorithm import train_user_filter
+
+    data = _tiny_dataset()
+    data.user_features = {"gender": np.array(["F", "M", "M", "F", "M", "M"])}
+    assert train_user_filter(data, "all").all()
+    assert train_user_filter(data, "gender=F").tolist() == [True, False, False, True, False, False]
+    with pytest.raises(ValueError, match=r"no user feature 'age' \(it has: gender\)"):
+        train_user_filter(data, "age=20")
+    with pytest.raises(ValueError, match="no user has gender = 'X' .values: F, M"):
+        train_user_filter(data, "gender=X")
+    with pytest.raises(ValueError, match="laac_train_users must be all or FEATURE=VALUE"):
+        LAACConfig(laac_train_users="female").validate()
+
+
+def test_the_planner_starts_only_while_an_answer_the_run_reads_is_not_cached(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from learner.algorithms.laac.algorithm import LAAC, planner_key
+    from learner.config import TrainConfig
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # a fresh cache
+    cfg = TrainConfig.from_dict({"world": {"dataset": "synthetic", "num_items": 200, "num_users": 300},
+                                 "run": {"algorithm": "laac", "planner_backend": "heuristic"},
+                                 "laac": {"laac_reference_states": 40, "laac_eval_llm_states": 10}})
+    algo = LAAC(cfg)
+    algo.prepare()
+    assert algo.needs_planner() and algo.needs_ray()
+    held_out = set(algo.world.eval_users.tolist())
+    assert set(algo.arrays.user[algo.test_rows].tolist()) == held_out  # the world's held-out users, exactly
+    assert not held_out & set(algo.arrays.user[algo.train_rows].tolist())
+    lc = cfg.laac
+    for rows, target in algo.reference_rows():
+        reference_answers(algo.arrays, rows, algo.world.data, InProcessPlanner(), offline_path=algo.offline_path,
+                          planner_key=planner_key(cfg), seed=lc.laac_candidate_seed, recent=lc.laac_recent_items,
+                          count=lc.laac_candidates, proposals=lc.laac_proposals, include_target=target,
+                          batch_size=64, timeout_s=10.0, log=lambda *_: None)
+    assert not algo.needs_planner() and not algo.needs_ray()  # every answer it reads is cached
+    no_reference = TrainConfig.from_dict({**cfg.to_dict(), "laac": {**cfg.to_dict()["laac"], "laac_llm_weight": 0.0,
+                                                                      "laac_eval_llm_states": 0}})
+    assert not LAAC(no_reference).uses_reference()
