@@ -15,8 +15,9 @@ class LAACConfig:
     """What to train: laac (the adversarial actor-critic; --laac-llm-weight 0 is its no-LLM variant)
     or supervised (a next-item classifier on the same network: the supervised baseline)."""
     laac_iterations: int = 10000
-    """Gradient updates (LAAC: 10,000; about 2.5 minutes on one CPU core). --time-budget-s, counted
-    from the start of the run (LLM answers included), may stop it earlier; --iterations is PPO's."""
+    """Gradient updates (LAAC: 10,000; about 4 minutes on one CPU core). --time-budget-s, counted
+    from the first update (the reference policy's answers, cached, come before it), may stop it
+    earlier; --iterations is PPO's."""
     laac_batch_size: int = 256
     """Transitions per update."""
     laac_alpha: float = 1.0
@@ -52,8 +53,9 @@ class LAACConfig:
     subset and evaluates on every held-out user. The held-out users are always the world's
     (--eval-user-share, drawn by --world-seed)."""
     laac_reference_states: int = 100
-    """Training transitions that get an LLM answer (a seeded sample; 0 = all ~87k on ml-100k, for GPU
-    clusters: the vLLM backend on a CPU needs ~1 s per prompt). The LLM terms apply to these only."""
+    """Training transitions that get an LLM answer (a seeded sample; 0 = all ~79k on ml-100k, for GPU
+    clusters: the vLLM backend on a 2-core CPU needs about 5 s per 100-candidate prompt). The LLM
+    terms apply to these only."""
     laac_llm_batch_share: float = 0.1
     """Share of every minibatch drawn from the transitions that have an LLM answer (so a small sample
     still shapes every update); the rest is drawn from all training transitions. With 100 answered
