@@ -89,7 +89,8 @@ def _budget(run: dict) -> dict:
     last = curve[-1] if curve else {}
     mean = lambda key: float(np.mean([row.get(key, 0.0) for row in curve])) if curve else 0.0  # noqa: E731
     first_plans = float(last.get("first_plans_seconds", 0.0))
-    return {"updates": len(curve), "env_steps": float(last.get("env_steps_total", 0)),
+    # updates: the last row's iteration (one row per update in LERL; LAAC logs every N updates)
+    return {"updates": int(last.get("iteration", len(curve))), "env_steps": float(last.get("env_steps_total", 0)),
             "wall_s": float(last.get("wall_seconds", last.get("seconds", 0.0))) + first_plans,
             "first_plans_s": first_plans,
             "plan_wait_share": mean("planner_wait_share"), "plan_age": mean("plan_age_mean"),

@@ -1,4 +1,4 @@
-"""IL-Rec's learned reward: a discriminator over text embeddings of state-action pairs (GAIL/AIRL).
+"""IL-Rec's learned reward: a GAIL-style discriminator over text embeddings of state-action pairs.
 
 A pair is (the user's state, one recommended item). Its features, from the catalog's text
 embeddings E (`learner.algorithms.ilrec.text_embeddings`, unit vectors):
@@ -8,8 +8,14 @@ The two state means say what the user was shown and what they took to; the eleme
 hands the network the item's similarity to the user's taste directly (a bilinear term an MLP of
 this size would otherwise need many samples to learn). An MLP maps the features to a logit D:
 trained with logistic loss to tell demonstration pairs (label 1) from the policy's pairs (0).
-As in AIRL, the logit log D/(1 - D) is the reward of a pair; a slate's learned reward is the mean
-logit over its items, clipped to [-clip, clip].
+The logit log D/(1 - D) is the reward of a pair; a slate's learned reward is the mean logit over
+its items, clipped to [-clip, clip].
+
+What this is, and is not: an unconstrained classifier learned jointly and online with the policy
+(GAIL with a logit reward). It is not AIRL: AIRL's discriminator has the structure
+D = exp(f) / (exp(f) + pi(a|s)) with f(s, a, s') = g(s, a) + gamma h(s') - h(s), from which g is a
+reward that transfers; and IL-Rec's paper extracts the reward model from the LLM's demonstrations
+first, then trains the policy offline on it. Both are open work (issue 19).
 """
 from __future__ import annotations
 

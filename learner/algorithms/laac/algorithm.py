@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from learner.algorithms.laac.evaluation import (
+    UserLogs,
     candidate_metrics,
     evaluate_in_world,
-    UserLogs,
     offline_metrics,
     offline_table,
     top_among,
@@ -90,7 +90,8 @@ class LAAC(Algorithm):
         table, self.offline_path = load_or_build(data, lc.laac_history_len, self.world.eval_users)
         self.arrays = OfflineArrays.from_table(table, data.rating_scale if data.feedback == "rating" else None)
         self.all_train_rows, self.test_rows = np.flatnonzero(self.arrays.train), np.flatnonzero(~self.arrays.train)
-        self.train_rows = self.all_train_rows[train_user_filter(data, lc.laac_train_users)[self.arrays.user[self.all_train_rows]]]
+        learns_from = train_user_filter(data, lc.laac_train_users)
+        self.train_rows = self.all_train_rows[learns_from[self.arrays.user[self.all_train_rows]]]
         if not len(self.train_rows) or not len(self.test_rows):
             raise ValueError(f"the {cfg.world.dataset} logs gave {len(self.train_rows)} training and "
                              f"{len(self.test_rows)} held-out transitions; both must be > 0 (change "
