@@ -3,15 +3,16 @@
 `python -m learner.main --algorithm laac` (options --laac-*):
 1. the logged interactions of --dataset become a sequential MDP (`learner.algorithms.laac.offline_data`: state =
    the last items, action = the next item, reward = its rating), split by user into train and
-   held-out;
-2. the planner service's `Propose` call (the LLM reference policy: last 5 items, 100 random
-   candidates, up to 10 items back) answers a seeded sample of the training states once, in
-   batched RPCs; the answers are cached as Parquet beside the offline data (`learner.algorithms.laac.reference`);
+   held-out (the world's held-out users; --laac-train-users may keep one group of the rest);
+2. the planner service's `Propose` call (the reference policy: the LLM with --planner-backend vllm,
+   or the heuristic or random control; last 5 items, 100 random candidates, up to 10 items back)
+   answers a seeded sample of the training states once, in batched RPCs, before training; the
+   answers are cached as Parquet beside the offline data (`learner.algorithms.laac.reference`);
 3. an actor and twin critics are trained by LAAC's bilevel adversarial objective
    (`learner.algorithms.laac.model`: the actor maximises its advantage over the LLM under the critics, the
    critics minimise it plus alpha x grounding plus beta x TD) on the learner device;
 4. the policy is evaluated offline on held-out users (R@10, NCV@10, ...; `learner.algorithms.laac.evaluation`),
-   against the LLM policy alone and the popularity ranking, and in the simulated world against
+   against each reference policy alone and the popularity ranking, and in the simulated world against
    the reference policies.
 Baselines: --laac-llm-weight 0 (the same actor-critic without the LLM term), --laac-variant
 supervised (a next-item classifier with the same network). The run directory gets config.json,

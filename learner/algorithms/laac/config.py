@@ -61,7 +61,7 @@ class LAACConfig:
     still shapes every update); the rest is drawn from all training transitions. With 100 answered
     states, 0.5 made the critics diverge on ml-100k; 0.1 did not."""
     laac_eval_llm_states: int = 50
-    """Held-out transitions the LLM policy alone is evaluated on (100 candidates, the true next item
+    """Held-out transitions the reference policy alone is evaluated on (100 candidates, the true next item
     among them: its hit@5); 0 = skip. Cached like the training answers."""
     laac_eval_states: int = 0
     """Held-out transitions of the full-catalog offline evaluation (a seeded sample; 0 = all)."""

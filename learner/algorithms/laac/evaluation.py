@@ -67,10 +67,12 @@ class UserLogs:
         return seen
 
 
-def list_metrics(top: np.ndarray, arrays, rows: np.ndarray, logs: UserLogs, popularity: np.ndarray) -> dict[str, float]:
-    """R@10, HR@10, NDCG@10, NCV@10 and NCV-liked@10 (module doc) of ranked lists `top` [R, <=10] for `rows`."""
+def list_metrics(top: np.ndarray, arrays, rows: np.ndarray, logs: UserLogs, popularity: np.ndarray,
+                 seen: np.ndarray | None = None) -> dict[str, float]:
+    """R@10, HR@10, NDCG@10, NCV@10 and NCV-liked@10 (module doc) of ranked lists `top` [R, <=10] for
+    `rows` (`seen`: `logs.seen_before(rows)` when the caller has it)."""
     target = arrays.action[rows]
-    seen = logs.seen_before(rows)
+    seen = logs.seen_before(rows) if seen is None else seen
     return {"R@10": recall_at_k(top, target, K, weights=arrays.reward[rows]), "HR@10": hit_rate_at_k(top, target, K),
             "NDCG@10": ndcg_at_k(top, target, K), "NCV@10": ncv_at_k(top, np.ones_like(seen), seen, popularity, K),
             "NCV-liked@10": ncv_at_k(top, logs.liked[arrays.user[rows]], seen, popularity, K)}
@@ -84,9 +86,10 @@ def offline_metrics(score_fn, arrays, rows: np.ndarray, logs: UserLogs, populari
     for begin in range(0, len(rows), chunk):
         part = rows[begin:begin + chunk]
         scores = np.array(score_fn(arrays.items[part], arrays.feedback[part]), np.float64)
-        scores[logs.seen_before(part)] = -np.inf
+        seen = logs.seen_before(part)
+        scores[seen] = -np.inf
         top = top_k(scores, None, K)
-        parts.append((len(part), list_metrics(top, arrays, part, logs, popularity)))
+        parts.append((len(part), list_metrics(top, arrays, part, logs, popularity, seen)))
         tops.append(top)
     total = sum(n for n, _ in parts)
     out = {key: sum(n * m[key] for n, m in parts) / total for key in parts[0][1]}
