@@ -108,15 +108,15 @@ class LAAC(Algorithm):
         lc = self.cfg.laac
         return lc.uses_llm() or lc.laac_eval_llm_states > 0
 
-    def reference_rows(self) -> list[tuple[np.ndarray, bool]]:
-        """(rows, include_target) of every set of answers the run reads: a seeded sample of the
-        training states (the reference in the critics' loss) and of the held-out states (the
-        reference alone on the 100-candidate protocol)."""
-        lc, out = self.cfg.laac, []
+    def reference_rows(self) -> dict[bool, np.ndarray]:
+        """{include_target: rows} of every set of answers the run reads: False, a seeded sample of
+        the training states (the reference in the critics' loss); True, of the held-out states (the
+        reference alone on the 100-candidate protocol, the true next item among the candidates)."""
+        lc, out = self.cfg.laac, {}
         if lc.uses_llm():
-            out.append((choose_rows(self.train_rows, lc.laac_reference_states, lc.laac_candidate_seed, 0x7EF), False))
+            out[False] = choose_rows(self.train_rows, lc.laac_reference_states, lc.laac_candidate_seed, 0x7EF)
         if lc.laac_eval_llm_states:
-            out.append((choose_rows(self.test_rows, lc.laac_eval_llm_states, lc.laac_candidate_seed, 0xE7A2), True))
+            out[True] = choose_rows(self.test_rows, lc.laac_eval_llm_states, lc.laac_candidate_seed, 0xE7A2)
         return out
 
     def needs_planner(self) -> bool:
@@ -129,7 +129,7 @@ class LAAC(Algorithm):
         lc, key = self.cfg.laac, planner_key(self.cfg)
         return not all(reference_cache_path(self.offline_path, key, lc.laac_candidate_seed, rows, lc.laac_recent_items,
                                             lc.laac_candidates, lc.laac_proposals, target).is_file()
-                       for rows, target in self.reference_rows())
+                       for target, rows in self.reference_rows().items())
 
     def needs_ray(self) -> bool:
         return self.needs_planner() and not self.cfg.run.planner_address and not self.cfg.run.serial
@@ -160,7 +160,7 @@ class LAAC(Algorithm):
         llm = np.full((len(arrays), lc.laac_proposals), -1, np.int64)
         self.ref_stats = {}
         if lc.uses_llm():
-            ref_rows = self.reference_rows()[0][0]
+            ref_rows = self.reference_rows()[False]
             answers, _, self.ref_stats = self._answers(ref_rows, include_target=False)
             llm[ref_rows] = answers
             source = "from the cache" if self.ref_stats["cached"] else f"in {self.ref_stats['seconds']:.0f} s"
@@ -226,7 +226,7 @@ class LAAC(Algorithm):
                    "iterations": self.iteration, "planner": planner_key(cfg) if self.uses_reference() else "",
                    "train_users": lc.laac_train_users, "train_transitions": int(len(self.train_rows))}
         if lc.laac_eval_llm_states:
-            rows = self.reference_rows()[-1][0]
+            rows = self.reference_rows()[True]
             answers, candidates, stats = self._answers(rows, include_target=True)
             offline["candidates"] = {
                 "trained": candidate_metrics(top_among(score(arrays.items[rows], arrays.feedback[rows]), candidates),

@@ -55,9 +55,12 @@ class UserLogs:
         for user, begin, end in zip(users, starts, np.r_[starts[1:], len(order)]):
             rows = order[begin:end]
             self.sequences[int(user)] = np.r_[arrays.items[rows[0], -1], arrays.action[rows]]
+        # Per user, not a [users, items] matrix (KuaiRand's would be 200 MB): rows are made per chunk.
         inter, positive = data.interactions, data.positive()
-        self.liked = np.zeros((data.num_users, data.num_items), bool)
-        self.liked[inter.user[positive], inter.item[positive]] = True
+        users, items = inter.user[positive], inter.item[positive]
+        order = np.argsort(users, kind="stable")
+        bounds = np.searchsorted(users[order], np.arange(data.num_users + 1))
+        self.liked = [items[order[bounds[u]:bounds[u + 1]]] for u in range(data.num_users)]
 
     def seen_before(self, rows: np.ndarray) -> np.ndarray:
         """[R, N] bool: the items each row's user rated before the row's step."""
@@ -65,6 +68,13 @@ class UserLogs:
         for i, row in enumerate(rows):
             seen[i, self.sequences[int(self.arrays.user[row])][: self.arrays.step[row]]] = True
         return seen
+
+    def liked_by(self, rows: np.ndarray) -> np.ndarray:
+        """[R, N] bool: the items each row's user liked anywhere in their log."""
+        liked = np.zeros((len(rows), self.num_items), bool)
+        for i, row in enumerate(rows):
+            liked[i, self.liked[int(self.arrays.user[row])]] = True
+        return liked
 
 
 def list_metrics(top: np.ndarray, arrays, rows: np.ndarray, logs: UserLogs, popularity: np.ndarray,
@@ -75,7 +85,7 @@ def list_metrics(top: np.ndarray, arrays, rows: np.ndarray, logs: UserLogs, popu
     seen = logs.seen_before(rows) if seen is None else seen
     return {"R@10": recall_at_k(top, target, K, weights=arrays.reward[rows]), "HR@10": hit_rate_at_k(top, target, K),
             "NDCG@10": ndcg_at_k(top, target, K), "NCV@10": ncv_at_k(top, np.ones_like(seen), seen, popularity, K),
-            "NCV-liked@10": ncv_at_k(top, logs.liked[arrays.user[rows]], seen, popularity, K)}
+            "NCV-liked@10": ncv_at_k(top, logs.liked_by(rows), seen, popularity, K)}
 
 
 def offline_metrics(score_fn, arrays, rows: np.ndarray, logs: UserLogs, popularity: np.ndarray,

@@ -177,7 +177,7 @@ def test_offline_metrics_on_a_hand_made_example(tmp_path: Path) -> None:
     novel_target = arrays.action[row] >= 15
     assert m["NCV@10"] == pytest.approx((8 + novel_target) / 10)
     # Novel and liked: only the novel items this user rated 4 or 5 stars (the fresh ones: never).
-    liked_later = [i for i in user_items[arrays.step[row]:] if i >= 15 and logs.liked[user, i]]
+    liked_later = [i for i in user_items[arrays.step[row]:] if i >= 15 and i in logs.liked[user]]
     assert m["NCV-liked@10"] == pytest.approx(len(set(liked_later) & set(top[0].tolist())) / 10)
     miss = list_metrics(top[:, 1:], arrays, np.array([row]), logs, popularity)
     assert miss["R@10"] == 0.0 and miss["HR@10"] == 0.0 and miss["NCV-liked@10"] == 0.0
@@ -292,7 +292,7 @@ def test_the_planner_starts_only_while_an_answer_the_run_reads_is_not_cached(tmp
     assert set(algo.arrays.user[algo.test_rows].tolist()) == held_out  # the world's held-out users, exactly
     assert not held_out & set(algo.arrays.user[algo.train_rows].tolist())
     lc = cfg.laac
-    for rows, target in algo.reference_rows():
+    for target, rows in algo.reference_rows().items():
         reference_answers(algo.arrays, rows, algo.world.data, InProcessPlanner(), offline_path=algo.offline_path,
                           planner_key=planner_key(cfg), seed=lc.laac_candidate_seed, recent=lc.laac_recent_items,
                           count=lc.laac_candidates, proposals=lc.laac_proposals, include_target=target,
