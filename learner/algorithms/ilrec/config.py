@@ -31,10 +31,29 @@ class ProposeSettings:
 class ILRecConfig:
     """IL-Rec's options (field names start with ilrec_: flags are flat across sections)."""
 
-    ilrec_demo_sessions: int = 24
+    ilrec_mode: str = "offline"
+    """offline (the paper's): the reward model is extracted by AIRL from the demonstrations against
+    random logs, then frozen, then an offline actor-critic (TD critic, AWR actor) learns on the
+    mixed replay of logs and demonstrations, taking no environment step; online: AIRL alternates
+    with PPO on the policy's own rollouts (the demonstrations also cloned, advantage-weighted)."""
+    ilrec_demo_seed: int = 0
+    """Seed of the demonstrations and the random logs: one data set shared by every training seed (the
+    LLM's sessions are the costly part; the training seeds vary the networks and the sampling)."""
+    ilrec_log_sessions: int = 4096
+    """Sessions of uniformly random slates logged in the world (offline mode's environment replay, and
+    the random side of the demonstrator's comparison; at least --ilrec-demo-sessions are made)."""
+    ilrec_reward_steps: int = 1000
+    """AIRL steps (each --ilrec-disc-batch demonstration transitions against as many logged ones) that
+    extract the reward model before the offline actor-critic starts."""
+    ilrec_offline_steps: int = 50
+    """Offline actor-critic steps (minibatches of --minibatch-size replay rows) per iteration."""
+    ilrec_curve_users: int = 64
+    """Training users the deterministic policy is run on after each offline iteration: the learning
+    curve of metrics.jsonl (held-out users are met only by the final evaluation)."""
+    ilrec_demo_sessions: int = 32
     """LLM demonstration sessions generated in the simulated world (through Propose; cached per world, planner
-    backend and model, seed and count). With the vLLM SmolLM2 backend on a CPU each session costs ~15 Propose
-    prompts at ~0.1-1 s each, so 24 keep the default run near 10 minutes; the heuristic backend is fast."""
+    backend and model, seed and count). Each step of a session is one Propose prompt of
+    --ilrec-demo-candidates titled candidates: with SmolLM2 on 2 CPU cores about 3 s each."""
     ilrec_demo_candidates: int = 50
     """Random candidate items in each Propose query (LAAC: 100); the LLM's answers form the slate. Fewer
     candidates make shorter prompts (cost on a CPU)."""
@@ -50,13 +69,14 @@ class ILRecConfig:
     ilrec_reward_clip: float = 5.0
     """The discriminator's logit is clipped to [-this, this] before it becomes a reward."""
     ilrec_demo_ratio: float = 0.25
-    """Share of demonstration rows in each update's replay (the rest: the environment rows of the rollouts);
-    0 = no demonstration rows in the actor-critic (then only the learned reward carries the LLM's knowledge)."""
+    """Share of demonstration rows in each update's replay (the rest: the environment rows, logged offline,
+    the rollouts' online); 0 = no demonstration rows in the actor-critic (then only the learned reward
+    carries the LLM's knowledge)."""
     ilrec_bc_coef: float = 1.0
     """Weight of the advantage-weighted behaviour-cloning loss on demonstration rows."""
-    ilrec_awr_beta: float = 0.1
-    """Temperature of the cloning weights exp(A / beta) (capped at 20), A the demonstration step's one-step
-    advantage under the critic: small = imitate only steps better than the policy's own."""
+    ilrec_awr_beta: float = 1.0
+    """Temperature of the advantage weights exp(A / beta) (capped at 20), A a replay step's one-step
+    advantage under the critic: small = imitate only the steps much better than the policy's own."""
     ilrec_pretrain_steps: int = 200
     """Plain behaviour-cloning steps (minibatches of --minibatch-size demonstration rows) before the first rollout."""
     ilrec_disc_hidden: int = 128
@@ -72,6 +92,13 @@ class ILRecConfig:
     fixed evaluation users, 0 = all of them (each costs ~15 Propose prompts: slow with the LLM on a CPU)."""
 
     def validate(self) -> None:
+        if self.ilrec_mode not in ("offline", "online"):
+            raise ValueError(f"ilrec_mode must be offline or online, got {self.ilrec_mode!r}")
+        for name in ("ilrec_log_sessions", "ilrec_offline_steps", "ilrec_curve_users"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.ilrec_reward_steps < 0:
+            raise ValueError(f"ilrec_reward_steps must be >= 0, got {self.ilrec_reward_steps}")
         if self.ilrec_demo_sessions < 1:
             raise ValueError("ilrec_demo_sessions must be >= 1")
         self.propose_settings().validate()

@@ -31,6 +31,7 @@ from planner_api.queries import propose_query
 from protos import planner_pb2
 from rollout.batch_schema import batch_dims, build_batch, transition_schema, validate_batch
 from rollout.episodes import EpisodeRun, run_episodes
+from rollout.reference_policies import ReferencePolicy
 from rollout.world import World, WorldConfig
 from rollout.users import UserBatchEnv
 
@@ -65,6 +66,17 @@ def run_propose_sessions(world: World, cfg: WorldConfig, client, env: UserBatchE
     run = run_episodes(env, proposer, cfg.max_steps, record=True)
     return SessionRun(run.columns, run.lengths, run.returns, proposer.calls, proposer.fallbacks,
                       tuple(sorted(proposer.backends)), run)
+
+
+def slate_columns(world: World, slates: np.ndarray, action_dim: int) -> dict[str, np.ndarray]:
+    """The recorded columns of slates a policy without a network picked: `action` the slate's
+    centroid in the fixed item features (0, no lean, on the session features), every category
+    allowed, `behaviour_logp` and `value` 0."""
+    b = slates.shape[0]
+    action = np.zeros((b, action_dim), np.float32)
+    action[:, :world.item_features.shape[1]] = world.item_features[slates].mean(axis=1)
+    return {"category_mask": np.ones((b, world.num_categories), bool), "action": action,
+            "behaviour_logp": np.zeros(b, np.float32), "value": np.zeros(b, np.float32)}
 
 
 class _Proposer:
@@ -104,13 +116,7 @@ class _Proposer:
                     taken = set(picked)
                     picked += [int(i) for i in chosen if int(i) not in taken][: k - len(picked)]
                 slates[row] = picked
-        # The slate's centroid in the fixed features; 0 (no lean) on the session features.
-        action = np.zeros((env.batch_size, self.action_dim), np.float32)
-        action[:, :world.item_features.shape[1]] = world.item_features[slates].mean(axis=1)
-        return slates, {"category_mask": np.ones((env.batch_size, world.num_categories), bool),
-                        "action": action,
-                        "behaviour_logp": np.zeros(env.batch_size, np.float32),
-                        "value": np.zeros(env.batch_size, np.float32)}
+        return slates, slate_columns(world, slates, self.action_dim)
 
     def _query(self, row: int, step: int, candidates: np.ndarray) -> planner_pb2.ProposeQuery:
         """Row `row`'s query: its last `recent` history slots that hold an item, and `candidates`."""
@@ -136,9 +142,9 @@ def demo_key(world: World, cfg: WorldConfig, backend: str, model: str, seed: int
             "recent": settings.recent, "group_size": settings.group_size}
 
 
-def demo_path(key: dict, cache: Path) -> Path:
+def demo_path(key: dict, cache: Path, prefix: str = "demos") -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return cache / "ilrec" / f"demos-{key['dataset']}-{digest}.parquet"
+    return cache / "ilrec" / f"{prefix}-{key['dataset']}-{digest}.parquet"
 
 
 def generate_demonstrations(world: World, cfg: WorldConfig, client, sessions: int, seed: int,
@@ -146,17 +152,46 @@ def generate_demonstrations(world: World, cfg: WorldConfig, client, sessions: in
     """`sessions` LLM-driven sessions, `settings.group_size` users stepped together (one Propose
     call per step per group); the users are drawn from the pool by the seed."""
     settings.validate()
+
+    def run_group(env: UserBatchEnv, group: int) -> SessionRun:
+        return run_propose_sessions(world, cfg, client, env, None, settings, _seed(seed, group))
+
+    return _generate(world, cfg, sessions, seed, settings.group_size, run_group, "demonstrations", key, log)
+
+
+def generate_random_logs(world: World, cfg: WorldConfig, sessions: int, seed: int, group_size: int,
+                         key: dict | None = None, log=print) -> pa.Table:
+    """`sessions` sessions of uniformly random slates (the `random` reference policy: each slate K
+    distinct items drawn uniformly from those the user may be shown): the logged environment
+    transitions of offline IL-Rec. With the demonstrations' seed and group size, the first
+    sessions meet the same users as the demonstrations (what the demonstrator is measured against)."""
+    action_dim = batch_dims(cfg, world).action_dim
+
+    def run_group(env: UserBatchEnv, group: int) -> SessionRun:
+        policy = ReferencePolicy("random", _seed(seed, group, 0x10C5))
+        env.reset(None)
+        run = run_episodes(env, lambda step, active: (slates := policy.act(env), slate_columns(world, slates, action_dim)),
+                           cfg.max_steps, record=True)
+        return SessionRun(run.columns, run.lengths, run.returns, backends=("random",), episodes=run)
+
+    return _generate(world, cfg, sessions, seed, group_size, run_group, "random logs", key, log)
+
+
+def _generate(world: World, cfg: WorldConfig, sessions: int, seed: int, group_size: int, run_group, what: str,
+              key: dict | None, log) -> pa.Table:
+    """`sessions` sessions in groups of `group_size` users (group g's users drawn by the env seed
+    (seed, g)), each group run by `run_group(env, g)`, as one transition table with its facts."""
     if sessions < 1:
-        raise ValueError(f"ilrec_demo_sessions must be >= 1, got {sessions}")
+        raise ValueError(f"the number of {what} sessions must be >= 1, got {sessions}")
     dims = batch_dims(cfg, world)
     batches, lengths, returns = [], [], []
     calls = fallbacks = 0
     backends: set[str] = set()
     t0 = time.perf_counter()
-    for group, start in enumerate(range(0, sessions, settings.group_size)):
-        size = min(settings.group_size, sessions - start)
+    for group, start in enumerate(range(0, sessions, group_size)):
+        size = min(group_size, sessions - start)
         env = UserBatchEnv(world, cfg, size, _seed(seed, group, 0xE11))
-        run = run_propose_sessions(world, cfg, client, env, None, settings, _seed(seed, group))
+        run = run_group(env, group)
         columns = dict(run.columns)
         columns["episode_id"] = columns["episode_id"] + start  # unique across groups
         columns["batch_id"] = np.array([f"demo/seed-{seed}"] * len(columns["step"]), dtype=object)
@@ -166,8 +201,9 @@ def generate_demonstrations(world: World, cfg: WorldConfig, client, sessions: in
         returns.append(run.returns)
         calls, fallbacks = calls + run.calls, fallbacks + run.fallbacks
         backends.update(run.backends)
-        log(f"ilrec: demonstrations {start + size}/{sessions} sessions ({time.perf_counter() - t0:.0f} s, "
-            f"{calls} Propose calls, {fallbacks} fallbacks)")
+        if start + size == sessions or group % max(1, sessions // group_size // 8) == 0:  # about 8 lines
+            log(f"ilrec: {what} {start + size}/{sessions} sessions ({time.perf_counter() - t0:.0f} s, "
+                f"{calls} Propose calls, {fallbacks} fallbacks)")
     lengths_all, returns_all = np.concatenate(lengths), np.concatenate(returns)
     info = {"key": key or {}, "answered_by": sorted(backends), "propose_calls": calls, "fallbacks": fallbacks,
             "seconds": time.perf_counter() - t0, "Tint": float(lengths_all.mean()), "Rcum": float(returns_all.mean()),
@@ -219,3 +255,39 @@ def load_or_generate(world: World, cfg: WorldConfig, client, backend: str, model
     table = generate_demonstrations(world, cfg, client, sessions, seed, settings, key, log)
     write_atomically(table, path)
     return read_demonstrations(path, world, cfg), path, False
+
+
+def load_or_log(world: World, cfg: WorldConfig, sessions: int, seed: int, group_size: int, cache: Path,
+                log=print) -> tuple[pa.Table, Path, bool]:
+    """The cached random logs (`generate_random_logs`) for these settings, made the first time.
+    Returns (table, its Parquet path, whether it came from the cache)."""
+    key = {**demo_key(world, cfg, "random-logs", "", seed, sessions, ProposeSettings(group_size=group_size)),
+           "candidates": 0, "recent": 0}
+    path = demo_path(key, cache, "logs")
+    if path.is_file():
+        return read_demonstrations(path, world, cfg), path, True
+    table = generate_random_logs(world, cfg, sessions, seed, group_size, key, log)
+    write_atomically(table, path)
+    return read_demonstrations(path, world, cfg), path, False
+
+
+def session_returns(table: pa.Table) -> np.ndarray:
+    """[S] each session's return, in session order (episode ids are the sessions' order)."""
+    episode = table.column("episode_id").to_numpy()
+    reward = table.column("reward").to_numpy().astype(np.float64)
+    ids, inverse = np.unique(episode, return_inverse=True)
+    return np.bincount(inverse, weights=reward, minlength=len(ids))
+
+
+def demonstrator_quality(demos: pa.Table, logs: pa.Table) -> dict:
+    """The demonstrations' sessions against the random logs' first sessions, which met the same
+    users (same seed and group size): mean return of each, and whether the demonstrator beats
+    random beyond the paired difference's standard error (2 SE)."""
+    demo_r = session_returns(demos)
+    n = min(len(demo_r), len(session_returns(logs)))
+    random_r = session_returns(logs)[:n]
+    diff = demo_r[:n] - random_r
+    se = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
+    return {"sessions": int(n), "demonstrator_Rcum": float(demo_r[:n].mean()), "random_Rcum": float(random_r.mean()),
+            "difference": float(diff.mean()), "difference_se": se,
+            "beats_random": bool(diff.mean() > 2 * se)}

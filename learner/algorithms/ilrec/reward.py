@@ -1,21 +1,30 @@
-"""IL-Rec's learned reward: a GAIL-style discriminator over text embeddings of state-action pairs.
+"""IL-Rec's learned reward: an AIRL-structured discriminator over text embeddings.
 
-A pair is (the user's state, one recommended item). Its features, from the catalog's text
-embeddings E (`learner.algorithms.ilrec.text_embeddings`, unit vectors):
-    [ mean E of the clicked history items,  mean E of all shown history items,
-      E of the item,  E of the item * mean E of the clicked items ]
+A pair is (the user's state, one recommended item); a transition adds the next state. Features,
+from the catalog's text embeddings E (`learner.algorithms.ilrec.text_embeddings`, unit vectors):
+    state s:      [ mean E of the clicked history items,  mean E of all shown history items ]
+    pair (s, i):  [ state,  E of the item,  E of the item * mean E of the clicked items ]
 The two state means say what the user was shown and what they took to; the elementwise product
 hands the network the item's similarity to the user's taste directly (a bilinear term an MLP of
-this size would otherwise need many samples to learn). An MLP maps the features to a logit D:
-trained with logistic loss to tell demonstration pairs (label 1) from the policy's pairs (0).
-The logit log D/(1 - D) is the reward of a pair; a slate's learned reward is the mean logit over
-its items, clipped to [-clip, clip].
+this size would otherwise need many samples to learn).
 
-What this is, and is not: an unconstrained classifier learned jointly and online with the policy
-(GAIL with a logit reward). It is not AIRL: AIRL's discriminator has the structure
-D = exp(f) / (exp(f) + pi(a|s)) with f(s, a, s') = g(s, a) + gamma h(s') - h(s), from which g is a
-reward that transfers; and IL-Rec's paper extracts the reward model from the LLM's demonstrations
-first, then trains the policy offline on it. Both are open work (issue 19).
+AIRL's structure (Fu et al., 2018, "Learning Robust Rewards with Adversarial Inverse RL"):
+    f(s, i, s') = g(s, i) + gamma * h(s') - h(s)        (h(s') = 0 when the session ended)
+    D(s, i, s') = exp(f) / (exp(f) + pi(i | s)),  i.e.  logit D = f - log pi(i | s)
+g is the reward (a function of the state and the item), h a shaping term that absorbs what is
+only a matter of the state's value, so that g does not have to; pi is the density of the policy
+whose samples are the negatives. Trained by logistic loss: demonstration transitions 1, the
+negatives' 0. The reward the policy learns from is g, the mean over a slate's items, less a
+constant (`set_center`: the negatives' mean, so that a random slate's learned reward is 0), clipped.
+
+Which pi, by IL-Rec's mode (`learner.algorithms.ilrec`):
+- offline (the paper's order: the reward model is extracted first, then the policy is trained on
+  it): the negatives are the logged environment transitions, pi the logging policy's density
+  (uniformly random slates: pi(i | s) = K / N for each of the slate's K items, N the catalog);
+  the discriminator does not alternate with a generator, which is the departure from AIRL.
+- online (the option): the negatives are the policy's own rollouts and pi its item distribution
+  (a softmax over its item scores at the mean action: a tractable stand-in for the density of a
+  top-K slate), the discriminator and the policy alternate as in AIRL.
 """
 from __future__ import annotations
 
@@ -24,19 +33,30 @@ import torch
 from torch import nn
 
 
-class SlateDiscriminator(nn.Module):
-    """Pair features from fixed item embeddings, and an MLP logit per (state, item)."""
+class AIRLReward(nn.Module):
+    """g(s, i) and h(s) over fixed item embeddings; `logits` is AIRL's discriminator logit."""
 
-    def __init__(self, item_embeddings: np.ndarray, hidden: int = 128):
+    def __init__(self, item_embeddings: np.ndarray, hidden: int = 128, gamma: float = 0.99, g_bias: float = 0.0):
+        """`g_bias`: g's initial constant, log pi of the negatives' policy where that is known, so
+        that the logit f - log pi starts near 0 instead of spending the first steps on a constant."""
         super().__init__()
         if item_embeddings.ndim != 2 or not np.isfinite(item_embeddings).all():
             raise ValueError(f"item embeddings must be a finite [items, dim] array, got shape {item_embeddings.shape}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
         n, d = item_embeddings.shape
-        self.num_items = n
+        self.num_items, self.gamma = n, gamma
         padded = np.concatenate([item_embeddings, np.zeros((1, d), np.float32)]).astype(np.float32)
         self.register_buffer("embeddings", torch.from_numpy(padded), persistent=False)  # row n: empty slot
-        self.net = nn.Sequential(nn.Linear(4 * d, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
-                                 nn.Linear(hidden, 1))
+        self.g = nn.Sequential(nn.Linear(4 * d, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+                               nn.Linear(hidden, 1))
+        self.h = nn.Sequential(nn.Linear(2 * d, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        with torch.no_grad():
+            self.g[-1].bias.fill_(g_bias)
+        # g is identified only up to a constant (and AIRL's optimum puts it near log pi, a large
+        # negative number): a constant per step would reward short or long sessions for nothing.
+        # `center` is subtracted from g wherever it becomes a reward (`set_center`).
+        self.register_buffer("center", torch.zeros(()))
 
     def state_features(self, history_items: torch.Tensor, history_feedback: torch.Tensor) -> torch.Tensor:
         """[B, H] ids (-1 = empty), [B, H] feedback -> [B, 2, d]: mean E of clicked, of shown items."""
@@ -47,36 +67,87 @@ class SlateDiscriminator(nn.Module):
         return torch.stack([(e * liked).sum(1) / liked.sum(1).clamp(min=1.0),
                             (e * shown).sum(1) / shown.sum(1).clamp(min=1.0)], dim=1)
 
-    def forward(self, history_items: torch.Tensor, history_feedback: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """[B, K] item ids -> [B, K] logits (demonstration-like pairs high)."""
+    def reward(self, history_items: torch.Tensor, history_feedback: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """g: [B, K] item ids -> [B, K] rewards of (state, item)."""
         state = self.state_features(history_items, history_feedback)                     # [B, 2, d]
         item = self.embeddings[items.long()]                                              # [B, K, d]
         liked = state[:, :1].expand_as(item)
         feats = torch.cat([liked, state[:, 1:].expand_as(item), item, item * liked], dim=-1)
-        return self.net(feats).squeeze(-1)
+        return self.g(feats).squeeze(-1)
+
+    def shaping(self, history_items: torch.Tensor, history_feedback: torch.Tensor) -> torch.Tensor:
+        """h: [B] the state's shaping potential."""
+        return self.h(self.state_features(history_items, history_feedback).flatten(1)).squeeze(-1)
+
+    def logits(self, pairs: "Transitions") -> torch.Tensor:
+        """[B, K] AIRL's logit f - log pi for every slate item of every transition."""
+        g = self.reward(pairs.history_items, pairs.history_feedback, pairs.slates)
+        h_now = self.shaping(pairs.history_items, pairs.history_feedback)
+        h_next = self.shaping(pairs.next_items, pairs.next_feedback) * (~pairs.terminal).float()
+        f = g + (self.gamma * h_next - h_now).unsqueeze(-1)
+        return f - pairs.log_pi
 
     @torch.no_grad()
     def slate_reward(self, history_items: torch.Tensor, history_feedback: torch.Tensor, slates: torch.Tensor,
                      clip: float, chunk: int = 4096) -> torch.Tensor:
-        """[B] learned reward of each row's slate: its items' mean logit, clipped to [-clip, clip]."""
-        out = [self(history_items[i:i + chunk], history_feedback[i:i + chunk], slates[i:i + chunk])
-               .clamp(-clip, clip).mean(-1) for i in range(0, slates.shape[0], chunk)]
+        """[B] learned reward of each row's slate: the mean over its items of g - center, clipped to
+        [-clip, clip]."""
+        out = [(self.reward(history_items[i:i + chunk], history_feedback[i:i + chunk], slates[i:i + chunk])
+                - self.center).clamp(-clip, clip).mean(-1) for i in range(0, slates.shape[0], chunk)]
         return torch.cat(out) if out else torch.zeros(0, device=slates.device)
 
+    @torch.no_grad()
+    def set_center(self, history_items: torch.Tensor, history_feedback: torch.Tensor, slates: torch.Tensor,
+                   chunk: int = 4096) -> float:
+        """Make g's mean over these (reference) slates the zero of the reward; returns it."""
+        total = sum(self.reward(history_items[i:i + chunk], history_feedback[i:i + chunk], slates[i:i + chunk])
+                    .sum().item() for i in range(0, slates.shape[0], chunk))
+        self.center.fill_(total / max(slates.numel(), 1))
+        return float(self.center)
 
-def discriminator_step(disc: SlateDiscriminator, optimizer: torch.optim.Optimizer,
-                       demo: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                       policy: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, float]:
-    """One logistic-loss step: `demo` pairs (history items, feedback, slates) labelled 1, `policy`
-    pairs 0, every slate item a pair. Returns the loss and each side's accuracy."""
-    disc.train()
-    demo_logits, policy_logits = disc(*demo), disc(*policy)
+
+class Transitions:
+    """A batch of (s, slate, s') for the discriminator: the state's and the next state's history,
+    whether the session ended, and log pi(i | s) of each slate item under the negatives' policy."""
+
+    def __init__(self, history_items, history_feedback, slates, next_items, next_feedback, terminal, log_pi):
+        self.history_items, self.history_feedback, self.slates = history_items, history_feedback, slates
+        self.next_items, self.next_feedback, self.terminal = next_items, next_feedback, terminal
+        self.log_pi = log_pi if log_pi.dim() == 2 else log_pi.unsqueeze(-1).expand(slates.shape).contiguous()
+
+
+def transitions(columns: dict[str, torch.Tensor], next_row: torch.Tensor, idx: torch.Tensor,
+                log_pi: torch.Tensor) -> Transitions:
+    """Rows `idx` of a replay's `columns` (history_items, history_feedback, slate) as Transitions;
+    `next_row[i]` is the row that follows row i in its session, -1 when the session ended."""
+    nxt = next_row[idx]
+    terminal = nxt < 0
+    safe = torch.where(terminal, idx, nxt)
+    return Transitions(columns["history_items"][idx], columns["history_feedback"][idx], columns["slate"][idx],
+                       columns["history_items"][safe], columns["history_feedback"][safe], terminal, log_pi)
+
+
+def discriminator_step(reward: AIRLReward, optimizer: torch.optim.Optimizer, demo: Transitions,
+                       negative: Transitions) -> dict[str, float]:
+    """One logistic-loss step: `demo` pairs labelled 1, `negative` pairs 0, every slate item a
+    pair. Returns the loss and each side's accuracy."""
+    reward.train()
+    demo_logits, negative_logits = reward.logits(demo), reward.logits(negative)
     bce = nn.functional.binary_cross_entropy_with_logits
-    loss = 0.5 * (bce(demo_logits, torch.ones_like(demo_logits)) + bce(policy_logits, torch.zeros_like(policy_logits)))
+    loss = 0.5 * (bce(demo_logits, torch.ones_like(demo_logits))
+                  + bce(negative_logits, torch.zeros_like(negative_logits)))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(disc.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_(reward.parameters(), 1.0)
     optimizer.step()
-    disc.eval()
+    reward.eval()
     return {"disc_loss": loss.item(), "disc_acc_demo": (demo_logits > 0).float().mean().item(),
-            "disc_acc_policy": (policy_logits < 0).float().mean().item()}
+            "disc_acc_policy": (negative_logits < 0).float().mean().item()}
+
+
+def next_rows(episode_id: np.ndarray, done: np.ndarray) -> np.ndarray:
+    """[N] the index of the row that follows each row in its session (rows sorted by episode and
+    step, as `rollout.episodes` records them), -1 where the session ended there."""
+    n = len(episode_id)
+    following = np.r_[episode_id[1:] == episode_id[:-1], False] & ~done
+    return np.where(following, np.arange(n) + 1, -1)
