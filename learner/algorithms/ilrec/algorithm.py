@@ -163,7 +163,7 @@ class ILRec(Algorithm):
     def progress(self, row: dict) -> str:
         if self.offline:
             return (episode_progress(row, self.cfg.run.iterations) + f"(curve: {row['ilrec_curve_users']} training "
-                    f"users) | critic {row.get('ilrec_value_loss', 0):.3f} | AWR w {row.get('ilrec_awr_weight_mean', 0):.2f}"
+                    f"users) | critic {row.get('ilrec_value_loss', 0):.3f} | AWR max w {row.get('ilrec_awr_weight_max', 0):.0f}"
                     f" | v{row['policy_version']}")
         return (episode_progress(row, self.cfg.run.iterations) + "disc acc "
                 f"{row.get('ilrec_disc_acc_demo', 0):.2f}/{row.get('ilrec_disc_acc_policy', 0):.2f} | learned r "

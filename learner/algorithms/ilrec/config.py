@@ -39,7 +39,7 @@ class ILRecConfig:
     ilrec_demo_seed: int = 0
     """Seed of the demonstrations and the random logs: one data set shared by every training seed (the
     LLM's sessions are the costly part; the training seeds vary the networks and the sampling)."""
-    ilrec_log_sessions: int = 4096
+    ilrec_log_sessions: int = 32768
     """Sessions of uniformly random slates logged in the world (offline mode's environment replay, and
     the random side of the demonstrator's comparison; at least --ilrec-demo-sessions are made)."""
     ilrec_reward_steps: int = 1000
@@ -74,9 +74,11 @@ class ILRecConfig:
     carries the LLM's knowledge)."""
     ilrec_bc_coef: float = 1.0
     """Weight of the advantage-weighted behaviour-cloning loss on demonstration rows."""
-    ilrec_awr_beta: float = 1.0
-    """Temperature of the advantage weights exp(A / beta) (capped at 20), A a replay step's one-step
-    advantage under the critic: small = imitate only the steps much better than the policy's own."""
+    ilrec_awr_beta: float = 0.1
+    """Temperature of the advantage weights exp(A / beta), A a replay item's one-step advantage under
+    the critic (in clicks: a taken item's is about 1 more than a passed one's). Offline the weights are
+    normalised over each minibatch; online (demonstration steps) capped at 20. Small = imitate only
+    the items much better than the rest."""
     ilrec_pretrain_steps: int = 200
     """Plain behaviour-cloning steps (minibatches of --minibatch-size demonstration rows) before the first rollout."""
     ilrec_disc_hidden: int = 128

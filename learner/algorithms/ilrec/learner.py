@@ -42,12 +42,26 @@ _COLUMNS = (*OBSERVATION_COLUMNS, "action", "behaviour_logp", "value", "reward",
 
 
 def _read_replay(path: str, dims: BatchDims, device: torch.device) -> tuple[dict, torch.Tensor]:
-    """A transition Parquet file (demonstrations or logs) as tensors, with each row's next row."""
+    """A transition Parquet file (demonstrations or logs) as tensors, with each row's next row and
+    each slate item's click (`slate_clicks`)."""
     batch = demo_batch(pq.read_table(path, memory_map=True))
     validate_batch(batch, dims)
     cols = {name: column(batch, name) for name in _REPLAY_COLUMNS}
-    nxt = torch.from_numpy(next_rows(cols["episode_id"], cols["done"])).to(device)
-    return {k: torch.from_numpy(np.array(v)).to(device) for k, v in cols.items()}, nxt   # writable copies
+    nxt = next_rows(cols["episode_id"], cols["done"])
+    cols["slate_clicks"] = slate_clicks(cols["history_feedback"], cols["reward"], nxt, dims.slate_size)
+    return ({k: torch.from_numpy(np.array(v)).to(device) for k, v in cols.items()},   # writable copies
+            torch.from_numpy(nxt).to(device))
+
+
+def slate_clicks(history_feedback: np.ndarray, reward: np.ndarray, nxt: np.ndarray, k: int) -> np.ndarray:
+    """[N, K] each slate item's click, as the transitions hold it: the next row's history ends with
+    this slate and its feedback (newest last, rollout.users); where the session ended there, a
+    slate without reward had no click, and one with reward r (a mean click) counts r for each item
+    (which of its items were taken is not recorded)."""
+    clicks = np.repeat(reward[:, None], k, axis=1).astype(np.float32)
+    following = nxt >= 0
+    clicks[following] = history_feedback[nxt[following], -k:]
+    return clicks
 
 
 class ILRecLearner(Learner):
@@ -70,6 +84,11 @@ class ILRecLearner(Learner):
         self.reward_model.eval()
         self.disc_optimizer = torch.optim.Adam(self.reward_model.parameters(), lr=ilrec.ilrec_disc_lr)
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x11EC]))
+        # The actor's cross-entropy reads the item scores at a learned temperature: the softmax that
+        # matches a click distribution is flat, and without its own temperature the actor would
+        # flatten it by shrinking the action, which leaves the ranking to the session terms.
+        self.log_temperature = torch.nn.Parameter(torch.zeros((), device=self.device))
+        self.optimizer.add_param_group({"params": [self.log_temperature]})
         self.target = None          # the critic's target copy (offline), made on the first offline step
         self.replay_reward = None   # offline: each replay row's reward, once the reward model is frozen
 
@@ -95,9 +114,13 @@ class ILRecLearner(Learner):
 
     # --- behaviour cloning (AWR's actor loss) ------------------------------------------------------
     def _slate_ce(self, dist, obs, slates: torch.Tensor) -> torch.Tensor:
-        """[B] cross-entropy of each row's slate items under a softmax over the policy's item scores."""
-        logp = torch.log_softmax(self.model.item_scores(dist.mean, obs[0], obs[3]), dim=-1)
-        return -logp.gather(1, slates.long()).mean(-1)
+        """[B] cross-entropy of each row's slate items (their mean) under the policy's item softmax."""
+        return self._item_ce(dist, obs, slates).mean(-1)
+
+    def _item_ce(self, dist, obs, slates: torch.Tensor) -> torch.Tensor:
+        """[B, K] cross-entropy of each slate item under a softmax over the policy's item scores."""
+        scores = self.model.item_scores(dist.mean, obs[0], obs[3]) * self.log_temperature.exp()
+        return -torch.log_softmax(scores, dim=-1).gather(1, slates.long())
 
     def _bc_steps(self, idx: torch.Tensor, weights: torch.Tensor, coef: float) -> float:
         losses = []
@@ -139,12 +162,17 @@ class ILRecLearner(Learner):
         clip, w = self.ilrec.ilrec_reward_clip, self.ilrec.ilrec_reward_weight
         center = self.reward_model.set_center(self.logs["history_items"], self.logs["history_feedback"],
                                               self.logs["slate"])
-        g = {name: self.reward_model.slate_reward(cols["history_items"], cols["history_feedback"], cols["slate"], clip)
-             for name, cols in (("demo", self.demo), ("logs", self.logs))}
-        self.replay_reward = {name: (cols["reward"] + w * g[name]).float()
+        g_items = {name: self.reward_model.item_rewards(cols["history_items"], cols["history_feedback"], cols["slate"],
+                                                        clip) for name, cols in (("demo", self.demo), ("logs", self.logs))}
+        g = {name: value.mean(-1) for name, value in g_items.items()}
+        spread = g_items["logs"].std().item()
+        # Each slate item's reward: its click plus the learned reward; a slate's is their mean (as r_env is).
+        self.replay_reward = {name: (cols["slate_clicks"] + w * g_items[name]).float()
                               for name, cols in (("demo", self.demo), ("logs", self.logs))}
         return {**{f"ilrec_{k}": v for k, v in stats.items()}, "ilrec_reward_center": center,
-                "ilrec_learned_reward_demo": g["demo"].mean().item(),
+                "ilrec_learned_reward_demo": g["demo"].mean().item(), "ilrec_learned_reward_item_std": spread,
+                "ilrec_click_rate_demo": self.demo["slate_clicks"].mean().item(),
+                "ilrec_click_rate_logs": self.logs["slate_clicks"].mean().item(),
                 "ilrec_learned_reward_logs": g["logs"].mean().item(),
                 # How well g alone ranks a demonstration slate above a logged one (0.5 = not at all).
                 "ilrec_reward_auc": _auc(g["demo"], g["logs"])}
@@ -173,7 +201,7 @@ class ILRecLearner(Learner):
             self.target = copy.deepcopy(self.model).eval()
             for p in self.target.parameters():
                 p.requires_grad_(False)
-        sums = {"value_loss": 0.0, "actor_loss": 0.0, "awr_weight_mean": 0.0, "advantage_mean": 0.0}
+        sums = {"value_loss": 0.0, "actor_loss": 0.0, "awr_weight_max": 0.0, "advantage_mean": 0.0}
         self.model.train()
         for _ in range(steps):
             b = self._offline_batch(self.ppo.minibatch_size)
@@ -181,14 +209,18 @@ class ILRecLearner(Learner):
             dist, value = self.model(*obs)
             with torch.no_grad():
                 _, next_value = self.target(*[b[f"next_{k}"] for k in OBSERVATION_COLUMNS])
-                target = b["reward"] + self.ppo.gamma * next_value * (~b["terminal"]).float()
-                adv = target - value
-                # In units of the minibatch's advantage spread: the reward's scale (a mean click per
-                # slate, plus the learned reward) then does not set how sharply the actor selects.
-                weights = torch.exp(adv / (self.ilrec.ilrec_awr_beta * adv.std().clamp(min=1e-6))).clamp(
-                    max=MAX_AWR_WEIGHT)
+                future = self.ppo.gamma * next_value * (~b["terminal"]).float() - value
+                target = b["reward"].mean(-1) + future + value
+                # Each item's advantage: its own reward (click + learned) in the slate's place, plus
+                # the slate's effect on the future: the actor learns which items, not only which slates.
+                adv = b["reward"] + future.unsqueeze(-1)
+                # AWR's target is pi_b(i | s) exp(A / beta), and the logging policy is uniform: the
+                # weights are exp(A / beta), normalised over the minibatch (mean 1) instead of
+                # capped, so that a clicked item keeps its exp(1 / beta) edge over the many items
+                # nobody took (a cap would hand those the actor's mass).
+                weights = torch.softmax((adv / self.ilrec.ilrec_awr_beta).flatten(), 0).view_as(adv) * adv.numel()
             value_loss = 0.5 * (value - target).pow(2).mean()
-            actor_loss = (weights * self._slate_ce(dist, obs, b["slate"])).mean()
+            actor_loss = (weights * self._item_ce(dist, obs, b["slate"])).mean()
             loss = self.ilrec.ilrec_bc_coef * actor_loss + self.ppo.value_coef * value_loss
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -197,7 +229,7 @@ class ILRecLearner(Learner):
             with torch.no_grad():
                 for p, q in zip(self.target.parameters(), self.model.parameters()):
                     p.lerp_(q, TARGET_RATE)
-            for k, v in (("value_loss", value_loss), ("actor_loss", actor_loss), ("awr_weight_mean", weights.mean()),
+            for k, v in (("value_loss", value_loss), ("actor_loss", actor_loss), ("awr_weight_max", weights.max()),
                          ("advantage_mean", adv.mean())):
                 sums[k] += v.item()
         self.model.eval()

@@ -88,13 +88,17 @@ class AIRLReward(nn.Module):
         return f - pairs.log_pi
 
     @torch.no_grad()
-    def slate_reward(self, history_items: torch.Tensor, history_feedback: torch.Tensor, slates: torch.Tensor,
+    def item_rewards(self, history_items: torch.Tensor, history_feedback: torch.Tensor, slates: torch.Tensor,
                      clip: float, chunk: int = 4096) -> torch.Tensor:
-        """[B] learned reward of each row's slate: the mean over its items of g - center, clipped to
-        [-clip, clip]."""
+        """[B, K] learned reward of each slate item: g - center, clipped to [-clip, clip]."""
         out = [(self.reward(history_items[i:i + chunk], history_feedback[i:i + chunk], slates[i:i + chunk])
-                - self.center).clamp(-clip, clip).mean(-1) for i in range(0, slates.shape[0], chunk)]
-        return torch.cat(out) if out else torch.zeros(0, device=slates.device)
+                - self.center).clamp(-clip, clip) for i in range(0, slates.shape[0], chunk)]
+        return torch.cat(out) if out else torch.zeros(slates.shape, device=slates.device)
+
+    def slate_reward(self, history_items: torch.Tensor, history_feedback: torch.Tensor, slates: torch.Tensor,
+                     clip: float) -> torch.Tensor:
+        """[B] learned reward of each row's slate: the mean of `item_rewards` over its items."""
+        return self.item_rewards(history_items, history_feedback, slates, clip).mean(-1)
 
     @torch.no_grad()
     def set_center(self, history_items: torch.Tensor, history_feedback: torch.Tensor, slates: torch.Tensor,
