@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lab import plots
+from lab.ilrec_report import DEMONSTRATOR, ilrec_section
 from lab.laac_report import offline_section
 from rollout.metrics.episodes import late_rise
 
@@ -152,7 +153,7 @@ def aggregate(runs: list[dict]) -> dict[str, dict]:
     references: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         for policy, values in run["eval"].items():
-            if policy not in (TRAINED, *PER_RUN_CONTROLS) and policy not in by_name:
+            if policy not in (TRAINED, DEMONSTRATOR, *PER_RUN_CONTROLS) and policy not in by_name:
                 references[policy].append(values)
     for policy, values in sorted(references.items()):
         rows[f"{policy} (reference)"] = {"kind": "reference", "seeds": len(values),
@@ -272,6 +273,8 @@ def write_report(roots: list[Path], out: Path | None = None) -> Path:
     lines += explanation_section(runs)
     offline_lines, offline_summary = offline_section(runs, out)
     lines += offline_lines
+    ilrec_lines, ilrec_summary = ilrec_section(runs, rows)
+    lines += ilrec_lines
     if curves:
         lines += [f"![learning curves]({curves.name})", ""]
     lines += [f"![diversity versus return]({scatter.name})", "", "Runs:", ""]
@@ -293,6 +296,7 @@ def write_report(roots: list[Path], out: Path | None = None) -> Path:
     path.write_text("\n".join(lines) + "\n")
     commits = sorted({r["provenance"].get("commit", "") for r in runs if r["provenance"]})
     summary = {"worlds": worlds, "evaluation_users": users, "commits": commits, "rows": rows, **offline_summary,
+               **ilrec_summary,
                "runs": [{"name": r["name"], "seed": r["seed"], "dir": str(r["dir"]), "eval": r["eval"]} for r in runs]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return path

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.ilrec_report import ilrec_comparisons, ilrec_markdown
 from lab.laac_report import candidate_markdown, comparisons, offline_markdown
 from lab.report import budget_table, markdown_table
 
@@ -35,6 +36,8 @@ def test_a_tables_report_and_readme_are_its_summary(table: Path) -> None:
     if "offline" in summary:  # LAAC's tables: the offline rows and each reference alone
         made += offline_markdown(summary["offline"]).splitlines() + comparisons(summary["offline"])
         made += candidate_markdown(summary["candidates"]).splitlines() if summary.get("candidates") else []
+    if "ilrec" in summary:  # IL-Rec's tables: each row's demonstrator and reward model, and its comparisons
+        made += ilrec_markdown(summary["ilrec"]).splitlines() + ilrec_comparisons(summary["ilrec"], rows)
     for line in made:
         assert line in report, f"{table.name}/report.md lacks the summary's line {line!r}"
     for png in re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", report):
