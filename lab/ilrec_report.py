@@ -37,8 +37,11 @@ def ilrec_rows(runs: list[dict]) -> dict[str, dict]:
         first = group[0]
         quality = first["eval"][DEMONSTRATOR].get("demonstrator_vs_random", {})
         last = [r["curve"][-1] if r["curve"] else {} for r in group]
+        options = first["config"].get("ilrec", {})
+        unused = options.get("ilrec_reward_weight") == 0 and options.get("ilrec_demo_ratio") == 0
         rows[name] = {
-            "demonstrator": demonstrator_label(first["config"]),
+            # A control that learns from neither the demonstrations nor the reward says so.
+            "demonstrator": demonstrator_label(first["config"]) + (" (unused)" if unused else ""),
             "mode": first["config"].get("ilrec", {}).get("ilrec_mode", "online"),
             "seeds": len(group),
             # One data set for every seed (--ilrec-demo-seed): the comparison is the same in each run.

@@ -56,3 +56,14 @@ def test_demonstrator_label_names_backend_and_model() -> None:
     assert demonstrator_label({"run": {"planner_backend": "vllm", "planner_model": "m"}}) == "vllm:m"
     assert demonstrator_label({"run": {"planner_backend": "heuristic"}}) == "heuristic"
     assert demonstrator_label({"run": {"planner_address": "h:1"}}) == "external:h:1"
+
+
+def test_a_row_that_uses_no_demonstration_says_its_demonstrator_is_unused(tmp_path: Path) -> None:
+    _run(tmp_path, "logs-only", 0, 2.0, backend="heuristic")
+    config = tmp_path / "logs-only" / "seed-0" / "config.json"
+    cfg = json.loads(config.read_text())
+    cfg["ilrec"].update(ilrec_reward_weight=0.0, ilrec_demo_ratio=0.0)
+    config.write_text(json.dumps(cfg))
+    write_report([tmp_path])
+    assert json.loads((tmp_path / "summary.json").read_text())["ilrec"]["logs-only"]["demonstrator"] == \
+        "heuristic (unused)"
