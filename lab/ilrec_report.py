@@ -4,7 +4,11 @@ the trained policy against its demonstrator, flat RL and the strongest rule that
 learning. Reads the runs' JSON only (no torch), as lab.report does."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from lab import plots
 
 DEMONSTRATOR = "llm-propose"
 """learner.algorithms.ilrec's evaluation row of the demonstrator alone (not imported: JSON only).
@@ -108,16 +112,43 @@ def ilrec_comparisons(ilrec: dict[str, dict], rows: dict[str, dict]) -> list[str
     return lines
 
 
-def ilrec_section(runs: list[dict], rows: dict[str, dict]) -> tuple[list[str], dict]:
+def plot_offline_curves(runs: list[dict], path: Path) -> Path | None:
+    """Each offline IL-Rec row's learning curve: the policy's return on the curve's training users
+    against the offline updates taken (mean and spread over seeds); None without offline rows."""
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        options = run["config"].get("ilrec", {})
+        if run["config"].get("run", {}).get("algorithm") == "ilrec" and options.get("ilrec_mode") == "offline" \
+                and run["curve"]:
+            groups.setdefault(run["name"], []).append(run)
+    if not groups:
+        return None
+    fig, ax = plots.subplots(figsize=(6, 4))
+    for name, group in sorted(groups.items()):
+        steps = min(len(r["curve"]) for r in group)
+        per = group[0]["config"]["ilrec"].get("ilrec_offline_steps", 1)
+        x = np.array([row["iteration"] for row in group[0]["curve"][:steps]]) * per
+        y = np.array([[row["Rcum"] for row in r["curve"][:steps]] for r in group])
+        ax.plot(x, y.mean(0), label=f"{name} ({len(group)} seeds)")
+        ax.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.2)
+    ax.set(xlabel="offline updates (minibatches)", ylabel="return per session (Rcum), training users",
+           title="IL-Rec offline: learning curves")
+    return plots.save(fig, path, [ax])
+
+
+def ilrec_section(runs: list[dict], rows: dict[str, dict], out: Path | None = None) -> tuple[list[str], dict]:
     """(markdown lines of the IL-Rec section, {"ilrec": rows} for summary.json); ([], {}) without
-    IL-Rec runs."""
+    IL-Rec runs. With `out`, the offline rows' learning curves are plotted there."""
     ilrec = ilrec_rows(runs)
     if not ilrec:
         return [], {}
+    curves = plot_offline_curves(runs, out / "ilrec_offline_curves.png") if out is not None else None
     lines = ["## IL-Rec: the demonstrator, the reward model, the policy", "",
              "The demonstrator's sessions against uniformly random slates on the same training users (one data set "
              "for every seed; beats random: the mean paired difference exceeds 2 standard errors), then the "
              "demonstrator alone on the first held-out users; the reward model's AUC: how well its g alone ranks a "
              "demonstration slate above a logged random one.", "", ilrec_markdown(ilrec), "",
              *ilrec_comparisons(ilrec, rows), ""]
+    if curves:
+        lines += [f"![IL-Rec offline learning curves]({curves.name})", ""]
     return lines, {"ilrec": ilrec}

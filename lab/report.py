@@ -233,6 +233,12 @@ def plot_curves(runs: list[dict], path: Path) -> Path | None:
             x = np.mean([[row["env_steps_total"] for row in r["curve"][:steps]] for r in group], axis=0)
             y = np.array([[row[metric] for row in r["curve"][:steps]] for r in group])
             mean, std = y.mean(0), y.std(0)
+            if steps > 1 and x[-1] == x[0]:
+                # An offline learner took all its environment steps before training: its end, as
+                # one point at that count (its curve over updates is its own algorithm's plot).
+                ax.errorbar(x[-1:], mean[-1:], yerr=std[-1:], fmt="o", capsize=3,
+                            label=f"{name} ({len(group)} seeds; offline: steps taken before training)")
+                continue
             ax.plot(x, mean, label=f"{name} ({len(group)} seeds)")
             ax.fill_between(x, mean - std, mean + std, alpha=0.2)
     for ax, metric in zip(axes, ("return per session (Rcum)", "interaction length (Tint)")):
@@ -273,7 +279,7 @@ def write_report(roots: list[Path], out: Path | None = None) -> Path:
     lines += explanation_section(runs)
     offline_lines, offline_summary = offline_section(runs, out)
     lines += offline_lines
-    ilrec_lines, ilrec_summary = ilrec_section(runs, rows)
+    ilrec_lines, ilrec_summary = ilrec_section(runs, rows, out)
     lines += ilrec_lines
     if curves:
         lines += [f"![learning curves]({curves.name})", ""]

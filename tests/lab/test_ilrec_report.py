@@ -50,6 +50,8 @@ def test_ilrec_section_measures_each_demonstrator_and_compares_the_policy(tmp_pa
     assert ("- **ilrec** Rcum against flat-ppo 1.950 vs 2.350 (0.83x, beyond the spread); its demonstrator alone "
             "1.950 vs 0.110 (17.73x, beyond the spread); the best non-oracle reference (ridge-exposure-fresh) "
             "1.950 vs 2.800 (0.70x, beyond the spread)") in text
+    assert "![IL-Rec offline learning curves](ilrec_offline_curves.png)" in text
+    assert (tmp_path / "ilrec_offline_curves.png").stat().st_size > 1000
 
 
 def test_demonstrator_label_names_backend_and_model() -> None:
