@@ -19,6 +19,9 @@ control, never a reference row shared across runs."""
 def demonstrator_label(config: dict) -> str:
     """The demonstrator's name: the planner backend (and model), as LAAC names its reference."""
     run = config.get("run", {})
+    demonstrator = config.get("ilrec", {}).get("ilrec_demonstrator", "planner")
+    if demonstrator != "planner":
+        return f"reference:{demonstrator}"
     if run.get("planner_address"):
         return f"external:{run['planner_address']}"
     backend = run.get("planner_backend", "?")

@@ -12,7 +12,8 @@ from learner.algorithms.ilrec.demonstrations import (demo_info, demonstrator_qua
                                                      run_propose_sessions)
 from learner.algorithms.ilrec.learner import make_ilrec_learner_class
 from learner.algorithms.ilrec.text_embeddings import EmbeddingError, cache_root, world_item_embeddings
-from learner.evaluation import EVAL_WORKER_INDEX, evaluate_against_references, evaluation_users, summarise
+from learner.evaluation import (EVAL_WORKER_INDEX, evaluate_against_references, evaluate_reference, evaluation_users,
+                                summarise)
 from learner.metrics_row import episode_progress, iteration_metrics
 from learner.rollout_pool import RolloutPool, rollout_seed, start_rollout_actors
 from learner.runtime import UsageError, learner_gpus
@@ -45,13 +46,18 @@ class ILRec(Algorithm):
         self.offline = cfg.ilrec.ilrec_mode == "offline"
 
     def needs_planner(self) -> bool:
-        return True  # it answers the demonstrator's Propose calls
+        return self.cfg.ilrec.ilrec_demonstrator == "planner"  # it answers the demonstrator's Propose calls
 
     def setup(self, run: Run) -> None:
         cfg, ray, self.run = self.cfg, run.ray, run
-        backend = "external:" + run.planner_address if cfg.run.planner_address else cfg.run.planner_backend
-        print(f"demonstrator: {backend} planner at {run.planner_address}", flush=True)
-        self.client = connect_planner(run.planner_address)
+        if self.needs_planner():
+            backend = "external:" + run.planner_address if cfg.run.planner_address else cfg.run.planner_backend
+            print(f"demonstrator: {backend} planner at {run.planner_address}", flush=True)
+            self.client = connect_planner(run.planner_address)
+        else:
+            backend, self.client = f"reference:{cfg.ilrec.ilrec_demonstrator}", None
+            print(f"demonstrator: the {cfg.ilrec.ilrec_demonstrator} reference policy (a control, not an LLM)",
+                  flush=True)
         self.settings = cfg.ilrec.propose_settings()
         self._data(backend)
         learner_cls = make_ilrec_learner_class(cfg.run.learner_num_cpus, learner_gpus(ray, cfg))
@@ -94,9 +100,14 @@ class ILRec(Algorithm):
         cfg, lc = self.cfg, self.cfg.ilrec
         seed = lc.ilrec_demo_seed
         try:
-            demos, self.demo_path, cached = load_or_generate(self.world, cfg.world, self.client, backend,
-                                                             cfg.run.planner_model, lc.ilrec_demo_sessions,
-                                                             seed, self.settings, cache_root())
+            if self.client is None:
+                demos, self.demo_path, cached = load_or_log(self.world, cfg.world, lc.ilrec_demo_sessions, seed,
+                                                            lc.ilrec_demo_group_size, cache_root(),
+                                                            policy=lc.ilrec_demonstrator)
+            else:
+                demos, self.demo_path, cached = load_or_generate(self.world, cfg.world, self.client, backend,
+                                                                 cfg.run.planner_model, lc.ilrec_demo_sessions,
+                                                                 seed, self.settings, cache_root())
             logs, self.logs_path, logs_cached = load_or_log(self.world, cfg.world, max(lc.ilrec_log_sessions,
                                                             lc.ilrec_demo_sessions), seed, lc.ilrec_demo_group_size,
                                                             cache_root())
@@ -184,8 +195,12 @@ class ILRec(Algorithm):
         results = evaluate_against_references(self.world, cfg.world, cfg.policy, cfg.rollout, None,
                                               run.ray.get(self.weights), users, cfg.run.eval_seed)
         llm_users = users[:cfg.ilrec.ilrec_llm_eval_users or len(users)]
-        results["llm-propose"] = evaluate_llm_propose(self.world, cfg.world, self.client, llm_users,
-                                                      cfg.run.eval_seed, self.settings)
+        if self.client is None:  # a reference demonstrator: its own row, on the same users
+            results["llm-propose"] = evaluate_reference(self.world, cfg.world, cfg.ilrec.ilrec_demonstrator,
+                                                        llm_users, cfg.run.eval_seed)
+        else:
+            results["llm-propose"] = evaluate_llm_propose(self.world, cfg.world, self.client, llm_users,
+                                                          cfg.run.eval_seed, self.settings)
         results["llm-propose"]["demonstrator_vs_random"] = self.quality
         if len(llm_users) < len(users):
             print(f"  (llm-propose on the first {len(llm_users)} of the {len(users)} evaluation users; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner_api.contract import MAX_QUERIES, MAX_RECENT
+from rollout.reference_policies import REFERENCE_POLICIES
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,11 @@ class ILRecConfig:
     random logs, then frozen, then an offline actor-critic (TD critic, AWR actor) learns on the
     mixed replay of logs and demonstrations, taking no environment step; online: AIRL alternates
     with PPO on the policy's own rollouts (the demonstrations also cloned, advantage-weighted)."""
+    ilrec_demonstrator: str = "planner"
+    """Who demonstrates: planner = the planner service's Propose (the LLM with --planner-backend vllm,
+    the rule with heuristic); or a reference policy of rollout.reference_policies, such as greedy (an
+    oracle that reads the true user model: the control for what a demonstrator that knows the user
+    gives IL-Rec; no planner service is then started)."""
     ilrec_demo_seed: int = 0
     """Seed of the demonstrations and the random logs: one data set shared by every training seed (the
     LLM's sessions are the costly part; the training seeds vary the networks and the sampling)."""
@@ -94,6 +100,9 @@ class ILRecConfig:
     fixed evaluation users, 0 = all of them (each costs ~15 Propose prompts: slow with the LLM on a CPU)."""
 
     def validate(self) -> None:
+        if self.ilrec_demonstrator not in ("planner", *REFERENCE_POLICIES):
+            raise ValueError(f"ilrec_demonstrator must be planner or a reference policy "
+                             f"({', '.join(REFERENCE_POLICIES)}), got {self.ilrec_demonstrator!r}")
         if self.ilrec_mode not in ("offline", "online"):
             raise ValueError(f"ilrec_mode must be offline or online, got {self.ilrec_mode!r}")
         for name in ("ilrec_log_sessions", "ilrec_offline_steps", "ilrec_curve_users"):

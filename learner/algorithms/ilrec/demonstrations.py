@@ -159,22 +159,30 @@ def generate_demonstrations(world: World, cfg: WorldConfig, client, sessions: in
     return _generate(world, cfg, sessions, seed, settings.group_size, run_group, "demonstrations", key, log)
 
 
-def generate_random_logs(world: World, cfg: WorldConfig, sessions: int, seed: int, group_size: int,
-                         key: dict | None = None, log=print) -> pa.Table:
-    """`sessions` sessions of uniformly random slates (the `random` reference policy: each slate K
-    distinct items drawn uniformly from those the user may be shown): the logged environment
-    transitions of offline IL-Rec. With the demonstrations' seed and group size, the first
-    sessions meet the same users as the demonstrations (what the demonstrator is measured against)."""
+def generate_reference_sessions(world: World, cfg: WorldConfig, name: str, sessions: int, seed: int,
+                                group_size: int, key: dict | None = None, log=print) -> pa.Table:
+    """`sessions` sessions whose slates the reference policy `name` picks (rollout.reference_policies).
+    "random" (each slate K distinct items drawn uniformly from those the user may be shown) makes
+    the logged environment transitions of offline IL-Rec; an oracle such as "greedy" makes the
+    demonstrations of a demonstrator that knows the user (a control). With one seed and group size,
+    the first sessions of any two such sets meet the same users."""
     action_dim = batch_dims(cfg, world).action_dim
 
     def run_group(env: UserBatchEnv, group: int) -> SessionRun:
-        policy = ReferencePolicy("random", _seed(seed, group, 0x10C5))
+        policy = ReferencePolicy(name, _seed(seed, group, 0x10C5))
         env.reset(None)
         run = run_episodes(env, lambda step, active: (slates := policy.act(env), slate_columns(world, slates, action_dim)),
                            cfg.max_steps, record=True)
-        return SessionRun(run.columns, run.lengths, run.returns, backends=("random",), episodes=run)
+        return SessionRun(run.columns, run.lengths, run.returns, backends=(name,), episodes=run)
 
-    return _generate(world, cfg, sessions, seed, group_size, run_group, "random logs", key, log)
+    return _generate(world, cfg, sessions, seed, group_size, run_group,
+                     "random logs" if name == "random" else f"{name} sessions", key, log)
+
+
+def generate_random_logs(world: World, cfg: WorldConfig, sessions: int, seed: int, group_size: int,
+                         key: dict | None = None, log=print) -> pa.Table:
+    """The random logs: `generate_reference_sessions` of the `random` reference policy."""
+    return generate_reference_sessions(world, cfg, "random", sessions, seed, group_size, key, log)
 
 
 def _generate(world: World, cfg: WorldConfig, sessions: int, seed: int, group_size: int, run_group, what: str,
@@ -258,15 +266,17 @@ def load_or_generate(world: World, cfg: WorldConfig, client, backend: str, model
 
 
 def load_or_log(world: World, cfg: WorldConfig, sessions: int, seed: int, group_size: int, cache: Path,
-                log=print) -> tuple[pa.Table, Path, bool]:
-    """The cached random logs (`generate_random_logs`) for these settings, made the first time.
-    Returns (table, its Parquet path, whether it came from the cache)."""
-    key = {**demo_key(world, cfg, "random-logs", "", seed, sessions, ProposeSettings(group_size=group_size)),
+                log=print, policy: str = "random") -> tuple[pa.Table, Path, bool]:
+    """The cached sessions of reference policy `policy` (`generate_reference_sessions`; by default
+    the random logs) for these settings, made the first time. Returns (table, its Parquet path,
+    whether it came from the cache)."""
+    backend = "random-logs" if policy == "random" else f"reference:{policy}"
+    key = {**demo_key(world, cfg, backend, "", seed, sessions, ProposeSettings(group_size=group_size)),
            "candidates": 0, "recent": 0}
-    path = demo_path(key, cache, "logs")
+    path = demo_path(key, cache, "logs" if policy == "random" else "demos")
     if path.is_file():
         return read_demonstrations(path, world, cfg), path, True
-    table = generate_random_logs(world, cfg, sessions, seed, group_size, key, log)
+    table = generate_reference_sessions(world, cfg, policy, sessions, seed, group_size, key, log)
     write_atomically(table, path)
     return read_demonstrations(path, world, cfg), path, False
 

@@ -156,6 +156,16 @@ def test_demonstrator_quality_compares_returns_on_the_same_users(tiny_world, tmp
     assert quality["beats_random"] and quality["demonstrator_Rcum"] > quality["random_Rcum"]
 
 
+def test_an_oracle_demonstrator_is_a_reference_policy_and_beats_random(tiny_world, tmp_path):
+    demos, path, _ = load_or_log(tiny_world, TINY_WORLD, 16, 0, 4, tmp_path, log=lambda *_: None, policy="greedy")
+    logs, logs_path, _ = load_or_log(tiny_world, TINY_WORLD, 16, 0, 4, tmp_path, log=lambda *_: None)
+    assert path != logs_path and path.name.startswith("demos-") and demo_info(demos)["answered_by"] == ["greedy"]
+    assert demonstrator_quality(demos, logs)["demonstrator_Rcum"] > demonstrator_quality(demos, logs)["random_Rcum"]
+    with pytest.raises(ValueError, match="ilrec_demonstrator must be planner or a reference policy"):
+        ILRecConfig(ilrec_demonstrator="nobody").validate()
+    ILRecConfig(ilrec_demonstrator="greedy").validate()
+
+
 # --- the AIRL-structured reward -------------------------------------------------------------------
 
 def test_next_rows_link_each_step_to_the_next_of_its_session():
