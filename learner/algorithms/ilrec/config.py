@@ -70,10 +70,10 @@ class ILRecConfig:
     ilrec_propose_timeout_s: float = 300.0
     """Deadline of one batched Propose call; past it the heuristic answers that call (counted as fallbacks)."""
     ilrec_reward_weight: float = 0.1
-    """Weight of the learned reward (the discriminator's clipped logit, mean over the slate) added to the
-    environment's reward; 0 = environment reward only."""
+    """Weight of the learned reward (AIRL's g, centred and clipped; per item offline, the slate's mean online)
+    added to the environment's reward (the item's click offline); 0 = environment reward only."""
     ilrec_reward_clip: float = 5.0
-    """The discriminator's logit is clipped to [-this, this] before it becomes a reward."""
+    """The learned reward g (less its centre) is clipped to [-this, this] before it becomes a reward."""
     ilrec_demo_ratio: float = 0.25
     """Share of demonstration rows in each update's replay (the rest: the environment rows, logged offline,
     the rollouts' online); 0 = no demonstration rows in the actor-critic (then only the learned reward
@@ -86,18 +86,21 @@ class ILRecConfig:
     normalised over each minibatch; online (demonstration steps) capped at 20. Small = imitate only
     the items much better than the rest."""
     ilrec_pretrain_steps: int = 200
-    """Plain behaviour-cloning steps (minibatches of --minibatch-size demonstration rows) before the first rollout."""
+    """Online mode: plain behaviour-cloning steps (minibatches of --minibatch-size demonstration rows) before the
+    first rollout."""
     ilrec_disc_hidden: int = 128
-    """Hidden width of the discriminator's MLP."""
+    """Hidden width of the reward model's MLPs (g and h, AIRL's discriminator)."""
     ilrec_disc_lr: float = 1e-3
-    """Adam learning rate of the discriminator."""
+    """Adam learning rate of the reward model (the discriminator)."""
     ilrec_disc_steps: int = 5
-    """Discriminator steps per update (each: --ilrec-disc-batch demonstration rows against as many environment rows)."""
+    """Online mode: discriminator steps per update (each: --ilrec-disc-batch demonstration rows against as many of
+    the policy's rows); offline, --ilrec-reward-steps before training."""
     ilrec_disc_batch: int = 256
-    """Rows per side in one discriminator step (every slate item of a row is a pair)."""
+    """Transitions per side in one discriminator step (every slate item of a row is a pair)."""
     ilrec_llm_eval_users: int = 16
-    """Evaluation users the LLM policy alone (the llm-propose row of eval.json) is evaluated on: the first N of the
-    fixed evaluation users, 0 = all of them (each costs ~15 Propose prompts: slow with the LLM on a CPU)."""
+    """Evaluation users the demonstrator alone (the llm-propose row of eval.json) is evaluated on: the first N of
+    the fixed evaluation users, 0 = all of them (each session costs a Propose prompt per step: about 2.4 s each
+    with SmolLM2 on 2 CPU cores)."""
 
     def validate(self) -> None:
         if self.ilrec_demonstrator not in ("planner", *REFERENCE_POLICIES):
