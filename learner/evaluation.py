@@ -47,8 +47,13 @@ posterior-exposure's (what the observation supports inside them: the learned row
 def evaluation_users(world: World, count: int, seed: int) -> np.ndarray:
     """The evaluation user ids: `count` of the world's held-out evaluation users, drawn by `seed`
     (fixed per world and seed; with replacement only when asked for more than there are)."""
-    pool = world.eval_users
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE7A1]))
+    return draw_users(world.eval_users, count, seed, 0xE7A1)
+
+
+def draw_users(pool: np.ndarray, count: int, seed: int, salt: int) -> np.ndarray:
+    """`count` user ids of `pool`, drawn by (`seed`, `salt`): with replacement only when asked for
+    more than there are."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, salt]))
     return pool[rng.choice(len(pool), size=count, replace=count > len(pool))]
 
 

@@ -12,8 +12,8 @@ from learner.algorithms.ilrec.demonstrations import (demo_info, demonstrator_qua
                                                      run_propose_sessions)
 from learner.algorithms.ilrec.learner import make_ilrec_learner_class
 from learner.algorithms.ilrec.text_embeddings import EmbeddingError, cache_root, world_item_embeddings
-from learner.evaluation import (EVAL_WORKER_INDEX, evaluate_against_references, evaluate_reference, evaluation_users,
-                                summarise)
+from learner.evaluation import (EVAL_WORKER_INDEX, draw_users, evaluate_against_references, evaluate_reference,
+                                evaluation_users, summarise)
 from learner.metrics_row import episode_progress, iteration_metrics
 from learner.rollout_pool import RolloutPool, rollout_seed, start_rollout_actors
 from learner.runtime import UsageError, learner_gpus
@@ -217,9 +217,7 @@ class ILRec(Algorithm):
 def curve_users(world, count: int, seed: int) -> np.ndarray:
     """The learning curve's users: `count` training users (never the held-out evaluation users),
     drawn by `seed`."""
-    pool = world.train_users
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC0E5]))
-    return pool[rng.choice(len(pool), size=count, replace=count > len(pool))]
+    return draw_users(world.train_users, count, seed, 0xC0E5)
 
 
 def evaluate_llm_propose(world, cfg, client, users, seed: int, settings) -> dict:

@@ -179,12 +179,6 @@ def generate_reference_sessions(world: World, cfg: WorldConfig, name: str, sessi
                      "random logs" if name == "random" else f"{name} sessions", key, log)
 
 
-def generate_random_logs(world: World, cfg: WorldConfig, sessions: int, seed: int, group_size: int,
-                         key: dict | None = None, log=print) -> pa.Table:
-    """The random logs: `generate_reference_sessions` of the `random` reference policy."""
-    return generate_reference_sessions(world, cfg, "random", sessions, seed, group_size, key, log)
-
-
 def _generate(world: World, cfg: WorldConfig, sessions: int, seed: int, group_size: int, run_group, what: str,
               key: dict | None, log) -> pa.Table:
     """`sessions` sessions in groups of `group_size` users (group g's users drawn by the env seed
@@ -293,9 +287,9 @@ def demonstrator_quality(demos: pa.Table, logs: pa.Table) -> dict:
     """The demonstrations' sessions against the random logs' first sessions, which met the same
     users (same seed and group size): mean return of each, and whether the demonstrator beats
     random beyond the paired difference's standard error (2 SE)."""
-    demo_r = session_returns(demos)
-    n = min(len(demo_r), len(session_returns(logs)))
-    random_r = session_returns(logs)[:n]
+    demo_r, random_r = session_returns(demos), session_returns(logs)
+    n = min(len(demo_r), len(random_r))
+    random_r = random_r[:n]
     diff = demo_r[:n] - random_r
     se = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
     return {"sessions": int(n), "demonstrator_Rcum": float(demo_r[:n].mean()), "random_Rcum": float(random_r.mean()),

@@ -78,9 +78,11 @@ class ILRecLearner(Learner):
         if embeddings.shape[0] != self.model.num_items:
             raise ValueError(f"{embeddings_path} holds {embeddings.shape[0]} item embeddings, the world has "
                              f"{self.model.num_items} items")
+        # log pi(i | s) of the uniformly random logging policy: each of K slate items of N, K / N.
+        self.logging_log_pi = math.log(dims.slate_size / self.model.num_items)
         torch.manual_seed(seed + 2)
         self.reward_model = AIRLReward(embeddings, ilrec.ilrec_disc_hidden, ppo.gamma,
-                                       g_bias=math.log(dims.slate_size / self.model.num_items)).to(self.device)
+                                       g_bias=self.logging_log_pi).to(self.device)
         self.reward_model.eval()
         self.disc_optimizer = torch.optim.Adam(self.reward_model.parameters(), lr=ilrec.ilrec_disc_lr)
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x11EC]))
@@ -100,9 +102,8 @@ class ILRecLearner(Learner):
         return self._rows(len(self.demo["reward"]), count)
 
     def _uniform_log_pi(self, count: int) -> torch.Tensor:
-        """log pi(i | s) of the uniformly random logging policy: each of K slate items of N, K / N."""
-        k = self.dims.slate_size
-        return torch.full((count,), math.log(k / self.model.num_items), device=self.device)
+        """[count] the logging policy's log pi(i | s) (`logging_log_pi`)."""
+        return torch.full((count,), self.logging_log_pi, device=self.device)
 
     @torch.no_grad()
     def _policy_log_pi(self, columns: dict, idx: torch.Tensor) -> torch.Tensor:

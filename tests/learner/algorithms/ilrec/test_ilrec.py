@@ -20,7 +20,7 @@ from learner.algorithms.ilrec.demonstrations import (
     demo_path,
     demonstrator_quality,
     generate_demonstrations,
-    generate_random_logs,
+    generate_reference_sessions,
     load_or_generate,
     load_or_log,
     session_returns,
@@ -133,7 +133,8 @@ def test_propose_settings_reject_values_the_contract_forbids():
 def test_random_logs_meet_the_demonstrations_users_and_pick_uniformly(tiny_world):
     demos = generate_demonstrations(tiny_world, TINY_WORLD, connect_planner("in-process"), 8, 0, SMALL_PROPOSE,
                                     log=lambda *_: None)
-    logs = generate_random_logs(tiny_world, TINY_WORLD, 40, 0, SMALL_PROPOSE.group_size, log=lambda *_: None)
+    logs = generate_reference_sessions(tiny_world, TINY_WORLD, "random", 40, 0, SMALL_PROPOSE.group_size,
+                                       log=lambda *_: None)
     validate_batch(demo_batch(logs), batch_dims(TINY_WORLD, tiny_world))
     first_user = lambda t: {int(e): int(u) for e, u in zip(t.column("episode_id").to_numpy(),  # noqa: E731
                                                            t.column("user_id").to_numpy())}
