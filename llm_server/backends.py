@@ -12,6 +12,7 @@ from planner_api.heuristics import (
     heuristic_plan,
     heuristic_propose,
     heuristic_reflect,
+    heuristic_respond,
 )
 from protos import planner_pb2
 
@@ -51,6 +52,10 @@ class PlannerBackend(abc.ABC):
     async def judge(self, req: planner_pb2.JudgeRequest) -> planner_pb2.JudgeResponse:
         """A 1-5 rating of each case's explanation (the LLM as the judge of explanations)."""
 
+    @abc.abstractmethod
+    async def respond(self, req: planner_pb2.RespondRequest) -> planner_pb2.RespondResponse:
+        """Each case's slate answered as its user would (the LLM as the user simulator)."""
+
     def stats(self) -> dict:
         """Counters worth logging (the vllm backend: tokens, prefix-cache hits, invalid answers)."""
         return {}
@@ -87,6 +92,10 @@ class HeuristicBackend(PlannerBackend):
     async def judge(self, req: planner_pb2.JudgeRequest) -> planner_pb2.JudgeResponse:
         """heuristic_judge: a rule on what the explanation names (labelled heuristic, not an LLM)."""
         return heuristic_judge(req)
+
+    async def respond(self, req: planner_pb2.RespondRequest) -> planner_pb2.RespondResponse:
+        """heuristic_respond: each item rated by its category's record in the user's past and session."""
+        return heuristic_respond(req)
 
 
 class RandomCategoriesBackend(HeuristicBackend):

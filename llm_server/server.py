@@ -1,4 +1,4 @@
-"""The planner gRPC service (grpc.aio): Plan, Reflect, Propose, Explain and Judge over a backend, plus
+"""The planner gRPC service (grpc.aio): Plan, Reflect, Propose, Explain, Judge and Respond over a backend, plus
 the gRPC health service.
 
 Run it with `python -m llm_server` (or `llmrec-planner`), start it inside a program with
@@ -32,11 +32,13 @@ from planner_api.contract import (
     check_plan_response,
     check_propose_response,
     check_reflect_response,
+    check_respond_response,
     validate_explain_request,
     validate_judge_request,
     validate_plan_request,
     validate_propose_request,
     validate_reflect_request,
+    validate_respond_request,
 )
 from planner_api.heuristics import HEURISTIC_BACKEND_NAME
 from protos import planner_pb2
@@ -83,7 +85,9 @@ _EXPLAIN = _RpcSpec("Explain", planner_pb2.ExplainRequest, validate_explain_requ
                     planner_pb2.ExplainResponse, check_explain_response, "slate")
 _JUDGE = _RpcSpec("Judge", planner_pb2.JudgeRequest, validate_judge_request, "judge",
                   planner_pb2.JudgeResponse, check_judge_response, "cases")
-_RPCS = (_PLAN, _REFLECT, _PROPOSE, _EXPLAIN, _JUDGE)
+_RESPOND = _RpcSpec("Respond", planner_pb2.RespondRequest, validate_respond_request, "respond",
+                    planner_pb2.RespondResponse, check_respond_response, "cases")
+_RPCS = (_PLAN, _REFLECT, _PROPOSE, _EXPLAIN, _JUDGE, _RESPOND)
 
 
 class PlannerService:

@@ -11,6 +11,11 @@ heuristic fill-in.
 - Reflect and Explain: one sentence, constrained by a regular expression (no markup, bounded length).
 - Judge: one constrained digit per explanation; the score is the rating expected under the digits' log-probabilities.
 - Propose: a JSON list of candidate numbers (JSON-schema constraint), mapped back to item ids.
+- Respond (the LLM as the user): one constrained digit (stars) per slate item, read as the rating
+  expected under the digits' log-probabilities and the probability of 4 or 5 stars; and, when
+  asked, one constrained letter (keep watching or leave), read as the probability of leaving.
+  A slate's prompts share the persona and the session; the first item is answered before the
+  others are sent, so the engine's prefix cache serves the shared part to the rest.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from planner_api.heuristics import (
     heuristic_plan,
     heuristic_propose,
     heuristic_reflect,
+    heuristic_respond,
 )
 from protos import planner_pb2
 
@@ -62,6 +68,22 @@ def _choice_logprobs(out, allowed) -> dict[str, float]:
         if token in allowed:
             scores[token] = max(scores.get(token, float("-inf")), logprob.logprob)
     return scores
+
+
+STARS = ("1", "2", "3", "4", "5")
+
+
+def _choice_distribution(out, allowed) -> dict[str, float]:
+    """The probabilities of the allowed choices, normalised over those vLLM returned (the
+    constrained pick always among them): a graded answer instead of the top choice alone."""
+    chosen = out.text.strip()
+    logprobs = _choice_logprobs(out, allowed)
+    if chosen in allowed and chosen not in logprobs:
+        logprobs[chosen] = max(logprobs.values(), default=0.0)
+    top = max(logprobs.values(), default=0.0)
+    weights = {choice: math.exp(lp - top) for choice, lp in logprobs.items()}
+    total = sum(weights.values())
+    return {choice: w / total for choice, w in weights.items()} if total > 0 else {}
 
 
 class VLLMBackend(PlannerBackend):
@@ -195,7 +217,7 @@ class VLLMBackend(PlannerBackend):
             computed = c.get("plan_prompt_tokens", 0) - c.get("plan_cached_prompt_tokens", 0)
             c["plan_computed_tokens_per_user"] = computed / c["plan_users"]
             c["plan_tokens_not_computed_share"] = 1 - computed / max(c["plan_user_prompt_tokens"], 1)
-        for role in ("plan", "reflect", "propose", "explain", "judge"):  # per role: plans are built to reuse prefixes
+        for role in ("plan", "reflect", "propose", "explain", "judge", "respond"):  # per role: plans are built to reuse prefixes
             if c.get(f"{role}_prompt_tokens"):
                 c[f"{role}_prefix_cache_hit_rate"] = c[f"{role}_cached_prompt_tokens"] / c[f"{role}_prompt_tokens"]
         return c
@@ -426,3 +448,68 @@ class VLLMBackend(PlannerBackend):
 
         scores = await asyncio.gather(*(one(i, case) for i, case in enumerate(req.cases)))
         return planner_pb2.JudgeResponse(scores=[min(5.0, max(1.0, s)) for s in scores], backend=self.name)
+
+    async def respond(self, req: planner_pb2.RespondRequest) -> planner_pb2.RespondResponse:
+        """Each slate item rated by one constrained digit (1-5 stars): the rating is the stars
+        expected under the digits' probabilities mapped to [0, 1], the like the probability of 4 or
+        5; the leave answer (when asked) is one constrained letter, A keep watching or B leave, read
+        as the probability of B. An item or a leave answer the engine fails on gets the heuristic's
+        (counted as invalid). Budget: a case's shared prefix once, then each question's own tokens
+        (what the engine computes with its prefix cache)."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        template = await self._chat_template()
+        fallback = heuristic_respond(req)
+        names = req.category_names
+        stars = SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(STARS),
+                               structured_outputs=StructuredOutputsParams(choice=list(STARS)))
+        leave = SamplingParams(max_tokens=1, temperature=0.0, logprobs=2,
+                               structured_outputs=StructuredOutputsParams(choice=["A", "B"]))
+        prefixes = [prompts.respond_prefix(case, names) for case in req.cases]
+        questions = [[prompts.respond_item_prompt(prefix, item, names, template) for item in case.slate]
+                     for prefix, case in zip(prefixes, req.cases)]
+        leaves = [prompts.leave_prompt(prefix, case.slate, names, template) if case.ask_leave else None
+                  for prefix, case in zip(prefixes, req.cases)]
+        shared = [self._prompt_tokens(prompts.chat(prompts.RESPOND_SYSTEM, prefix, template)) for prefix in prefixes]
+        budget = {}
+        for i, case_questions in enumerate(questions):
+            for j, text in enumerate([*case_questions, *([leaves[i]] if leaves[i] else [])]):
+                budget[text] = self._prompt_tokens(text) - (shared[i] if j else 0)
+        self._check_budget("Respond", budget)
+
+        async def rate(i: int, k: int) -> tuple[float, float]:
+            try:
+                dist = _choice_distribution(await self._generate(questions[i][k], stars, "respond"), STARS)
+            except Exception as exc:  # noqa: BLE001 - this item falls back, the batch goes on
+                self._fail("Respond", exc)
+                dist = {}
+            self._count(bool(dist))
+            if not dist:
+                answer = fallback.responses[i]
+                return answer.ratings[k], answer.likes[k]
+            expected = sum(int(d) * p for d, p in dist.items())
+            return (min(1.0, max(0.0, (expected - 1) / 4)),
+                    min(1.0, max(0.0, dist.get("4", 0.0) + dist.get("5", 0.0))))
+
+        async def leaves_after(i: int) -> float:
+            if leaves[i] is None:
+                return 0.0
+            try:
+                dist = _choice_distribution(await self._generate(leaves[i], leave, "respond"), ("A", "B"))
+            except Exception as exc:  # noqa: BLE001
+                self._fail("Respond", exc)
+                dist = {}
+            self._count(bool(dist))
+            return min(1.0, max(0.0, dist.get("B", 0.0))) if dist else fallback.responses[i].leave
+
+        async def one(i: int) -> tuple[list[tuple[float, float]], float]:
+            first = await rate(i, 0)  # computes the shared prefix; the rest of the slate reuses it
+            rest = await asyncio.gather(*(rate(i, k) for k in range(1, len(questions[i]))), leaves_after(i))
+            return [first, *rest[:-1]], rest[-1]
+
+        answers = await asyncio.gather(*(one(i) for i in range(len(req.cases))))
+        response = planner_pb2.RespondResponse(backend=self.name)
+        for items, gone in answers:
+            response.responses.add(ratings=[r for r, _ in items], likes=[p for _, p in items], leave=gone)
+        return response

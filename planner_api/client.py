@@ -32,6 +32,7 @@ from planner_api.contract import (
     validate_plan_request,
     validate_propose_request,
     validate_reflect_request,
+    validate_respond_request,
 )
 from planner_api.heuristics import (
     heuristic_explain,
@@ -39,6 +40,7 @@ from planner_api.heuristics import (
     heuristic_plan,
     heuristic_propose,
     heuristic_reflect,
+    heuristic_respond,
 )
 from planner_api.security import ClientSecurity
 from protos import planner_pb2, planner_pb2_grpc
@@ -52,6 +54,7 @@ _LOCAL_RULES: dict[str, tuple[Callable[[Message], None], Callable[[Message], Mes
     "Propose": (validate_propose_request, heuristic_propose),
     "Explain": (validate_explain_request, heuristic_explain),
     "Judge": (validate_judge_request, heuristic_judge),
+    "Respond": (validate_respond_request, heuristic_respond),
 }
 
 
@@ -154,7 +157,7 @@ def channel_target(address: str) -> tuple[str, list[tuple[str, str]]]:
 class PlannerClient(_Counters):
     """A gRPC client of the planner service that falls back to the heuristics on failure.
 
-    One method per RPC: plan, reflect, propose, explain, judge; each returns (response, fell_back).
+    One method per RPC: plan, reflect, propose, explain, judge, respond; each returns (response, fell_back).
     Counters: see `_Counters` (`calls`, `fallbacks`, `total_latency_s`, `by_method[rpc]`).
     Safe to share between threads.
 
@@ -209,6 +212,12 @@ class PlannerClient(_Counters):
     ) -> tuple[planner_pb2.JudgeResponse, bool]:
         """A 1-5 rating per explanation (the LLM as judge): returns (response, fell_back)."""
         return self._call("Judge", req, timeout_s)
+
+    def respond(
+        self, req: planner_pb2.RespondRequest, timeout_s: float
+    ) -> tuple[planner_pb2.RespondResponse, bool]:
+        """Each slate answered by a simulated user (the LLM as the user): returns (response, fell_back)."""
+        return self._call("Respond", req, timeout_s)
 
     def _call(self, method: str, req: Message, timeout_s: float) -> tuple[Message, bool]:
         """Calls RPC `method` with a deadline of timeout_s seconds.
@@ -342,6 +351,12 @@ class InProcessPlanner(_Counters):
     ) -> tuple[planner_pb2.JudgeResponse, bool]:
         """heuristic_judge on a validated request: returns (response, False)."""
         return self._call("Judge", req)
+
+    def respond(
+        self, req: planner_pb2.RespondRequest, timeout_s: float
+    ) -> tuple[planner_pb2.RespondResponse, bool]:
+        """heuristic_respond on a validated request: returns (response, False)."""
+        return self._call("Respond", req)
 
     def _call(self, method: str, req: Message) -> tuple[Message, bool]:
         """Validates and answers one request; an invalid one raises and is not counted."""

@@ -20,7 +20,7 @@ from protos import planner_pb2
 # --- limits documented in protos/planner.proto ---------------------------------------------
 # Plan
 # The RPCs of the Planner service, in the .proto's order.
-RPC_NAMES: tuple[str, ...] = ("Plan", "Reflect", "Propose", "Explain", "Judge")
+RPC_NAMES: tuple[str, ...] = ("Plan", "Reflect", "Propose", "Explain", "Judge", "Respond")
 
 MIN_USERS = 1
 MAX_USERS = 4096
@@ -55,6 +55,12 @@ MIN_CASES = 1
 MAX_CASES = 64
 MIN_JUDGE_SCORE = 1.0
 MAX_JUDGE_SCORE = 5.0
+# Respond (the LLM as the user)
+MIN_RESPOND_CASES = 1
+MAX_RESPOND_CASES = 1024
+MAX_RESPOND_ITEMS = 4096   # slate items over all the cases of one call: each is one engine request
+MAX_TRAITS = 8
+MAX_TRAIT_BYTES = 100
 
 # One batched request of 4096 users with full histories runs to tens of MiB; gRPC's default
 # 4 MiB limit would reject it, so both ends raise the limit.
@@ -341,6 +347,29 @@ def validate_judge_request(req: planner_pb2.JudgeRequest) -> None:
         _check_bytes(f"cases[{i}].explanation", case.explanation, MAX_EXPLANATION_BYTES)
 
 
+def validate_respond_request(req: planner_pb2.RespondRequest) -> None:
+    """Enforces every limit of RespondRequest; ValueError naming the field, e.g.
+    "cases[1].user.traits[0] is 120 bytes; at most 100"."""
+    _check_count("cases", len(req.cases), MIN_RESPOND_CASES, MAX_RESPOND_CASES, "cases")
+    n_names = _check_category_names(req.category_names)
+    items = 0
+    for i, case in enumerate(req.cases):
+        prefix = f"cases[{i}]"
+        _check_non_negative(f"{prefix}.user.user_id", case.user.user_id)
+        if len(case.user.traits) > MAX_TRAITS:
+            raise ValueError(f"{prefix}.user.traits has {len(case.user.traits)} entries; at most {MAX_TRAITS}")
+        for t, trait in enumerate(case.user.traits):
+            _check_bytes(f"{prefix}.user.traits[{t}]", trait, MAX_TRAIT_BYTES)
+        _validate_items(f"{prefix}.slate", case.slate, n_names, MIN_SLATE, MAX_SLATE, distinct=True)
+        items += len(case.slate)
+    if items > MAX_RESPOND_ITEMS:
+        raise ValueError(f"the cases' slates have {items} items in all; at most {MAX_RESPOND_ITEMS}: split the call")
+    _validate_histories([f"cases[{i}].user.past" for i in range(len(req.cases))],
+                        [case.user.past for case in req.cases], n_names, MAX_PAST)
+    _validate_histories([f"cases[{i}].session" for i in range(len(req.cases))],
+                        [case.session for case in req.cases], n_names, MAX_HISTORY)
+
+
 # --- answers (a failing check is a bug of whoever answered) ----------------------------------
 
 
@@ -413,3 +442,20 @@ def check_judge_response(req: planner_pb2.JudgeRequest, resp: planner_pb2.JudgeR
     for i, score in enumerate(resp.scores):
         if not MIN_JUDGE_SCORE <= score <= MAX_JUDGE_SCORE:  # negated range test: NaN fails too
             raise ValueError(f"scores[{i}]={score} is outside [{MIN_JUDGE_SCORE:g}, {MAX_JUDGE_SCORE:g}]")
+
+
+def check_respond_response(req: planner_pb2.RespondRequest, resp: planner_pb2.RespondResponse) -> None:
+    """Checks an answer to a valid RespondRequest: one response per case, with one rating and one
+    like per slate item, every value (and leave) in [0, 1], leave 0 where it was not asked."""
+    _check_answer_count("responses", len(resp.responses), len(req.cases), "case")
+    for i, (case, answer) in enumerate(zip(req.cases, resp.responses)):
+        for column in ("ratings", "likes"):
+            values = getattr(answer, column)
+            _check_answer_count(f"responses[{i}].{column}", len(values), len(case.slate), "slate item")
+            for k, value in enumerate(values):
+                if not 0.0 <= value <= 1.0:  # negated range test: NaN fails too
+                    raise ValueError(f"responses[{i}].{column}[{k}]={value} is outside [0, 1]")
+        if not 0.0 <= answer.leave <= 1.0:
+            raise ValueError(f"responses[{i}].leave={answer.leave} is outside [0, 1]")
+        if answer.leave and not case.ask_leave:
+            raise ValueError(f"responses[{i}].leave={answer.leave} but cases[{i}].ask_leave is false")

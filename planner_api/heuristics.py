@@ -364,3 +364,34 @@ def heuristic_judge(req: planner_pb2.JudgeRequest) -> planner_pb2.JudgeResponse:
                              req.category_names, (item.title for item in case.slate), case.history.titles)
         response.scores.append(rule_score(check, len(case.explanation.split())))
     return response
+
+
+# --- Respond (the user) -------------------------------------------------------------------
+
+# A rating of 4 of 5 stars or more, mapped to [0, 1], is a like (a click counts as 1).
+LIKE_FEEDBACK = 0.75
+# The rule's user leaves after a slate with probability LEAVE_SCALE x the share of its items they
+# would not like: a slate of nothing they like loses half of them.
+LEAVE_SCALE = 0.5
+
+
+def heuristic_respond(req: planner_pb2.RespondRequest) -> planner_pb2.RespondResponse:
+    """The deterministic no-LLM user: each slate item answered from its category's record in the
+    user's logged past and this session together. rating = the smoothed mean feedback
+    (sum + 1) / (count + 2) of the item's category; like = the smoothed share of that category's
+    items the user liked (feedback >= LIKE_FEEDBACK), (liked + 1) / (count + 2); leave (when
+    asked) = LEAVE_SCALE x the mean of (1 - like) over the slate. An unseen category scores 0.5.
+    The fallback of the LLM user, and the popularity-free anchor of its fidelity benchmark."""
+    response = planner_pb2.RespondResponse(backend=HEURISTIC_BACKEND_NAME)
+    for case in req.cases:
+        past_c, past_f = _category_feedback(case.user.past)
+        now_c, now_f = _category_feedback(case.session)
+        categories, feedback = np.r_[past_c, now_c], np.r_[past_f, now_f]
+        slate = np.fromiter((item.category_id for item in case.slate), np.int64, len(case.slate))
+        size = int(max(slate.max(), categories.max(initial=0))) + 1
+        _, _, rating = smoothed_feedback(categories, feedback, size)
+        _, _, like = smoothed_feedback(categories, (feedback >= LIKE_FEEDBACK).astype(np.float64), size)
+        likes = like[slate]
+        response.responses.add(ratings=rating[slate].tolist(), likes=likes.tolist(),
+                               leave=float(LEAVE_SCALE * (1.0 - likes.mean())) if case.ask_leave else 0.0)
+    return response

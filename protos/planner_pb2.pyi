@@ -189,3 +189,53 @@ class JudgeResponse(_message.Message):
     scores: _containers.RepeatedScalarFieldContainer[float]
     backend: str
     def __init__(self, scores: _Optional[_Iterable[float]] = ..., backend: _Optional[str] = ...) -> None: ...
+
+class UserPersona(_message.Message):
+    __slots__ = ("user_id", "past", "traits")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAST_FIELD_NUMBER: _ClassVar[int]
+    TRAITS_FIELD_NUMBER: _ClassVar[int]
+    user_id: int
+    past: History
+    traits: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_id: _Optional[int] = ..., past: _Optional[_Union[History, _Mapping]] = ..., traits: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RespondCase(_message.Message):
+    __slots__ = ("user", "session", "slate", "ask_leave")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    SLATE_FIELD_NUMBER: _ClassVar[int]
+    ASK_LEAVE_FIELD_NUMBER: _ClassVar[int]
+    user: UserPersona
+    session: History
+    slate: _containers.RepeatedCompositeFieldContainer[CandidateItem]
+    ask_leave: bool
+    def __init__(self, user: _Optional[_Union[UserPersona, _Mapping]] = ..., session: _Optional[_Union[History, _Mapping]] = ..., slate: _Optional[_Iterable[_Union[CandidateItem, _Mapping]]] = ..., ask_leave: _Optional[bool] = ...) -> None: ...
+
+class RespondRequest(_message.Message):
+    __slots__ = ("cases", "category_names", "seed")
+    CASES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_NAMES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    cases: _containers.RepeatedCompositeFieldContainer[RespondCase]
+    category_names: _containers.RepeatedScalarFieldContainer[str]
+    seed: int
+    def __init__(self, cases: _Optional[_Iterable[_Union[RespondCase, _Mapping]]] = ..., category_names: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class UserResponse(_message.Message):
+    __slots__ = ("ratings", "likes", "leave")
+    RATINGS_FIELD_NUMBER: _ClassVar[int]
+    LIKES_FIELD_NUMBER: _ClassVar[int]
+    LEAVE_FIELD_NUMBER: _ClassVar[int]
+    ratings: _containers.RepeatedScalarFieldContainer[float]
+    likes: _containers.RepeatedScalarFieldContainer[float]
+    leave: float
+    def __init__(self, ratings: _Optional[_Iterable[float]] = ..., likes: _Optional[_Iterable[float]] = ..., leave: _Optional[float] = ...) -> None: ...
+
+class RespondResponse(_message.Message):
+    __slots__ = ("responses", "backend")
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[UserResponse]
+    backend: str
+    def __init__(self, responses: _Optional[_Iterable[_Union[UserResponse, _Mapping]]] = ..., backend: _Optional[str] = ...) -> None: ...

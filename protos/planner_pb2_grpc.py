@@ -59,6 +59,11 @@ class PlannerStub:
                 request_serializer=protos_dot_planner__pb2.JudgeRequest.SerializeToString,
                 response_deserializer=protos_dot_planner__pb2.JudgeResponse.FromString,
                 _registered_method=True)
+        self.Respond = channel.unary_unary(
+                '/recrl.planner.v2.Planner/Respond',
+                request_serializer=protos_dot_planner__pb2.RespondRequest.SerializeToString,
+                response_deserializer=protos_dot_planner__pb2.RespondResponse.FromString,
+                _registered_method=True)
 
 
 class PlannerServicer:
@@ -95,6 +100,12 @@ class PlannerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Respond(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PlannerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +133,11 @@ def add_PlannerServicer_to_server(servicer, server):
                     servicer.Judge,
                     request_deserializer=protos_dot_planner__pb2.JudgeRequest.FromString,
                     response_serializer=protos_dot_planner__pb2.JudgeResponse.SerializeToString,
+            ),
+            'Respond': grpc.unary_unary_rpc_method_handler(
+                    servicer.Respond,
+                    request_deserializer=protos_dot_planner__pb2.RespondRequest.FromString,
+                    response_serializer=protos_dot_planner__pb2.RespondResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -259,6 +275,33 @@ class Planner:
             '/recrl.planner.v2.Planner/Judge',
             protos_dot_planner__pb2.JudgeRequest.SerializeToString,
             protos_dot_planner__pb2.JudgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Respond(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recrl.planner.v2.Planner/Respond',
+            protos_dot_planner__pb2.RespondRequest.SerializeToString,
+            protos_dot_planner__pb2.RespondResponse.FromString,
             options,
             channel_credentials,
             insecure,

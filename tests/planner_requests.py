@@ -17,6 +17,7 @@ from planner_api.heuristics import (
     heuristic_plan,
     heuristic_propose,
     heuristic_reflect,
+    heuristic_respond,
 )
 from planner_api.history import slice_history
 from protos import planner_pb2
@@ -73,6 +74,19 @@ def judge_request() -> planner_pb2.JudgeRequest:
     return req
 
 
+def respond_request() -> planner_pb2.RespondRequest:
+    """A valid request: two users, with a rated past and traits, answering the explain request's
+    slate (the second also asked whether they leave)."""
+    explain = explain_request()
+    req = planner_pb2.RespondRequest(category_names=explain.category_names, seed=6)
+    for user_id, ask_leave in ((5, False), (6, True)):
+        past = planner_pb2.History(item_ids=[20, 21, 22], category_ids=[0, 0, 3], feedback=[1.0, 0.75, 0.25],
+                                   steps=[0, 0, 0], titles=["a", "b", "c"])
+        req.cases.add(user=planner_pb2.UserPersona(user_id=user_id, past=past, traits=["age 31", "gender F"]),
+                      session=explain.history, slate=explain.slate, ask_leave=ask_leave)
+    return req
+
+
 # RPC name -> (valid request, the heuristic that answers it, a change that makes the request
 # invalid, the message the server answers it with).
 ROLES: dict[str, tuple[Callable[[], Message], Callable[[Message], Message],
@@ -91,6 +105,8 @@ ROLES: dict[str, tuple[Callable[[], Message], Callable[[Message], Message],
                 "(need 0 <= id < len(category_names)=6)"),
     "Judge": (judge_request, heuristic_judge, lambda r: setattr(r.cases[1], "explanation", "é" * 151),
               "cases[1].explanation is 302 bytes; at most 300"),
+    "Respond": (respond_request, heuristic_respond, lambda r: r.cases[1].user.traits.append("x" * 101),
+                "cases[1].user.traits[2] is 101 bytes; at most 100"),
 }
 
 
@@ -108,7 +124,7 @@ class SleepyBackend(HeuristicBackend):
     """The heuristic backend, answering only after a delay (to miss a client's deadline)."""
 
     name = "sleepy"
-    plan, reflect, propose, explain, judge = (_delayed(rpc.lower()) for rpc in RPC_NAMES)
+    plan, reflect, propose, explain, judge, respond = (_delayed(rpc.lower()) for rpc in RPC_NAMES)
 
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s

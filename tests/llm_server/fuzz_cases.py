@@ -22,13 +22,13 @@ OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 TOO_BIG = grpc.StatusCode.RESOURCE_EXHAUSTED
 
-RPCS = ("Plan", "Reflect", "Propose", "Explain", "Judge")
+RPCS = ("Plan", "Reflect", "Propose", "Explain", "Judge", "Respond")
 REQUEST_TYPES = {"Plan": planner_pb2.PlanRequest, "Reflect": planner_pb2.ReflectRequest,
                  "Propose": planner_pb2.ProposeRequest, "Explain": planner_pb2.ExplainRequest,
-                 "Judge": planner_pb2.JudgeRequest}
+                 "Judge": planner_pb2.JudgeRequest, "Respond": planner_pb2.RespondRequest}
 RESPONSE_TYPES = {"Plan": planner_pb2.PlanResponse, "Reflect": planner_pb2.ReflectResponse,
                   "Propose": planner_pb2.ProposeResponse, "Explain": planner_pb2.ExplainResponse,
-                  "Judge": planner_pb2.JudgeResponse}
+                  "Judge": planner_pb2.JudgeResponse, "Respond": planner_pb2.RespondResponse}
 
 MARKER = "\x02\x03\x04\x05MARK"  # replaced by invalid UTF-8 bytes of the same length
 INVALID_UTF8 = [b"\xff", b"\xfe\xfe", b"\xc3\x28", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\x80"]
@@ -114,9 +114,23 @@ def valid_judge(rng: random.Random) -> planner_pb2.JudgeRequest:
     return req
 
 
+def valid_respond(rng: random.Random) -> planner_pb2.RespondRequest:
+    names = _names(rng)
+    req = planner_pb2.RespondRequest(category_names=names, seed=rng.randrange(2**64))
+    n = len(names)
+    for _ in range(rng.randint(1, 6)):
+        ids = rng.sample(range(5000), rng.randint(1, 8))
+        req.cases.add(user=planner_pb2.UserPersona(user_id=rng.randrange(1000), past=_history(rng, n, rng.randint(0, 64)),
+                                                   traits=[_text(rng)[:25] for _ in range(rng.randint(0, 3))]),
+                      session=_history(rng, n, rng.randint(0, 30)), ask_leave=rng.random() < 0.5,
+                      slate=[planner_pb2.CandidateItem(item_id=i, category_id=rng.randrange(n), title=_text(rng))
+                             for i in ids])
+    return req
+
+
 VALID: dict[str, Callable[[random.Random], object]] = {
     "Plan": valid_plan, "Reflect": valid_reflect, "Propose": valid_propose, "Explain": valid_explain,
-    "Judge": valid_judge}
+    "Judge": valid_judge, "Respond": valid_respond}
 
 NAN = float("nan")
 
@@ -236,6 +250,23 @@ MUTATIONS: dict[str, list[tuple[Callable, str]]] = {
         (lambda r, g: _append(r.cases[0].history, feedback=NAN), "feedback"),
         (lambda r, g: setattr(r.cases[0].slate[0], "item_id", -3), "item_id"),
     ],
+    "Respond": [
+        (lambda r, g: r.ClearField("cases"), "cases"),
+        (lambda r, g: [r.cases.add(slate=[planner_pb2.CandidateItem()]) for _ in range(1025)], "cases"),
+        (lambda r, g: [r.cases.add(slate=[planner_pb2.CandidateItem(item_id=k) for k in range(32)])
+                       for _ in range(129)], "items in all"),
+        (lambda r, g: r.cases[0].ClearField("slate"), "slate"),
+        (lambda r, g: r.cases[0].slate.add(item_id=r.cases[0].slate[0].item_id), "item_id"),
+        (lambda r, g: r.cases[0].slate.extend(planner_pb2.CandidateItem(item_id=10_000 + k) for k in range(33)), "slate"),
+        (lambda r, g: setattr(r.cases[0].user, "user_id", -1), "user_id"),
+        (lambda r, g: r.cases[0].user.traits.extend(["t"] * 9), "traits"),
+        (lambda r, g: r.cases[0].user.traits.append("é" * 51), "traits"),
+        (lambda r, g: _append(r.cases[0].user.past, 65), "past"),
+        (lambda r, g: _append(r.cases[0].session, 257), "session"),
+        (lambda r, g: _append(r.cases[0].session, category_id=len(r.category_names)), "category_ids"),
+        (lambda r, g: _append(r.cases[0].user.past, feedback=NAN), "feedback"),
+        (lambda r, g: setattr(r.cases[0].slate[0], "title", "t" * 201), "title"),
+    ],
 }
 
 
@@ -243,7 +274,7 @@ def _with_marker(rpc: str, req, rng: random.Random) -> str:
     """Puts MARKER into one string field of `req`; returns the word naming that field."""
     choices = {"Plan": ["titles", "reflections", "category_names"], "Reflect": ["category_names"],
                "Propose": ["title", "category_names"], "Explain": ["title", "category_names"],
-               "Judge": ["explanation", "category_names"]}[rpc]
+               "Judge": ["explanation", "category_names"], "Respond": ["traits", "title", "category_names"]}[rpc]
     where = rng.choice(choices)
     if where == "category_names":
         req.category_names[rng.randrange(len(req.category_names))] = MARKER
@@ -255,6 +286,11 @@ def _with_marker(rpc: str, req, rng: random.Random) -> str:
         req.queries[0].candidates[0].title = MARKER
     elif rpc == "Judge":
         req.cases[0].explanation = MARKER
+    elif rpc == "Respond":
+        if where == "traits":
+            req.cases[0].user.traits.append(MARKER)
+        else:
+            req.cases[0].slate[0].title = MARKER
     else:
         req.slate[0].title = MARKER
     return where

@@ -31,6 +31,7 @@ from planner_api.heuristics import (
     heuristic_plan,
     heuristic_propose,
     heuristic_reflect,
+    heuristic_respond,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,9 +48,9 @@ RSS_GROWTH_LIMIT_MB = 64.0
 WARMUP_CASES = 400
 CHECKS = {"Plan": contract.check_plan_response, "Reflect": contract.check_reflect_response,
           "Propose": contract.check_propose_response, "Explain": contract.check_explain_response,
-          "Judge": contract.check_judge_response}
+          "Judge": contract.check_judge_response, "Respond": contract.check_respond_response}
 HEURISTICS = {"Plan": heuristic_plan, "Reflect": heuristic_reflect, "Propose": heuristic_propose,
-              "Explain": heuristic_explain, "Judge": heuristic_judge}
+              "Explain": heuristic_explain, "Judge": heuristic_judge, "Respond": heuristic_respond}
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(),
                                 reason="reads the server's resident memory from /proc (Linux only)")

@@ -52,7 +52,7 @@ class BrokenBackend(PlannerBackend):
     """A backend that fails on every request of every RPC."""
 
     name = "broken"
-    plan = reflect = propose = explain = judge = _fail
+    plan = reflect = propose = explain = judge = respond = _fail
 
 
 # RPC name -> (how LyingBackend breaks the heuristic answer, the server's complaint about it).
@@ -65,6 +65,8 @@ LIES: dict[str, tuple[Callable[[Message], object], str]] = {
     "Explain": (lambda a: setattr(a, "explanation", "é" * 200),
                 "explanation is 400 bytes; at most 300"),
     "Judge": (lambda a: a.scores.__setitem__(2, 6.0), "scores[2]=6.0 is outside [1, 5]"),
+    "Respond": (lambda a: setattr(a.responses[0], "leave", 0.5),
+                "responses[0].leave=0.5 but cases[0].ask_leave is false"),
 }
 
 
@@ -83,7 +85,7 @@ class LyingBackend(HeuristicBackend):
     """The heuristic answers, each broken in one way the contract forbids."""
 
     name = "lying"
-    plan, reflect, propose, explain, judge = (_lying(rpc) for rpc in RPC_NAMES)
+    plan, reflect, propose, explain, judge, respond = (_lying(rpc) for rpc in RPC_NAMES)
 
 
 @pytest.fixture(scope="module")

@@ -474,3 +474,44 @@ def test_stats_count_requests_tokens_and_prefix_cache_hits(served: Served) -> No
     # The shared part is most of the first prompt (cached in whole blocks).
     assert second_cached >= first_prompt // 2, (first_prompt, second_cached)
     assert s2["prefix_cache_hit_rate"] == pytest.approx(s2["cached_prompt_tokens"] / s2["prompt_tokens"])
+
+
+# --- Respond: the LLM as the user -------------------------------------------------------------------
+
+
+def respond_request(rng: random.Random, cases: int, slate: int) -> planner_pb2.RespondRequest:
+    """Users with a rated past (hostile titles and traits among them) answering a slate each."""
+    req = planner_pb2.RespondRequest(category_names=[f"Genre {c}" for c in range(8)], seed=3)
+    for u in range(cases):
+        past = make_history((rng.randrange(2000), rng.randrange(8), rng.choice([0.0, 0.25, 0.5, 0.75, 1.0]), 0,
+                             rng.choice(HOSTILE) if rng.random() < 0.3 else f"Film {k}") for k in range(12))
+        req.cases.add(user=planner_pb2.UserPersona(user_id=u, past=past, traits=["age 30", HOSTILE[u % len(HOSTILE)][:40]]),
+                      session=make_history((rng.randrange(2000), rng.randrange(8), 1.0, 0, "") for _ in range(6)),
+                      ask_leave=u % 2 == 0,
+                      slate=[planner_pb2.CandidateItem(item_id=3000 + k, category_id=k % 8, title=rng.choice(HOSTILE))
+                             for k in range(slate)])
+    return req
+
+
+def test_respond_gives_graded_answers_inside_the_contract_and_reuses_the_slate_prefix(served: Served) -> None:
+    from planner_api.contract import check_respond_response
+
+    req = respond_request(random.Random(71), cases=4, slate=6)
+    s0 = served.backend.stats()
+    resp, fell_back = served.client.respond(req, TIMEOUT_S)
+    assert not fell_back and resp.backend == "vllm"
+    check_respond_response(req, resp)
+    s1 = served.backend.stats()
+    # One engine request per slate item and per leave question, each one decoding step.
+    asked = 4 * 6 + 2
+    assert s1["requests"] - s0["requests"] == asked
+    assert s1["output_tokens"] - s0["output_tokens"] == asked
+    assert s1["invalid_answers"] == s0["invalid_answers"]
+    # The first item of a slate is answered before the others go: they reuse its prefix.
+    cached = s1["respond_cached_prompt_tokens"] - s0.get("respond_cached_prompt_tokens", 0)
+    prompted = s1["respond_prompt_tokens"] - s0.get("respond_prompt_tokens", 0)
+    assert cached / prompted > 0.5, (cached, prompted)
+    # Graded: read from the digits' probabilities, not one digit (the tiny model is unsure).
+    ratings = [r for answer in resp.responses for r in answer.ratings]
+    assert any(r not in (0.0, 0.25, 0.5, 0.75, 1.0) for r in ratings)
+    assert [a.leave > 0 for a in resp.responses] == [True, False, True, False]

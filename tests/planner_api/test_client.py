@@ -44,13 +44,17 @@ def requests() -> dict[str, Message]:
         slate=[planner_pb2.CandidateItem(item_id=4, category_id=2)])
     judge = planner_pb2.JudgeRequest(category_names=names)
     judge.cases.add(history=entry(1, 1.0), slate=explain.slate, explanation="More c, after the b you liked.")
-    return {"Plan": plan, "Reflect": reflect, "Propose": propose, "Explain": explain, "Judge": judge}
+    respond = planner_pb2.RespondRequest(category_names=names)
+    respond.cases.add(user=planner_pb2.UserPersona(user_id=1, past=entry(1, 0.75)), slate=explain.slate,
+                      ask_leave=True)
+    return {"Plan": plan, "Reflect": reflect, "Propose": propose, "Explain": explain, "Judge": judge,
+            "Respond": respond}
 
 
 RULES = {
     "Plan": heuristics.heuristic_plan, "Reflect": heuristics.heuristic_reflect,
     "Propose": heuristics.heuristic_propose, "Explain": heuristics.heuristic_explain,
-    "Judge": heuristics.heuristic_judge,
+    "Judge": heuristics.heuristic_judge, "Respond": heuristics.heuristic_respond,
 }
 
 
@@ -81,10 +85,11 @@ def test_in_process_planner_rejects_invalid_requests_without_counting_them() -> 
     reqs["Propose"].queries[0].num_items = 6
     del reqs["Explain"].slate[:]
     reqs["Judge"].cases[0].explanation = "x" * 301
+    reqs["Respond"].cases[0].user.user_id = -1
     expected = {
         "Plan": r"users\[0\].num_categories=9", "Reflect": r"sessions\[0\].length=0",
         "Propose": r"queries\[0\].num_items=6", "Explain": "slate is empty",
-        "Judge": r"cases\[0\].explanation is 301 bytes",
+        "Judge": r"cases\[0\].explanation is 301 bytes", "Respond": r"cases\[0\].user.user_id=-1 is negative",
     }
     for rpc, req in reqs.items():
         with pytest.raises(ValueError, match=expected[rpc]):

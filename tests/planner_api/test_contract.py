@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import re
 import pytest
 
 from planner_api import contract
@@ -460,3 +461,62 @@ def test_every_validator_is_public() -> None:
     pairs = (("validate", "request"), ("check", "response"))
     rpcs = [rpc.lower() for rpc in contract.RPC_NAMES]
     assert {f"{verb}_{rpc}_{kind}" for verb, kind in pairs for rpc in rpcs} == names
+
+
+# --- Respond (the LLM as the user) -------------------------------------------------------------
+
+
+def respond_request() -> planner_pb2.RespondRequest:
+    req = planner_pb2.RespondRequest(category_names=["a", "b", "c"], seed=1)
+    for user_id, ask_leave in ((1, True), (2, False)):
+        req.cases.add(user=planner_pb2.UserPersona(
+            user_id=user_id, traits=["age 30"],
+            past=planner_pb2.History(item_ids=[1, 2], category_ids=[0, 1], feedback=[1.0, 0.25], steps=[0, 0])),
+            slate=[planner_pb2.CandidateItem(item_id=k, category_id=k % 3) for k in range(4)], ask_leave=ask_leave)
+    return req
+
+
+RESPOND_CASES = {
+    "valid": (lambda r: None, None),
+    "no cases": (lambda r: r.ClearField("cases"), "cases is empty"),
+    "too many traits": (lambda r: r.cases[1].user.traits.extend(["t"] * 8), "cases[1].user.traits has 9 entries"),
+    "oversize trait": (lambda r: r.cases[0].user.traits.append("é" * 51), "cases[0].user.traits[1] is 102 bytes"),
+    "repeated slate item": (lambda r: setattr(r.cases[1].slate[2], "item_id", 0),
+                            "cases[1].slate[2].item_id=0 is a duplicate"),
+    "past too long": (lambda r: r.cases[0].user.past.MergeFrom(planner_pb2.History(
+        item_ids=[1] * 63, category_ids=[0] * 63, feedback=[0.0] * 63, steps=[0] * 63)),
+        "cases[0].user.past has 65 entries; at most 64"),
+    "bad session feedback": (lambda r: r.cases[1].session.MergeFrom(planner_pb2.History(
+        item_ids=[1], category_ids=[0], feedback=[2.0], steps=[0])), "cases[1].session.feedback[0]=2.0"),
+    "too many items in all": (lambda r: [r.cases.add(slate=[planner_pb2.CandidateItem(item_id=k) for k in range(32)])
+                                         for _ in range(128)], "4104 items in all; at most 4096"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESPOND_CASES))
+def test_respond_validation(case: str) -> None:
+    from planner_api.contract import validate_respond_request
+
+    change, expected = RESPOND_CASES[case]
+    req = respond_request()
+    change(req)
+    _run_case(validate_respond_request, req, expected)
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda a: a.responses.pop(), "responses has 1 entries; need one per case (2)"),
+    (lambda a: a.responses[0].likes.pop(), "responses[0].likes has 3 entries; need one per slate item (4)"),
+    (lambda a: a.responses[1].ratings.__setitem__(0, float("nan")), "responses[1].ratings[0]=nan is outside [0, 1]"),
+    (lambda a: setattr(a.responses[0], "leave", 1.5), "responses[0].leave=1.5 is outside [0, 1]"),
+    (lambda a: setattr(a.responses[1], "leave", 0.2), "but cases[1].ask_leave is false"),
+])
+def test_respond_answer_checks(change, expected: str) -> None:
+    from planner_api.contract import check_respond_response
+    from planner_api.heuristics import heuristic_respond
+
+    req = respond_request()
+    answer = heuristic_respond(req)
+    check_respond_response(req, answer)
+    change(answer)
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        check_respond_response(req, answer)

@@ -392,3 +392,21 @@ def test_explanations_stay_within_limits_whatever_the_names(name: str) -> None:
     assert len(response.explanation.encode()) <= MAX_EXPLANATION_BYTES
     assert response.explanation.isprintable()
     assert response.explanation.endswith(".")
+
+
+def test_the_rule_user_rates_an_item_by_its_category_record_and_leaves_when_nothing_suits() -> None:
+    from planner_api.heuristics import LEAVE_SCALE, heuristic_respond
+
+    req = planner_pb2.RespondRequest(category_names=["comedy", "documentary", "horror"])
+    past = planner_pb2.History(item_ids=[1, 2, 3, 4], category_ids=[0, 0, 1, 1], feedback=[1.0, 0.75, 0.25, 0.0],
+                               steps=[0] * 4)
+    slate = [planner_pb2.CandidateItem(item_id=10 + c, category_id=c) for c in (0, 1, 2)]
+    req.cases.add(user=planner_pb2.UserPersona(user_id=1, past=past), slate=slate, ask_leave=True)
+    req.cases.add(user=planner_pb2.UserPersona(user_id=2), slate=slate)
+    answer = heuristic_respond(req)
+    first, second = answer.responses
+    assert first.ratings == pytest.approx([(1.75 + 1) / 4, (0.25 + 1) / 4, 0.5])
+    assert first.likes == pytest.approx([3 / 4, 1 / 4, 1 / 2])
+    assert first.leave == pytest.approx(LEAVE_SCALE * (1 - (3 / 4 + 1 / 4 + 1 / 2) / 3))
+    assert list(second.ratings) == [0.5] * 3 and second.leave == 0.0   # nothing known; not asked
+    assert heuristic_respond(req) == answer
