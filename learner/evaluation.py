@@ -17,6 +17,7 @@ from learner.explanations import explanation_table
 from policy.networks import PolicyConfig
 from rollout.actor import RolloutConfig, RolloutWorker, worker_seeds
 from rollout.episodes import EpisodeRun, run_episodes
+from rollout.llm_world import attach_llm_user
 from rollout.metrics import (
     convergence_steps,
     div_ratio,
@@ -93,46 +94,63 @@ def summarise(world: World, run: EpisodeRun) -> dict:
     return metrics
 
 
+def llm_user_counts(env: UserBatchEnv) -> dict:
+    """What the LLM user answered in an env of an llm or hybrid world ({} in the mf world): cases
+    asked, answered from the replay cache, answered by the rule user because a call fell back."""
+    if env.responder is None:
+        return {}
+    stats = env.responder.llm_user.stats
+    return {"llm_user_cases": stats.cases, "llm_user_cache_hits": stats.cache_hits,
+            "llm_user_fallback_cases": stats.fallback_cases}
+
+
 def evaluate_episodes(world: World, cfg: WorldConfig, users: np.ndarray, seed: int, make_act,
-                      runs: dict | None = None, name: str = "") -> dict:
+                      runs: dict | None = None, name: str = "", llm_client=None) -> dict:
     """Episode and slate metrics of one episode per user in `users`, the slates chosen by
     `make_act(env)` (the `act` of `rollout.episodes.run_episodes` for that env), on the
     evaluation's env: every policy evaluated this way meets the same dice. `runs[name]` keeps
-    the episodes themselves when `runs` is given (what the explanations read)."""
+    the episodes themselves when `runs` is given (what the explanations read). In an llm or hybrid
+    world the users' responses come from the LLM service behind `llm_client`."""
     env = UserBatchEnv(world, cfg, len(users), worker_seeds(seed, EVAL_WORKER_INDEX)[0])
-    env.reset(users)
-    run = run_episodes(env, make_act(env), cfg.max_steps)
+    responder = attach_llm_user(env, world, cfg, llm_client)
+    try:
+        env.reset(users)
+        run = run_episodes(env, make_act(env), cfg.max_steps)
+    finally:
+        if responder is not None:
+            responder.close()
     if runs is not None:
         runs[name] = run
-    return summarise(world, run)
+    return {**summarise(world, run), **llm_user_counts(env)}
 
 
 def evaluate_reference(world: World, cfg: WorldConfig, name: str, users: np.ndarray, seed: int,
-                       runs: dict | None = None) -> dict:
+                       runs: dict | None = None, llm_client=None) -> dict:
     """Episode and slate metrics of a reference policy on `users` (one episode each)."""
     policy = ReferencePolicy(name, seed)
 
     def make_act(env: UserBatchEnv):
         return lambda step, active: (policy.act(env), {})
 
-    return evaluate_episodes(world, cfg, users, seed, make_act, runs, name)
+    return evaluate_episodes(world, cfg, users, seed, make_act, runs, name, llm_client)
 
 
 def evaluate_worker(world: World, cfg: WorldConfig, policy: PolicyConfig, rollout: RolloutConfig,
                     planner_address: str | None, weights: dict | None, act: str, users: np.ndarray,
-                    seed: int, runs: dict | None = None, name: str = "", reflections: tuple = ()) -> dict:
+                    seed: int, runs: dict | None = None, name: str = "", reflections: tuple = (),
+                    llm_user_address: str | None = None) -> dict:
     """Metrics of the learned policy (act="mean": deterministic) or of random ranking, the true
     model's or ridge-exposure-fresh's inside the planner's categories (act="random", "oracle" or
     "rule"), through the same RolloutWorker that training uses."""
     rollout = replace(rollout, users_per_actor=len(users))
     worker = RolloutWorker(cfg, policy, rollout, planner_address if rollout.use_planner else None,
-                           worker_index=EVAL_WORKER_INDEX, seed=seed)
+                           worker_index=EVAL_WORKER_INDEX, seed=seed, llm_user_address=llm_user_address)
     try:
         batch, stats = worker.collect(weights, 0 if weights is not None else None, user_ids=users, act=act,
                                       reflections=reflections)
     finally:
         worker.close()
-    metrics = summarise(world, worker.last_run)
+    metrics = {**summarise(world, worker.last_run), **llm_user_counts(worker.env)}
     if runs is not None:
         runs[name] = worker.last_run
     metrics["planner_fallbacks"] = stats.planner_fallbacks

@@ -14,13 +14,17 @@
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import defaultdict
+from pathlib import Path
 from collections.abc import Sequence
 
 from planner_api.history import Entry, history_entries
 from protos import planner_pb2
 
+PROMPTS_VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+"""A hash of this module: answers cached under one version are never read under another."""
 LETTERS = "ABCDEFGHIJKLMNOPQRST"  # vLLM returns at most 20 log-probabilities per token
 MAX_TITLE_CHARS = 60
 MAX_NAME_CHARS = 40
@@ -258,11 +262,37 @@ def respond_prefix(case: planner_pb2.RespondCase, names: Sequence[str]) -> str:
             + ("\n".join(session) if session else "(nothing shown yet)") + "\n\n")
 
 
-def respond_item_prompt(prefix: str, item: planner_pb2.CandidateItem, names: Sequence[str], template=None) -> str:
-    """The rating question for one slate item (answered with one constrained digit)."""
-    line = (f"Recommended now: {quoted(item.title, MAX_TITLE_CHARS) if item.title else 'an item'} "
-            f"({clean(names[item.category_id], MAX_NAME_CHARS)}).\n{RESPOND_QUESTION}")
+def category_records(user: planner_pb2.UserPersona) -> dict[int, tuple[int, float]]:
+    """Per category of the user's past: (items rated, mean feedback): what the rating question
+    recalls about the item's category, so the answer can lean on the user's own record."""
+    seen: dict[int, list[float]] = defaultdict(list)
+    for category, feedback in zip(user.past.category_ids, user.past.feedback):
+        seen[category].append(feedback)
+    return {c: (len(f), sum(f) / len(f)) for c, f in seen.items()}
+
+
+def respond_item_prompt(prefix: str, item: planner_pb2.CandidateItem, names: Sequence[str], template=None,
+                        records: dict[int, tuple[int, float]] | None = None, ratings: bool = True) -> str:
+    """The rating question for one slate item (answered with one constrained digit), after the
+    user's record with the item's category (`category_records`; stars for ratings, likes for clicks)."""
+    name = clean(names[item.category_id], MAX_NAME_CHARS)
+    count, mean = (records or {}).get(item.category_id, (0, 0.0))
+    record = (f"The viewer rated {count} {name} before, mean {1 + 4 * mean:.1f} stars." if count and ratings
+              else f"The viewer liked {round(count * mean)} of {count} {name} shown before." if count
+              else f"The viewer has no {name} in their record.")
+    line = (f"Recommended now: {quoted(item.title, MAX_TITLE_CHARS) if item.title else 'an item'} ({name}).\n"
+            f"{record}\n{RESPOND_QUESTION}")
     return chat(RESPOND_SYSTEM, prefix + line, template)
+
+
+def respond_prompts(case: planner_pb2.RespondCase, names: Sequence[str], template=None) -> tuple[str, list[str], str | None]:
+    """A case's prompts: the shared part alone (for its length), one rating question per slate item,
+    and the leave question (None when not asked)."""
+    prefix = respond_prefix(case, names)
+    records, ratings = category_records(case.user), _is_rating(case.user.past.feedback)
+    items = [respond_item_prompt(prefix, item, names, template, records, ratings) for item in case.slate]
+    leave = leave_prompt(prefix, case.slate, names, template) if case.ask_leave else None
+    return chat(RESPOND_SYSTEM, prefix, template), items, leave
 
 
 def leave_prompt(prefix: str, slate, names: Sequence[str], template=None) -> str:

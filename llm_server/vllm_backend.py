@@ -466,12 +466,10 @@ class VLLMBackend(PlannerBackend):
                                structured_outputs=StructuredOutputsParams(choice=list(STARS)))
         leave = SamplingParams(max_tokens=1, temperature=0.0, logprobs=2,
                                structured_outputs=StructuredOutputsParams(choice=["A", "B"]))
-        prefixes = [prompts.respond_prefix(case, names) for case in req.cases]
-        questions = [[prompts.respond_item_prompt(prefix, item, names, template) for item in case.slate]
-                     for prefix, case in zip(prefixes, req.cases)]
-        leaves = [prompts.leave_prompt(prefix, case.slate, names, template) if case.ask_leave else None
-                  for prefix, case in zip(prefixes, req.cases)]
-        shared = [self._prompt_tokens(prompts.chat(prompts.RESPOND_SYSTEM, prefix, template)) for prefix in prefixes]
+        built = [prompts.respond_prompts(case, names, template) for case in req.cases]
+        questions = [items for _, items, _ in built]
+        leaves = [leave_text for _, _, leave_text in built]
+        shared = [self._prompt_tokens(prefix) for prefix, _, _ in built]
         budget = {}
         for i, case_questions in enumerate(questions):
             for j, text in enumerate([*case_questions, *([leaves[i]] if leaves[i] else [])]):

@@ -24,6 +24,7 @@ from rollout.population_posterior import PopulationPosterior
 from rollout.reference_policies import posterior_exposure_scores, ridge_exposure_scores
 from rollout.session_planner import SessionPlanner
 from rollout.world import World, WorldConfig, policy_spec
+from rollout.llm_world import attach_llm_user
 from rollout.users import UserBatchEnv
 
 ACT_MODES = ("sample", "mean", "random", "oracle", "rule", "posterior")
@@ -188,7 +189,7 @@ class RolloutWorker:
     """Steps `users_per_actor` simulated users to the end of their episodes per `collect` call."""
 
     def __init__(self, world: WorldConfig, policy: PolicyConfig, rollout: RolloutConfig,
-                 planner_address: str | None, worker_index: int, seed: int):
+                 planner_address: str | None, worker_index: int, seed: int, llm_user_address: str | None = None):
         torch.set_num_threads(rollout.rollout_torch_threads)
         self.world_cfg, self.rollout, self.worker_index = world, rollout, worker_index
         self.world = World.build(world)
@@ -202,6 +203,9 @@ class RolloutWorker:
             env_seed, torch_seed = (int(x) for x in np.random.SeedSequence(
                 [env_seed, torch_seed, int(self.incarnation, 16)]).generate_state(2))
         self.env = UserBatchEnv(self.world, world, rollout.users_per_actor, env_seed)
+        if world.user_model != "mf":  # the LLM answers the users (rollout.llm_world)
+            address = llm_user_address or planner_address
+            attach_llm_user(self.env, self.world, world, connect_planner(address) if address else None)
         self.generator = torch.Generator().manual_seed(torch_seed)
         self._posterior: PopulationPosterior | None = None   # posterior-exposure's, made when first asked
         with torch.random.fork_rng():  # the learner's initial weights too: same seed, same init
@@ -346,6 +350,9 @@ class RolloutWorker:
     def close(self) -> None:
         if self.planner is not None:
             self.planner.close()
+        if self.env.responder is not None:  # the LLM user's client is this worker's own
+            self.env.responder.close()
+            self.env.responder.llm_user.client.close()
 
 
 def make_rollout_actor_class(num_cpus: float):

@@ -83,11 +83,24 @@ class UserModel:
         return sigmoid(self.click.scores(users, slates)).astype(np.float32)
 
 
-def time_split(data: Dataset, holdout: float) -> tuple[np.ndarray, np.ndarray]:
+def time_split(data: Dataset, holdout: float, within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks (train, test): the latest `holdout` share of each user's interactions is test.
+    `within` (a mask) splits only those rows, the same way (both masks are False elsewhere): a
+    validation period carved from the end of the training rows.
 
     Interactions are sorted by (user, time) in every Dataset, so a user's rows are contiguous."""
-    user = data.interactions.user
+    if within is not None:
+        rows = np.flatnonzero(within)
+        train, test = np.zeros(len(within), bool), np.zeros(len(within), bool)
+        sub_train, sub_test = _latest_share(data.interactions.user[rows], holdout)
+        train[rows[sub_train]], test[rows[sub_test]] = True, True
+        return train, test
+    return _latest_share(data.interactions.user, holdout)
+
+
+def _latest_share(user: np.ndarray, holdout: float) -> tuple[np.ndarray, np.ndarray]:
+    """(earlier, latest) masks over rows grouped by user in time order: each user's latest
+    floor(holdout x count) rows are the latest."""
     m = len(user)
     starts = np.r_[0, np.flatnonzero(np.diff(user)) + 1]
     counts = np.diff(np.r_[starts, m])
@@ -164,10 +177,12 @@ def _sample_negatives(data: Dataset, rows: np.ndarray, per_row: int, rng: np.ran
     return users[keep], items[keep]
 
 
-def train_user_model(data: Dataset, cfg: UserModelConfig, log=print) -> UserModel:
-    """Fit the click model (and the rating model for rating data); evaluate on the time split."""
+def train_user_model(data: Dataset, cfg: UserModelConfig, log=print,
+                     split: tuple[np.ndarray, np.ndarray] | None = None) -> UserModel:
+    """Fit the click model (and the rating model for rating data); evaluate on the time split
+    (`split`: the (train, test) masks to use instead of cfg.holdout's)."""
     rng = np.random.default_rng(cfg.seed)
-    train, test = time_split(data, cfg.holdout)
+    train, test = split if split is not None else time_split(data, cfg.holdout)
     positive = data.positive().astype(np.float32)
     it = data.interactions
     tr = np.flatnonzero(train)
@@ -233,3 +248,19 @@ def load_or_train(data: Dataset, cfg: UserModelConfig, log=print) -> UserModel:
             return model
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def calibration_bins(probability: np.ndarray, labels: np.ndarray, bins: int = 10) -> tuple[list[dict], float]:
+    """Reliability of predicted probabilities: per equal-width bin, (mean predicted, observed rate,
+    count), and the expected calibration error (the count-weighted mean gap)."""
+    probability, labels = np.asarray(probability, np.float64), np.asarray(labels, np.float64)
+    index = np.minimum((probability * bins).astype(np.int64), bins - 1)
+    table, error = [], 0.0
+    for b in range(bins):
+        inside = index == b
+        if not inside.any():
+            continue
+        predicted, observed, count = float(probability[inside].mean()), float(labels[inside].mean()), int(inside.sum())
+        table.append({"predicted": predicted, "observed": observed, "count": count})
+        error += count * abs(predicted - observed)
+    return table, error / max(len(labels), 1)

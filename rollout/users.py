@@ -76,6 +76,9 @@ class UserBatchEnv:
         self.user_ids = np.zeros(b, np.int64)
         self.satiation = np.zeros(b, np.float32)
         self._all_logits = None   # [B, N] the user model's logits for every item, made when first asked
+        # The LLM's part of the response (rollout.llm_world.WorldResponder) when the world's user_model
+        # is llm or hybrid; set by whoever owns the env (rollout.llm_world.attach_llm_user).
+        self.responder = None
         self.patience = np.zeros(b, np.float32)
         self.steps = np.zeros(b, np.int32)
         self.active = np.zeros(b, bool)
@@ -146,6 +149,7 @@ class UserBatchEnv:
     def expected_copy(self, rows: np.ndarray | None = None) -> "UserBatchEnv":
         """A copy of the users in `rows` (default: all), in their current state, that steps in
         expectation (clicks are their probabilities; no dice are drawn). Nothing is shared."""
+        self._no_oracle_in_llm_world("an expected copy (the lookahead's)")
         rows = np.arange(self.batch_size) if rows is None else np.asarray(rows)
         twin = copy.copy(self)
         for name, value in vars(self).items():
@@ -154,6 +158,12 @@ class UserBatchEnv:
         twin.batch_size, twin.expected = len(rows), True
         return twin
 
+    def _no_oracle_in_llm_world(self, what: str) -> None:
+        if self.responder is not None:
+            raise ValueError(f"{what} cannot be read when the LLM answers the users (user_model "
+                             f"{self.cfg.user_model}): it would ask the LLM about every item. Oracle references "
+                             "and the lookahead run in the mf world only")
+
     def available_items(self) -> np.ndarray | None:
         """[B, N] items each user may still be shown (None when every item always may)."""
         return None if self.shown is None else ~self.shown
@@ -161,6 +171,7 @@ class UserBatchEnv:
     def item_logits(self) -> np.ndarray:
         """[B, N] every item's click logit for each user now: the user model's, less satiation
         and fatigue (what a myopic oracle ranks by; the slate's similarity penalty comes after)."""
+        self._no_oracle_in_llm_world("the whole catalogue's click logits")
         if self._all_logits is None:  # once per batch of sessions: stepping alone never needs it
             self._all_logits = self.world.user_model.click.all_scores(self.user_ids).astype(np.float32)
         logits = self._all_logits - self.satiation[:, None] * self.exposure[:, self.world.item_category]
@@ -170,8 +181,10 @@ class UserBatchEnv:
         """[B, K] click probabilities: the state's logits, minus rho x mean similarity to the rest of the slate."""
         rows = np.arange(self.batch_size)[:, None]
         category = self.world.item_category[slates]
-        logits = (self.world.user_model.click.scores(self.user_ids, slates)
-                  - self.satiation[:, None] * self.exposure[rows, category]
+        learned = self.world.user_model.click.scores(self.user_ids, slates)
+        if self.responder is not None:
+            learned = self.responder.logits(self, slates, learned)
+        logits = (learned - self.satiation[:, None] * self.exposure[rows, category]
                   - self.cfg.item_fatigue * self.times_shown[rows, slates])
         p = sigmoid(logits)
         k = slates.shape[1]

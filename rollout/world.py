@@ -23,6 +23,7 @@ from rollout.user_model import (
 
 QUIT_RULES = ("interest", "patience", "window")
 REWARD_MODES = ("click", "rating")
+USER_MODELS = ("mf", "llm", "hybrid")
 SYNTHETIC_ONLY = ("num_items", "num_categories", "num_users", "favourite_categories", "click_scale", "click_bias",
                   "feature_noise")
 """WorldConfig fields the generated world reads and a logged one does not."""
@@ -122,6 +123,20 @@ class WorldConfig:
     """Never show a user an item twice in an episode (shown items are masked out of the policy's choice)."""
     reward_mode: str = "click"
     """click: mean click over the slate; rating (rating data only): mean of click x predicted rating in [0, 1]."""
+    user_model: str = "mf"
+    """Who answers the slates: mf (the learned model: matrix factorisation of the logs; the ground
+    truth in the synthetic world), llm (the LLM user: the LLM service's Respond call, its like
+    probability put on the learned model's logit scale) or hybrid (the learned model's logit plus the
+    LLM's, weighted by a logistic fit on held-out logs). The session's dynamics (satiation, fatigue,
+    similarity, the quit rule) are the world's in every mode. llm and hybrid need logged data, the LLM
+    service and a calibration (--llm-user-calibration; the entry points make one); oracle references,
+    which read every item's response, cannot run there."""
+    llm_user_calibration: str = ""
+    """llm / hybrid: the calibration file (JSON, rollout.llm_user.Calibration) that puts the LLM's answers
+    on the world's scale; "" = made at start from held-out logs and the LLM service, then reused."""
+    llm_user_timeout_s: float = 600.0
+    """llm / hybrid: the deadline of one Respond call (a step's slates); a call past it is answered by the
+    rule user (counted as fallback cases in the evaluation)."""
     history_len: int = 30
     """Items (with feedback) in the observation history: the last history_len shown."""
     start_history: bool = True
@@ -190,6 +205,13 @@ class WorldConfig:
             raise ValueError(f"quit_rule must be one of {QUIT_RULES}, got {self.quit_rule!r}")
         if self.reward_mode not in REWARD_MODES:
             raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {self.reward_mode!r}")
+        if not self.llm_user_timeout_s > 0:
+            raise ValueError(f"llm_user_timeout_s must be > 0, got {self.llm_user_timeout_s}")
+        if self.user_model not in USER_MODELS:
+            raise ValueError(f"user_model must be one of {', '.join(USER_MODELS)}, got {self.user_model!r}")
+        if self.user_model != "mf" and self.dataset == "synthetic":
+            raise ValueError(f"user_model={self.user_model} needs logged data with item titles (the LLM reads the "
+                             "user's history): the synthetic world's items mean nothing to an LLM; use --dataset ml-100k")
         if self.max_steps * self.slate_size > 10 ** 7:
             raise ValueError("max_steps x slate_size is implausibly large")
 
@@ -280,6 +302,9 @@ class World:
     def users_held_out(self) -> bool:
         """Whether evaluation users are apart from the training ones."""
         return len(self.eval_users) < self.num_users
+
+    user_model_holdout = UserModelConfig.holdout
+    """Each user's latest share of logs the learned user model never saw (its time split)."""
 
     num_items = property(lambda self: self.data.num_items)
     num_categories = property(lambda self: self.data.num_categories)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.fidelity_report import cost_markdown, fidelity_markdown
 from lab.ilrec_report import ilrec_comparisons, ilrec_markdown
 from lab.laac_report import candidate_markdown, comparisons, offline_markdown
 from lab.report import budget_table, markdown_table
@@ -32,7 +33,10 @@ def test_a_tables_report_and_readme_are_its_summary(table: Path) -> None:
     summary = json.loads((table / "summary.json").read_text())
     report = (table / "report.md").read_text()
     rows = summary["rows"]
-    made = markdown_table(rows).splitlines() + budget_table(rows).splitlines()
+    if summary.get("kind") == "user-fidelity":  # predictors of held-out logs, not policies in a world
+        made = fidelity_markdown(summary).splitlines() + cost_markdown(summary).splitlines()
+    else:
+        made = markdown_table(rows).splitlines() + budget_table(rows).splitlines()
     if "offline" in summary:  # LAAC's tables: the offline rows and each reference alone
         made += offline_markdown(summary["offline"]).splitlines() + comparisons(summary["offline"])
         made += candidate_markdown(summary["candidates"]).splitlines() if summary.get("candidates") else []
@@ -43,7 +47,7 @@ def test_a_tables_report_and_readme_are_its_summary(table: Path) -> None:
     for png in re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", report):
         assert (table / png).is_file(), f"{table.name}/report.md shows {png}, which is not there"
     for name, row in rows.items():
-        if row["kind"] == "algorithm":
+        if row.get("kind") == "algorithm":
             assert row["provenance"] and all(p["commit"] and p["command"] for p in row["provenance"]), name
     quoted = _quoted((REPO_ROOT / "README.md").read_text(), table.name)
     assert quoted, f"README.md does not quote results/{table.name} (a block <!-- results/{table.name} --> ... <!-- end -->)"

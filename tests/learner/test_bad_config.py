@@ -147,3 +147,12 @@ def test_the_real_entry_point_exits_2_with_one_line(tmp_path, argv, message):
     # Refused up front, not after starting anything: no run directory, no world built, no Ray.
     assert "run directory:" not in proc.stdout and not (tmp_path / "run").exists()
     assert "world:" not in proc.stdout
+
+
+def test_training_in_an_llm_users_world_is_refused_with_what_to_do_instead() -> None:
+    from learner.config import TrainConfig
+
+    cfg = TrainConfig()
+    cfg.world.user_model = "hybrid"
+    with pytest.raises(ValueError, match="--eval-user-model hybrid"):
+        cfg.validate()

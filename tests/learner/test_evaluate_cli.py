@@ -165,3 +165,39 @@ def test_a_checkpoint_gets_a_trained_row(tmp_path):
     assert results["trained"]["planner_fallbacks"] == 0
     for key in KEYS:
         assert np.isfinite(results["trained"][key]), key
+
+
+def test_evaluation_in_a_hybrid_world_answered_through_the_service(tmp_path, monkeypatch) -> None:
+    """--eval-user-model hybrid: the users answered through a running service's Respond call (the
+    heuristic backend's rule user here), a calibration made once and reused, oracles left out."""
+    from llm_server.backends import HeuristicBackend
+    from planner_requests import start_in_background
+
+    monkeypatch.setenv("LLMREC_CACHE_DIR", str(tmp_path / "cache"))
+    host, address = start_in_background(HeuristicBackend())
+    try:
+        args = ["--dataset", "synthetic", "--eval-user-model", "hybrid", "--llm-user-address", address]
+        with pytest.raises(SystemExit):  # the synthetic world's items mean nothing to an LLM
+            cli(args)
+        out = tmp_path / "hybrid.json"
+        args = ["--eval-user-model", "hybrid", "--llm-user-address", address, "--llm-user-model", "rule-user-test",
+                "--policies", "random,popular,greedy", "--users", "12", "--out", str(out)]
+        assert cli(args) == 0
+        results = json.loads(out.read_text())
+        assert set(results) == {"random", "popular"}   # greedy reads every item's response: left out
+        assert results["random"]["llm_user_cases"] > 12 and results["random"]["llm_user_fallback_cases"] == 0
+        calibrations = list((tmp_path / "cache" / "llm_user").glob("calibration-*rule-user-test*.json"))
+        assert len(calibrations) == 1
+        assert cli(args) == 0   # the same calibration, the same answers, now replayed from the cache
+        again = json.loads(out.read_text())
+
+        def metrics(rows):
+            return {name: {k: v for k, v in row.items() if not k.startswith("llm_user_")} for name, row in rows.items()}
+
+        assert metrics(again) == metrics(results)
+        assert results["random"]["llm_user_cache_hits"] == 0
+        assert again["random"]["llm_user_cache_hits"] == again["random"]["llm_user_cases"]
+        with pytest.raises(SystemExit):
+            cli(["--eval-user-model", "llm", "--policies", "random"])   # no --llm-user-address
+    finally:
+        host.stop()
