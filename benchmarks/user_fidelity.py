@@ -15,9 +15,9 @@ For each seed of the split (the learned model's initialisation, the users drawn,
 - on test: AUC of liked (rating >= 4) against not (a lower rating, or never rated); RMSE of the
   rating on the rated items; ECE of the like probability; the mean like probability on items the
   user did not like beside the liked share (the over-cooperative check: a user who likes everything).
-Cost: what an llm world's evaluation pays: two session steps of 1, 16 and 64 fresh users per
-Respond call, each step a slate of 6 after the steps before: user-steps/s, prompt and computed
-tokens per user-step, prefix-cache share.
+Cost: what an llm world's evaluation pays: session steps (`--cost-steps`) of 1, 16 and 64 fresh
+users per Respond call, each step a slate of 6 after the steps before: user-steps/s, prompt and
+computed tokens per user-step, prefix-cache share.
 
     python benchmarks/user_fidelity.py [--backend vllm] [--planner-model smollm2] [--users 32] [--seeds 0,1,2]
     python -m lab.fidelity_report benchmarks/results/user_fidelity.json --out results/user-fidelity
@@ -209,7 +209,7 @@ def session_cases(data, users: np.ndarray, step: int, rng: np.random.Generator, 
     return cases
 
 
-def measure_cost(data, client, host, batches: list[int], seed: int, steps: int = 2) -> list[dict]:
+def measure_cost(data, client, host, batches: list[int], seed: int, steps: int) -> list[dict]:
     """What an llm world's evaluation pays: `steps` session steps of fresh users at each batch size
     (users per Respond call), each step a slate of 6 after the steps before (no cache): user-steps/s,
     tokens per user-step, prefix-cache share."""
@@ -290,8 +290,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--val-items", type=int, default=4, help="validation interactions per user (the blend's fit)")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the split, comma-separated")
     parser.add_argument("--cost-batches", default="1,16,64", help="users per Respond call in the cost part ('' skips it)")
+    parser.add_argument("--cost-steps", type=int, default=1,
+                        help="session steps per user in the cost part (the first pays for the persona's prefix; "
+                             "later ones reuse it from the prefix cache)")
     parser.add_argument("--no-cache", action="store_true", help="ask the engine again instead of replaying cached answers")
     args = parser.parse_args(argv)
+    for name in ("users", "items", "val_items", "cost_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from learner.provenance import provenance
 
@@ -315,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"seed {seed}: AUC " + ", ".join(f"{name} {m[name]['auc']:.3f}" for name in PREDICTORS)
                   + f" | LLM {per_seed[-1]['llm_items'] / max(per_seed[-1]['llm_seconds'], 1e-9):.1f} items/s", flush=True)
         batches = [int(b) for b in args.cost_batches.split(",") if b.strip()]
-        cost = measure_cost(data, client, host, batches, seeds[0]) if batches and host is not None else []
+        cost = measure_cost(data, client, host, batches, seeds[0], args.cost_steps) if batches and host is not None else []
     finally:
         client.close()
         if host is not None:
@@ -327,7 +333,8 @@ def main(argv: list[str] | None = None) -> dict:
     payload = {
         "command": (f"python benchmarks/user_fidelity.py --backend {args.backend} --planner-model {args.planner_model} "
                     f"--users {args.users} --items {args.items} --val-items {args.val_items} --seeds {args.seeds} "
-                    f"--cost-batches {args.cost_batches}" + (" --no-cache" if args.no_cache else "")),
+                    f"--cost-batches {args.cost_batches} --cost-steps {args.cost_steps}"
+                    + (" --no-cache" if args.no_cache else "")),
         "provenance": {"commit": code["commit"], "dirty": code["dirty"]},
         "dataset": data.name, "backend": args.backend, "model": args.planner_model, "model_tag": model_tag(args),
         "seeds": seeds, "users": args.users, "items": args.items, "val_items": args.val_items,

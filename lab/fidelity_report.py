@@ -22,7 +22,7 @@ COLUMNS = (("auc", "AUC liked vs not", 3), ("rmse", "rating RMSE", 3), ("ece", "
 LABELS = {"popularity": "popularity (liked count)", "rule": "rule user (category record)",
           "mf": "learned model (mf)", "llm": "LLM user", "hybrid": "hybrid (mf + LLM)",
           "mf+rule": "mf + rule user (control)"}
-COST = (("batch", "users per call", 0), ("users_per_s", "user-steps/s", 2),
+COST = (("batch", "users per call", 0), ("steps", "session steps each", 0), ("users_per_s", "user-steps/s", 2),
         ("prompt_tokens_per_user_step", "prompt tokens per user-step", 0),
         ("computed_tokens_per_user_step", "computed (not cached)", 0),
         ("answer_tokens_per_user_step", "answer tokens", 1), ("engine_requests_per_user_step", "engine requests", 1),
@@ -75,6 +75,49 @@ def cost_markdown(summary: dict) -> str:
     lines = ["| " + " | ".join(label for _, label, _ in COST) + " |", "|" + "---|" * len(COST)]
     for row in summary["cost"]:
         lines.append("| " + " | ".join(f"{row[key]:.{digits}f}" for key, _, digits in COST) + " |")
+    return "\n".join(lines)
+
+
+WORLDS = ("mf", "hybrid", "llm")
+
+
+def load_cross_world(folder: Path) -> dict:
+    """{world: {policy: {Tint, Rcum, llm_user_fallback_cases}}} from `learner.evaluate --out` files
+    named mf.json, hybrid.json, llm.json in `folder` (those present), and the command that made them."""
+    worlds = {}
+    for world in WORLDS:
+        path = folder / f"{world}.json"
+        if path.is_file():
+            rows = json.loads(path.read_text())
+            worlds[world] = {name: {key: float(row[key]) for key in ("Tint", "Rcum", "llm_user_fallback_cases")
+                                    if key in row} for name, row in rows.items()}
+    command = (folder / "command.txt").read_text().strip() if (folder / "command.txt").is_file() else ""
+    return {"worlds": worlds, "command": command}
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's rank agreement of two scorings of the same items (ties count 0)."""
+    pairs = [(i, j) for i in range(len(a)) for j in range(i + 1, len(a))]
+    agree = sum(np.sign(a[i] - a[j]) * np.sign(b[i] - b[j]) for i, j in pairs)
+    return float(agree / len(pairs)) if pairs else float("nan")
+
+
+def cross_world_markdown(summary: dict) -> str:
+    """Each policy's return and length in every world, and how far each world's ranking of the
+    policies agrees with the mf world's (Kendall's tau on Rcum)."""
+    cross = summary.get("cross_world", {}).get("worlds", {})
+    if "mf" not in cross:
+        return ""
+    worlds = [w for w in WORLDS if w in cross]
+    policies = list(cross["mf"])
+    lines = ["| policy | " + " | ".join(f"Rcum {w}" for w in worlds) + " | " + " | ".join(f"Tint {w}" for w in worlds) + " |",
+             "|---|" + "---|" * (2 * len(worlds))]
+    for name in policies:
+        lines.append(f"| {name} | " + " | ".join(f"{cross[w][name]['Rcum']:.3f}" for w in worlds) + " | "
+                     + " | ".join(f"{cross[w][name]['Tint']:.2f}" for w in worlds) + " |")
+    taus = [f"{w}: {kendall_tau([cross['mf'][p]['Rcum'] for p in policies], [cross[w][p]['Rcum'] for p in policies]):+.2f}"
+            for w in worlds if w != "mf"]
+    lines.append(f"| Kendall's tau of the ranking against mf's (Rcum) | {'; '.join(taus)} |" + " |" * (2 * len(worlds) - 1))
     return "\n".join(lines)
 
 
@@ -132,7 +175,8 @@ def report_markdown(summary: dict) -> str:
         "## What it says",
         f"- Hybrid minus learned model, AUC: {goal['hybrid_minus_mf_auc']:+.3f}; the goal (above it beyond the "
         f"seeds' spread) is {'met' if goal['hybrid_auc_above_mf_beyond_spread'] else 'not met'}. The LLM's fitted "
-        f"weight in the blend, per seed: {weights}.",
+        f"weight in the blend, per seed: {weights} (on its like logit; a weight whose sign changes from seed to seed "
+        "fits noise).",
         f"- The {label('llm', summary)} alone: AUC {llm['auc']['mean']:.3f} against the learned model's "
         f"{mf['auc']['mean']:.3f} and popularity's {rows['popularity']['metrics']['auc']['mean']:.3f}.",
         f"- Over-cooperation check: it gives a like probability of {on_not:.3f} to the items its user did not like "
@@ -149,12 +193,24 @@ def report_markdown(summary: dict) -> str:
                   f"At {speed['users_per_s']:.2f} user-steps/s ({speed['batch']} users per call), one step of 128 users "
                   f"takes about {128 / speed['users_per_s']:.0f} s on this machine: an evaluation of 128 users for "
                   f"T steps each, T times that."]
+    if table := cross_world_markdown(summary):
+        cross = summary["cross_world"]
+        fallbacks = sum(row.get("llm_user_fallback_cases", 0) for rows in cross["worlds"].values() for row in rows.values())
+        parts += ["## Across worlds: policies of the learned model's world, evaluated where the LLM answers",
+                  f"Command: `{cross['command']}`. The same held-out users and dice in every world; the trained row is "
+                  "flat PPO trained in the mf world (results/ilrec-ml100k, seed 0). Oracles are left out of the llm "
+                  "and hybrid worlds (they read every item's response). Cases answered by the rule user because a "
+                  f"call fell back: {fallbacks:.0f}. Training in an LLM user's world (the other direction) is not run: "
+                  "on this CPU a user-step costs seconds (the cost table), so learner.main refuses it and says so.",
+                  table]
     return "\n\n".join(parts) + "\n"
 
 
-def write(benchmark_path: Path, out: Path) -> Path:
+def write(benchmark_path: Path, out: Path, cross_world: Path | None = None) -> Path:
     benchmark = json.loads(benchmark_path.read_text())
     summary = summary_from(benchmark)
+    if cross_world is not None:
+        summary["cross_world"] = load_cross_world(cross_world)
     out.mkdir(parents=True, exist_ok=True)
     plot_calibration(summary, out / "calibration.png")
     plot_auc(summary, out / "auc.png")
@@ -167,10 +223,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Make results/user-fidelity/ from benchmarks/user_fidelity.py's JSON.")
     parser.add_argument("benchmark_json", type=Path, help="benchmarks/results/user_fidelity.json")
     parser.add_argument("--out", type=Path, default=Path("results") / TABLE, help="the table's folder")
+    parser.add_argument("--cross-world", type=Path, default=None, metavar="DIR",
+                        help="also show the cross-world evaluation: DIR holds mf.json, hybrid.json and llm.json written "
+                             "by python -m learner.evaluate --eval-user-model WORLD --out (and command.txt)")
     args = parser.parse_args(argv)
     if not args.benchmark_json.is_file():
         parser.error(f"{args.benchmark_json} does not exist: run `python benchmarks/user_fidelity.py` first")
-    print(f"wrote {write(args.benchmark_json, args.out)}")
+    if args.cross_world is not None and not (args.cross_world / "mf.json").is_file():
+        parser.error(f"{args.cross_world}/mf.json does not exist: the cross-world table compares against the mf world")
+    print(f"wrote {write(args.benchmark_json, args.out, args.cross_world)}")
 
 
 if __name__ == "__main__":

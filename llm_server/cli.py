@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of `python -m llm_server`."""
     parser = argparse.ArgumentParser(
         prog="python -m llm_server",
-        description="Run the planner gRPC service (Plan, Reflect, Propose, Explain and the gRPC "
+        description="Run the planner gRPC service (Plan, Reflect, Propose, Explain, Judge, Respond and the gRPC "
         "health service).",
     )
     parser.add_argument(

@@ -91,7 +91,7 @@ _RPCS = (_PLAN, _REFLECT, _PROPOSE, _EXPLAIN, _JUDGE, _RESPOND)
 
 
 class PlannerService:
-    """Plan, Reflect, Propose, Explain, Judge, served by one generic handler (`_service_handler`, which
+    """Plan, Reflect, Propose, Explain, Judge, Respond, served by one generic handler (`_service_handler`, which
     takes the raw bytes so that undecodable requests get INVALID_ARGUMENT): each validates the
     request, asks the backend and checks the answer against the contract.
 

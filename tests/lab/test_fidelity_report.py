@@ -41,3 +41,15 @@ def test_the_table_says_what_answered_and_keeps_the_designs_summary_shape(benchm
     assert rows["hybrid"]["metrics"]["auc"] == rows["mf+rule"]["metrics"]["auc"]
     assert rows["mf"]["metrics"]["auc"]["mean"] > 0.7 > rows["rule"]["metrics"]["auc"]["mean"]
     assert summary_from(json.loads(benchmark_json.read_text()))["cost"][0]["batch"] == 1
+
+
+def test_the_cross_world_table_ranks_policies_against_the_learned_models_world(tmp_path) -> None:
+    from lab.fidelity_report import cross_world_markdown, kendall_tau, load_cross_world
+
+    assert kendall_tau([1, 2, 3], [10, 20, 30]) == 1.0 and kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
+    for world, returns in (("mf", [0.1, 0.6, 2.6]), ("llm", [0.3, 0.2, 0.1])):
+        (tmp_path / f"{world}.json").write_text(json.dumps(
+            {name: {"Rcum": r, "Tint": 2.0, "llm_user_fallback_cases": 0} for name, r in zip(["a", "b", "c"], returns)}))
+    table = cross_world_markdown({"cross_world": load_cross_world(tmp_path)})
+    assert "| c | 2.600 | 0.100 | 2.00 | 2.00 |" in table
+    assert "llm: -1.00" in table   # the llm world ranks them the other way round
