@@ -15,6 +15,11 @@ For each seed of the split (the learned model's initialisation, the users drawn,
 - on test: AUC of liked (rating >= 4) against not (a lower rating, or never rated); RMSE of the
   rating on the rated items; ECE of the like probability; the mean like probability on items the
   user did not like beside the liked share (the over-cooperative check: a user who likes everything).
+Sessions: each of `--session-users` held-out users' next logged session (ratings less than an hour
+apart), replayed slate by slate in the mf, hybrid and llm worlds (rollout.log_replay): the
+simulated click rate beside the logged like share of the same items, their AUC, the slates the
+simulated user stayed for against the logged session's, and the divergence of clicked categories
+from liked ones.
 Cost: what an llm world's evaluation pays: session steps (`--cost-steps`) of 1, 16 and 64 fresh
 users per Respond call, each step a slate of 6 after the steps before: user-steps/s, prompt and
 computed tokens per user-step, prefix-cache share.
@@ -243,6 +248,40 @@ def measure_cost(data, client, host, batches: list[int], seed: int, steps: int) 
     return rows
 
 
+def replay_worlds(data_name: str, client, tag: str, num_users: int, max_slates: int, seed: int) -> dict:
+    """Logged sessions replayed in the mf, hybrid and llm worlds (rollout.log_replay): {world: figures}."""
+    from dataclasses import replace
+
+    from rollout.llm_user import answers_path
+    from rollout.llm_world import attach_llm_user, ensure_calibration
+    from rollout.log_replay import logged_sessions, replay
+    from rollout.world import World, WorldConfig
+
+    cfg = WorldConfig(dataset=data_name)
+    world = World.build(cfg, log=lambda line: None)
+    rng = np.random.default_rng([seed, 0x5E55])
+    sessions = logged_sessions(world, rng.permutation(world.eval_users), cfg.slate_size, max_slates)
+    sessions = dict(list(sessions.items())[:num_users])
+    calibrated = replace(cfg, llm_user_calibration=ensure_calibration(world, cfg, client, tag))
+    out = {}
+    for name in ("mf", "hybrid", "llm"):
+        world_cfg = replace(calibrated, user_model=name)
+        responders = []
+
+        def attach(env):
+            responders.append(attach_llm_user(env, world, world_cfg, client, answers_path()))
+
+        started = time.perf_counter()
+        out[name] = {**replay(world, world_cfg, sessions, seed, attach if name != "mf" else None),
+                     "seconds": time.perf_counter() - started}
+        for responder in responders:
+            responder.close()
+        print(f"replayed logged sessions in the {name} world: click rate {out[name]['click_rate']:.3f} "
+              f"(logged like share {out[name]['logged_like_share']:.3f}), {out[name]['slates_stayed']:.2f} slates "
+              f"stayed of {out[name]['logged_slates']:.2f} logged", flush=True)
+    return out
+
+
 def aggregate(per_seed: list[dict]) -> dict:
     """{predictor: {metric: {mean, std}}} over the seeds (population std)."""
     out = {}
@@ -254,10 +293,12 @@ def aggregate(per_seed: list[dict]) -> dict:
 
 
 def model_tag(args) -> str:
-    """What answers: the backend, the model and the prompts' source (a prompt change is a new tag)."""
+    """What answers and with which prompts (a prompt change is a new tag): the model for the vllm
+    backend (the tag learner.evaluate gives it too, so they share calibrations and answers), else the
+    backend."""
     from llm_server.prompts import PROMPTS_VERSION
 
-    return f"{args.backend}:{args.planner_model}:{PROMPTS_VERSION}"
+    return f"{args.planner_model if args.backend == 'vllm' else args.backend}:{PROMPTS_VERSION}"
 
 
 def start_service(args):
@@ -293,9 +334,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cost-steps", type=int, default=1,
                         help="session steps per user in the cost part (the first pays for the persona's prefix; "
                              "later ones reuse it from the prefix cache)")
+    parser.add_argument("--session-users", type=int, default=16,
+                        help="held-out users whose next logged session is replayed in each world ('0' skips it)")
+    parser.add_argument("--session-slates", type=int, default=8, help="slates of a replayed session at most")
     parser.add_argument("--no-cache", action="store_true", help="ask the engine again instead of replaying cached answers")
     args = parser.parse_args(argv)
-    for name in ("users", "items", "val_items", "cost_steps"):
+    for name in ("users", "items", "val_items", "cost_steps", "session_slates"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -322,6 +366,8 @@ def main(argv: list[str] | None = None) -> dict:
                   + f" | LLM {per_seed[-1]['llm_items'] / max(per_seed[-1]['llm_seconds'], 1e-9):.1f} items/s", flush=True)
         batches = [int(b) for b in args.cost_batches.split(",") if b.strip()]
         cost = measure_cost(data, client, host, batches, seeds[0], args.cost_steps) if batches and host is not None else []
+        sessions = (replay_worlds(args.dataset, client, model_tag(args), args.session_users, args.session_slates, seeds[0])
+                    if args.session_users else {})
     finally:
         client.close()
         if host is not None:
@@ -333,12 +379,13 @@ def main(argv: list[str] | None = None) -> dict:
     payload = {
         "command": (f"python benchmarks/user_fidelity.py --backend {args.backend} --planner-model {args.planner_model} "
                     f"--users {args.users} --items {args.items} --val-items {args.val_items} --seeds {args.seeds} "
-                    f"--cost-batches {args.cost_batches} --cost-steps {args.cost_steps}"
+                    f"--cost-batches {args.cost_batches} --cost-steps {args.cost_steps} "
+                    f"--session-users {args.session_users} --session-slates {args.session_slates}"
                     + (" --no-cache" if args.no_cache else "")),
         "provenance": {"commit": code["commit"], "dirty": code["dirty"]},
         "dataset": data.name, "backend": args.backend, "model": args.planner_model, "model_tag": model_tag(args),
         "seeds": seeds, "users": args.users, "items": args.items, "val_items": args.val_items,
-        "summary": summary, "per_seed": per_seed, "cost": cost, "llm_stats": vars(llm_user.stats),
+        "summary": summary, "per_seed": per_seed, "cost": cost, "sessions": sessions, "llm_stats": vars(llm_user.stats),
         "goal": {"hybrid_auc_above_mf_beyond_spread": bool(hybrid["mean"] - mf["mean"] > hybrid["std"] + mf["std"]),
                  "hybrid_minus_mf_auc": hybrid["mean"] - mf["mean"]},
         "wall_s": time.perf_counter() - started,

@@ -40,7 +40,7 @@ def summary_from(benchmark: dict) -> dict:
             "dirty": benchmark.get("provenance", {}).get("dirty", False),
             "dataset": benchmark["dataset"], "backend": benchmark["backend"], "model": benchmark["model"],
             "settings": {k: benchmark[k] for k in ("seeds", "users", "items", "val_items")},
-            "rows": rows, "cost": benchmark["cost"], "goal": benchmark["goal"],
+            "rows": rows, "cost": benchmark["cost"], "sessions": benchmark.get("sessions", {}), "goal": benchmark["goal"],
             "weights": [s["weights"] for s in benchmark["per_seed"]],
             "llm_items_per_s": [s["llm_items"] / max(s["llm_seconds"], 1e-9) for s in benchmark["per_seed"]],
             "calibration": {name: benchmark["per_seed"][0]["metrics"][name].get("calibration")
@@ -79,6 +79,21 @@ def cost_markdown(summary: dict) -> str:
 
 
 WORLDS = ("mf", "hybrid", "llm")
+SESSIONS = (("users", "users", 0), ("click_rate", "click rate", 3), ("logged_like_share", "logged like share", 3),
+            ("auc", "AUC vs logged likes", 3), ("slates_stayed", "slates stayed", 2),
+            ("logged_slates", "logged slates", 2), ("stayed_to_the_end", "stayed to the end", 2),
+            ("category_js", "category JS divergence", 3))
+
+
+def sessions_markdown(summary: dict) -> str:
+    """One row per world: the replayed logged sessions' figures (rollout.log_replay)."""
+    sessions = summary.get("sessions") or {}
+    if not sessions:
+        return ""
+    lines = ["| world | " + " | ".join(label for _, label, _ in SESSIONS) + " |", "|---|" + "---|" * len(SESSIONS)]
+    for world, row in sessions.items():
+        lines.append(f"| {world} | " + " | ".join(f"{row[key]:.{digits}f}" for key, _, digits in SESSIONS) + " |")
+    return "\n".join(lines)
 
 
 def load_cross_world(folder: Path) -> dict:
@@ -193,6 +208,13 @@ def report_markdown(summary: dict) -> str:
                   f"At {speed['users_per_s']:.2f} user-steps/s ({speed['batch']} users per call), one step of 128 users "
                   f"takes about {128 / speed['users_per_s']:.0f} s on this machine: an evaluation of 128 users for "
                   f"T steps each, T times that."]
+    if table := sessions_markdown(summary):
+        parts += ["## Logged sessions replayed (the same items, slate by slate, in each world)",
+                  "Each held-out user's next logged session (ratings less than an hour apart, in the logs the learned "
+                  "model never saw) shown as it happened, six items a slate, from the history before it; clicks in "
+                  "expectation. A user whose logged session runs out stops there. Category JS divergence: between "
+                  "the categories of what the simulated users clicked and of what the real ones liked (0 = the same).",
+                  table]
     if table := cross_world_markdown(summary):
         cross = summary["cross_world"]
         fallbacks = sum(row.get("llm_user_fallback_cases", 0) for rows in cross["worlds"].values() for row in rows.values())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.fidelity_report import cost_markdown, cross_world_markdown, fidelity_markdown
+from lab.fidelity_report import cost_markdown, cross_world_markdown, fidelity_markdown, sessions_markdown
 from lab.ilrec_report import ilrec_comparisons, ilrec_markdown
 from lab.laac_report import candidate_markdown, comparisons, offline_markdown
 from lab.report import budget_table, markdown_table
@@ -35,7 +35,7 @@ def test_a_tables_report_and_readme_are_its_summary(table: Path) -> None:
     rows = summary["rows"]
     if summary.get("kind") == "user-fidelity":  # predictors of held-out logs, not policies in a world
         made = (fidelity_markdown(summary).splitlines() + cost_markdown(summary).splitlines()
-                + cross_world_markdown(summary).splitlines())
+                + cross_world_markdown(summary).splitlines() + sessions_markdown(summary).splitlines())
         assert summary["commit"] and not summary["dirty"], "the fidelity table was made from uncommitted code"
     else:
         made = markdown_table(rows).splitlines() + budget_table(rows).splitlines()
