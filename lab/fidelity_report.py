@@ -222,8 +222,9 @@ def report_markdown(summary: dict) -> str:
                   f"Command: `{cross['command']}`. The same held-out users and dice in every world; the trained row is "
                   "flat PPO trained in the mf world (results/ilrec-ml100k, seed 0). Oracles are left out of the llm "
                   "and hybrid worlds (they read every item's response). Cases answered by the rule user because a "
-                  f"call fell back: {fallbacks:.0f}. Training in an LLM user's world (the other direction) is not run: "
-                  "on this CPU a user-step costs seconds (the cost table), so learner.main refuses it and says so.",
+                  f"call fell back: {fallbacks:.0f}. The other direction, training in an LLM user's world "
+                  "(`python -m learner.main --algorithm ppo --user-model hybrid`), is not run here: on this CPU a "
+                  "user-step costs about a second (the cost table), and a training run takes tens of thousands.",
                   table]
     return "\n\n".join(parts) + "\n"
 

@@ -194,12 +194,11 @@ class TrainConfig:
             getattr(self, section).validate()
         if self.run.algorithm == "ppo" and self.rollout.use_planner:
             self.rollout.use_planner = False  # flat PPO is the policy without the planner's mask
-        if self.world.user_model != "mf":
-            # Training there would need the calibration and the LLM service in every rollout actor, and on
-            # a CPU an LLM user-step costs seconds (benchmarks/user_fidelity.py): evaluation only, for now.
-            raise ValueError(f"user_model={self.world.user_model}: training runs in the mf world; evaluate a trained "
-                             "checkpoint in the LLM user's world with python -m learner.evaluate --checkpoint FILE "
-                             f"--eval-user-model {self.world.user_model} --llm-user-address HOST:PORT")
+        if self.world.user_model != "mf" and self.run.algorithm not in ("lerl", "ppo"):
+            # LAAC and IL-Rec learn from logs and their own data sets; their simulated evaluation reads oracles.
+            raise ValueError(f"user_model={self.world.user_model}: only --algorithm lerl or ppo trains in an LLM user's "
+                             f"world; evaluate a {self.run.algorithm} checkpoint there with python -m learner.evaluate "
+                             f"--checkpoint FILE --eval-user-model {self.world.user_model} --llm-user-address HOST:PORT")
         if self.world.dataset == "synthetic" and self.rollout.plan_categories > self.world.num_categories:
             raise ValueError(f"plan_categories={self.rollout.plan_categories} exceeds "
                              f"num_categories={self.world.num_categories}")

@@ -21,9 +21,9 @@ from learner.evaluation import (
     evaluate_worker,
     evaluation_table,
     evaluation_users,
+    llm_user_tag,
     with_gap_closed,
 )
-from llm_server.prompts import PROMPTS_VERSION
 from planner_api.client import PlannerClient
 from rollout.llm_world import ensure_calibration
 from rollout.reference_policies import ORACLES, REFERENCE_POLICIES
@@ -40,8 +40,7 @@ def llm_user_world(world_cfg, world: World, args):
                          "(start one: python -m llm_server --backend vllm)")
     client = PlannerClient(args.llm_user_address)
     client.wait_ready(120.0)
-    world_cfg.llm_user_calibration = ensure_calibration(world, world_cfg, client,
-                                                        f"{args.llm_user_model}:{PROMPTS_VERSION}")
+    world_cfg.llm_user_calibration = ensure_calibration(world, world_cfg, client, llm_user_tag("vllm", args.llm_user_model))
     return client
 
 

@@ -14,6 +14,8 @@ import numpy as np
 from tqdm import tqdm
 
 from learner.explanations import explanation_table
+from llm_server.prompts import PROMPTS_VERSION
+from planner_api.client import connect_planner
 from policy.networks import PolicyConfig
 from rollout.actor import RolloutConfig, RolloutWorker, worker_seeds
 from rollout.episodes import EpisodeRun, run_episodes
@@ -157,6 +159,12 @@ def evaluate_worker(world: World, cfg: WorldConfig, policy: PolicyConfig, rollou
     return metrics
 
 
+def llm_user_tag(backend: str, model: str) -> str:
+    """What answers an LLM user's world, as its calibration and replay cache are keyed: the model for
+    the vllm backend (the backend otherwise) and the prompts' version."""
+    return f"{model if backend == 'vllm' else backend}:{PROMPTS_VERSION}"
+
+
 def evaluate_against_references(world: World, cfg: WorldConfig, policy: PolicyConfig, rollout: RolloutConfig,
                                 planner_address: str | None, weights: dict, users: np.ndarray,
                                 seed: int, runs: dict | None = None, reflections: tuple = ()) -> dict[str, dict]:
@@ -164,18 +172,29 @@ def evaluate_against_references(world: World, cfg: WorldConfig, policy: PolicyCo
     and ridge-exposure-fresh's (the best rule that reads only what the policy sees) inside the
     planner's categories, all on the same users and dice; `runs` (when given) keeps each row's
     episodes by name; `reflections` go into every plan request of the rows with a planner, as in
-    training."""
-    jobs = [(name, lambda name=name: evaluate_reference(world, cfg, name, users, seed, runs))
-            for name in REFERENCE_POLICIES]
+    training. In an LLM user's world (cfg.user_model llm or hybrid) the service at
+    `planner_address` answers the users, and the oracle rows, which read every item's response,
+    are left out."""
+    llm_world = cfg.user_model != "mf"
+    client = connect_planner(planner_address) if llm_world else None
+    jobs = [(name, lambda name=name: evaluate_reference(world, cfg, name, users, seed, runs, client))
+            for name in REFERENCE_POLICIES if not (llm_world and name in ORACLES)]
     if rollout.use_planner:
         for name, mode in PLANNER_CONTROLS.items():
+            if llm_world and name in ORACLES:
+                continue
             jobs.append((name, lambda name=name, mode=mode: evaluate_worker(
-                world, cfg, policy, rollout, planner_address, None, mode, users, seed, runs, name, reflections)))
+                world, cfg, policy, rollout, planner_address, None, mode, users, seed, runs, name, reflections,
+                planner_address)))
     jobs.append(("trained", lambda: evaluate_worker(world, cfg, policy, rollout, planner_address, weights, "mean",
-                                                    users, seed, runs, "trained", reflections)))
+                                                    users, seed, runs, "trained", reflections, planner_address)))
     rows = {}
-    for name, job in tqdm(jobs, desc="evaluating", unit="policy", disable=not sys.stderr.isatty()):
-        rows[name] = job()
+    try:
+        for name, job in tqdm(jobs, desc="evaluating", unit="policy", disable=not sys.stderr.isatty()):
+            rows[name] = job()
+    finally:
+        if client is not None:
+            client.close()
     return rows
 
 

@@ -149,10 +149,13 @@ def test_the_real_entry_point_exits_2_with_one_line(tmp_path, argv, message):
     assert "world:" not in proc.stdout
 
 
-def test_training_in_an_llm_users_world_is_refused_with_what_to_do_instead() -> None:
+def test_only_lerl_and_ppo_train_in_an_llm_users_world() -> None:
     from learner.config import TrainConfig
 
     cfg = TrainConfig()
     cfg.world.user_model = "hybrid"
+    cfg.run.algorithm = "laac"
     with pytest.raises(ValueError, match="--eval-user-model hybrid"):
         cfg.validate()
+    cfg.run.algorithm = "ppo"
+    cfg.validate()

@@ -12,7 +12,7 @@ import time
 
 from learner.chaos import DriverChaos
 from learner.distributed import LearnerGroup
-from learner.evaluation import PLANNER_CONTROLS, evaluate_against_references, evaluation_users
+from learner.evaluation import PLANNER_CONTROLS, evaluate_against_references, evaluation_users, llm_user_tag
 from learner.explanations import explain_runs, with_explanations
 from learner.learner_actor import Learner
 from learner.metrics_row import iteration_metrics, progress_line
@@ -24,6 +24,7 @@ from learner.algorithms.lerl.reflection_pool import ReflectionPool
 from planner_api.client import connect_planner
 from rollout.actor import RolloutWorker
 from rollout.batch_schema import batch_dims
+from rollout.llm_world import ensure_calibration
 from rollout.world import policy_spec
 
 
@@ -38,13 +39,30 @@ class LERL(Algorithm):
         self.world = self.build_world(check=self.cfg.validate_world)
 
     def needs_planner(self) -> bool:
-        return self.cfg.rollout.use_planner
+        # In an LLM user's world the service answers the users too (rollout.llm_world).
+        return self.cfg.rollout.use_planner or self.cfg.world.user_model != "mf"
 
     def needs_ray(self) -> bool:
         return not self.cfg.run.serial
 
+    def _calibrate_llm_user(self, run: Run) -> None:
+        """In an LLM user's world: the calibration (made now through the run's service, or found), set in
+        the config every rollout worker builds its world from, and saved with the run's config."""
+        cfg = self.cfg
+        client = connect_planner(run.planner_address)
+        try:
+            cfg.world.llm_user_calibration = ensure_calibration(
+                self.world, cfg.world, client, llm_user_tag(cfg.run.planner_backend, cfg.run.planner_model))
+        finally:
+            client.close()
+        print(f"users answered by the {cfg.run.planner_backend} service ({cfg.world.user_model} world), calibration "
+              f"{cfg.world.llm_user_calibration}", flush=True)
+        cfg.save(run.run_dir / "config.json")
+
     def setup(self, run: Run) -> None:
         cfg, self.run = self.cfg, run
+        if cfg.world.user_model != "mf":
+            self._calibrate_llm_user(run)
         driver = run.resumed.get("driver", {})
         self.learner = self._learner_group(run)
         self.reflections = ReflectionPool(cfg.run.reflection_pool_size, cfg.run.reflection_temperature, cfg.run.seed)
