@@ -293,12 +293,11 @@ def aggregate(per_seed: list[dict]) -> dict:
 
 
 def model_tag(args) -> str:
-    """What answers and with which prompts (a prompt change is a new tag): the model for the vllm
-    backend (the tag learner.evaluate gives it too, so they share calibrations and answers), else the
-    backend."""
-    from llm_server.prompts import PROMPTS_VERSION
+    """What answers and with which prompts: the tag learner.main and learner.evaluate give it too,
+    so they share calibrations and answers."""
+    from learner.evaluation import llm_user_tag
 
-    return f"{args.planner_model if args.backend == 'vllm' else args.backend}:{PROMPTS_VERSION}"
+    return llm_user_tag(args.backend, args.planner_model)
 
 
 def start_service(args):
