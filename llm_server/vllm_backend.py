@@ -11,9 +11,10 @@ heuristic fill-in.
 - Reflect and Explain: one sentence, constrained by a regular expression (no markup, bounded length).
 - Judge: one constrained digit per explanation; the score is the rating expected under the digits' log-probabilities.
 - Propose: a JSON list of candidate numbers (JSON-schema constraint), mapped back to item ids.
-- Respond (the LLM as the user): one constrained digit (stars) per slate item, read as the rating
-  expected under the digits' log-probabilities and the probability of 4 or 5 stars; and, when
-  asked, one constrained letter (keep watching or leave), read as the probability of leaving.
+- Respond (the LLM as the user): one constrained digit (stars) per slate item, completing the user's
+  own rating list (prompts.respond_prefix), read as the rating expected under the digits'
+  log-probabilities and the probability of 4 or 5 stars; and, when asked, one constrained letter
+  (keep watching or leave), read as the probability of leaving.
   A slate's prompts share the persona and the session; the first item is answered before the
   others are sent, so the engine's prefix cache serves the shared part to the rest.
 """

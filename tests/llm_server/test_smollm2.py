@@ -322,10 +322,10 @@ def comedy_fan(slate: list[tuple[str, int]], titles: list[str] = COMEDIES) -> pl
     return req
 
 
-@pytest.mark.xfail(strict=True, reason="SmolLM2-135M rates every item alike (about 1.8 stars, like 0.13-0.15): it does "
-                                       "not read the persona; results/user-fidelity measures it at chance on held-out "
-                                       "logs. Strict: this fails loudly once a model passes it")
 def test_a_comedy_fan_rates_the_comedies_above_the_documentaries(engine: Engine) -> None:
+    """The persona is read: a user who logged only comedies, shown comedies and documentaries, rates
+    the comedies higher (asked as a question about the user, SmolLM2 rated every item alike at about
+    1.8 stars; as the continuation of the user's rating list it reads it)."""
     slate = [("Home Alone (1990)", COMEDY), ("Hoop Dreams (1994)", DOCUMENTARY), ("Big (1988)", COMEDY),
              ("Crumb (1994)", DOCUMENTARY), ("Tommy Boy (1995)", COMEDY), ("Microcosmos (1996)", DOCUMENTARY)]
     answer = engine.loop.run_until_complete(engine.backend.respond(comedy_fan(slate))).responses[0]
