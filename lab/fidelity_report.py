@@ -166,8 +166,14 @@ def report_markdown(summary: dict) -> str:
     llm, mf = rows["llm"]["metrics"], rows["mf"]["metrics"]
     liked_share = llm["liked_share"]["mean"]
     on_liked, on_not = llm["like_on_liked"]["mean"], llm["like_on_not_liked"]["mean"]
+    predicted = liked_share * on_liked + (1 - liked_share) * on_not   # its like rate on these items
     verdict = ("an over-cooperative user: it likes most of what it is shown" if on_not > 0.5 else
+               f"it leans cooperative: it likes {predicted:.3f} of the items against its users' {liked_share:.3f}"
+               if predicted > 1.25 * liked_share else
                "not over-cooperative: it likes few of the items its user did not like")
+    signs = {np.sign(w["hybrid"]["other_logit"]) for w in summary["weights"]}
+    steady = ("a sign that changes from seed to seed: it fits noise" if len(signs) > 1 else
+              "the same sign in every seed")
     speed = next((c for c in summary["cost"] if c["batch"] == max(r["batch"] for r in summary["cost"])), None)
     weights = ", ".join(f"{w['hybrid']['other_logit']:+.2f}" for w in summary["weights"])
     parts = [
@@ -190,10 +196,12 @@ def report_markdown(summary: dict) -> str:
         "## What it says",
         f"- Hybrid minus learned model, AUC: {goal['hybrid_minus_mf_auc']:+.3f}; the goal (above it beyond the "
         f"seeds' spread) is {'met' if goal['hybrid_auc_above_mf_beyond_spread'] else 'not met'}. The LLM's fitted "
-        f"weight in the blend, per seed: {weights} (on its like logit; a weight whose sign changes from seed to seed "
-        "fits noise).",
+        f"weight in the blend, per seed: {weights} (on its like logit; {steady}).",
         f"- The {label('llm', summary)} alone: AUC {llm['auc']['mean']:.3f} against the learned model's "
         f"{mf['auc']['mean']:.3f} and popularity's {rows['popularity']['metrics']['auc']['mean']:.3f}.",
+        f"- Rating RMSE: the LLM's {llm['rmse']['mean']:.3f} against the learned model's {mf['rmse']['mean']:.3f}, the "
+        f"hybrid's {rows['hybrid']['metrics']['rmse']['mean']:.3f} and the items' mean rating's (the popularity row) "
+        f"{rows['popularity']['metrics']['rmse']['mean']:.3f}.",
         f"- Over-cooperation check: it gives a like probability of {on_not:.3f} to the items its user did not like "
         f"and {on_liked:.3f} to those they liked (the liked share is {liked_share:.3f}): {verdict}"
         + ("; it does not tell them apart either." if abs(on_liked - on_not) < 0.02 else "."),
