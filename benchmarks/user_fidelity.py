@@ -197,7 +197,7 @@ def session_cases(data, users: np.ndarray, step: int, rng: np.random.Generator, 
     far (the slates of the steps before, some clicked, in `shown`) and a new random slate of 6."""
     from planner_api.history import history_from_columns
     from protos import planner_pb2
-    from rollout.llm_user import slate_items, user_persona
+    from rollout.llm_user import item_title, slate_items, user_persona
 
     it = data.interactions
     cases = []
@@ -206,7 +206,7 @@ def session_cases(data, users: np.ndarray, step: int, rng: np.random.Generator, 
         slate = rng.choice(np.setdiff1d(np.arange(data.num_items), items), 6, replace=False)
         session = history_from_columns(np.asarray(items, np.int64), data.item_category[np.asarray(items, np.int64)],
                                        np.asarray(clicks, np.float32), np.repeat(np.arange(step), 6).astype(np.int32),
-                                       [data.item_titles[i][:200] for i in items])
+                                       [item_title(data, i) for i in items])
         cases.append(planner_pb2.RespondCase(user=user_persona(data, int(u), np.flatnonzero(it.user == u)),
                                              session=session, slate=slate_items(data, slate)))
         items += slate.tolist()

@@ -21,21 +21,18 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from llm_server.prompts import EXPLAIN_ECHOES
-from planner_api.contract import MAX_HISTORY, MAX_TITLE_BYTES, truncate_utf8
+from planner_api.contract import MAX_HISTORY
 from planner_api.explanations import faithfulness
 from planner_api.history import history_from_columns
 from protos import planner_pb2
 from rollout.episodes import EpisodeRun
+from rollout.llm_user import item_title, slate_items
 from rollout.world import World
 
 EXPLAINED_POLICIES = ("greedy", "greedy+planner", "trained")
 """Rows whose slates are explained: without the planner, with it (the same oracle), and the learned policy."""
 EXAMPLES = 3
 """Explanations shown per policy in the report (with their scores)."""
-
-
-def _title(world: World, item: int) -> str:
-    return truncate_utf8(str(world.item_titles[item] or ""), MAX_TITLE_BYTES) if len(world.item_titles) else ""
 
 
 def history_before(world: World, run: EpisodeRun, row: int) -> planner_pb2.History:
@@ -54,7 +51,7 @@ def history_before(world: World, run: EpisodeRun, row: int) -> planner_pb2.Histo
     items, feedback = items[-MAX_HISTORY:], feedback[-MAX_HISTORY:]
     return history_from_columns(items, world.item_category[np.asarray(items, np.int64)],
                                 [float(min(max(f, 0.0), 1.0)) for f in feedback], [0] * len(items),
-                                [_title(world, i) for i in items])
+                                [item_title(world.data, i) for i in items])
 
 
 def explain_runs(world: World, client, runs: dict[str, EpisodeRun], count: int, seed: int,
@@ -74,8 +71,7 @@ def explain_runs(world: World, client, runs: dict[str, EpisodeRun], count: int, 
         judge = planner_pb2.JudgeRequest(category_names=names, seed=seed)
         requests = []
         for row in rows.tolist():
-            slate = [planner_pb2.CandidateItem(item_id=int(i), category_id=int(world.item_category[i]),
-                                               title=_title(world, int(i))) for i in run.slates[row]]
+            slate = slate_items(world.data, run.slates[row])
             requests.append(planner_pb2.ExplainRequest(user_id=int(run.slate_users[row]),
                                                        history=history_before(world, run, row), slate=slate,
                                                        category_names=names, seed=seed))

@@ -271,8 +271,8 @@ def leave_prompt(case: planner_pb2.RespondCase, names: Sequence[str], template=N
 
 
 def persona_block(user: planner_pb2.UserPersona, names: Sequence[str]) -> str:
-    """Who the user is, for the leave question: their traits, their latest rated items (titles,
-    categories, stars; or liked and skipped for clicks) and their most rated categories."""
+    """Who the user is, for the leave question: their traits and their latest rated items (titles,
+    categories, stars; or liked and skipped for clicks), latest first."""
     entries = history_entries(user.past)
     ratings = _is_rating(user.past.feedback)
     lines = []

@@ -17,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from planner_api.contract import MAX_PAST, MAX_RESPOND_CASES, MAX_RESPOND_ITEMS, MAX_TITLE_BYTES, truncate_utf8
+from planner_api.contract import (MAX_PAST, MAX_RESPOND_CASES, MAX_RESPOND_ITEMS, MAX_TITLE_BYTES, MAX_TRAIT_BYTES,
+                                   truncate_utf8)
 from planner_api.history import history_from_columns
 from protos import planner_pb2
 from rollout.data.dataset import Dataset
@@ -41,7 +43,7 @@ def user_traits(data: Dataset, user: int) -> list[str]:
             continue
         value = column[user]
         text = f"{int(value)}" if isinstance(value, (float, np.floating)) and float(value).is_integer() else str(value)
-        traits.append(truncate_utf8(f"{key}: {text}" if key == "occupation" else f"{key} {text}", 100))
+        traits.append(truncate_utf8(f"{key}: {text}" if key == "occupation" else f"{key} {text}", MAX_TRAIT_BYTES))
     return traits
 
 
@@ -53,6 +55,11 @@ def normalised_feedback(data: Dataset, labels: np.ndarray) -> np.ndarray:
     return np.clip((labels - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
+def item_title(data: Dataset, item: int) -> str:
+    """An item's text as the contract carries it: "" where it has none, cut to MAX_TITLE_BYTES."""
+    return truncate_utf8(str(data.item_titles[item] or ""), MAX_TITLE_BYTES) if len(data.item_titles) else ""
+
+
 def user_persona(data: Dataset, user: int, rows: np.ndarray) -> planner_pb2.UserPersona:
     """The persona of `user` from the logged interaction `rows` it may know (row indices of
     data.interactions, oldest first): its latest MAX_PAST items with their feedback, and its traits."""
@@ -61,14 +68,14 @@ def user_persona(data: Dataset, user: int, rows: np.ndarray) -> planner_pb2.User
     items = it.item[rows]
     past = history_from_columns(items, data.item_category[items], normalised_feedback(data, it.label[rows]),
                                 np.zeros(len(rows), np.int32),
-                                [truncate_utf8(data.item_titles[i], MAX_TITLE_BYTES) for i in items])
+                                [item_title(data, i) for i in items])
     return planner_pb2.UserPersona(user_id=int(user), past=past, traits=user_traits(data, user))
 
 
 def slate_items(data: Dataset, items) -> list[planner_pb2.CandidateItem]:
     """Catalog items as the contract's CandidateItem (id, primary category, title)."""
     return [planner_pb2.CandidateItem(item_id=int(i), category_id=int(data.item_category[i]),
-                                      title=truncate_utf8(data.item_titles[i], MAX_TITLE_BYTES)) for i in items]
+                                      title=item_title(data, int(i))) for i in items]
 
 
 class ResponseCache:
@@ -151,8 +158,6 @@ class LLMUser:
     def answer(self, cases: list[planner_pb2.RespondCase], seed: int = 0) -> list[planner_pb2.UserResponse]:
         """One UserResponse per case, in order: from the cache where it holds the answer, else from
         the service (calls of at most max_items slate items)."""
-        import time
-
         self.stats.cases += len(cases)
         keys = [self.cache.key(self._names_digest, case) for case in cases] if self.cache else []
         known = self.cache.get(keys) if self.cache else {}

@@ -22,7 +22,8 @@ import numpy as np
 
 from planner_api.history import history_from_columns
 from protos import planner_pb2
-from rollout.llm_user import LLMUser, ResponseCache, answers_path, fit_logistic, logit, slate_items, user_persona
+from rollout.llm_user import (LLMUser, ResponseCache, answers_path, fit_logistic, item_title, logit, slate_items,
+                              user_persona)
 from rollout.user_model import auc, time_split
 from rollout.world import World, WorldConfig
 
@@ -66,19 +67,18 @@ class Calibration:
         return (learned + self.weight * (z - self.center)).astype(np.float32)
 
 
-def persona_rows(world: World, user: int) -> np.ndarray:
+def persona_rows(world: World, user: int, before_holdout: np.ndarray) -> np.ndarray:
     """The logged rows a persona is built from: the user's rows before the learned model's held-out
-    period (what the calibration's personas know, so the world's personas know the same)."""
-    it = world.data.interactions
-    train, _ = time_split(world.data, world.user_model_holdout)
-    return np.flatnonzero((it.user == user) & train)
+    period (`before_holdout`, the time split's training mask: what the calibration's personas know,
+    so the world's personas know the same)."""
+    return np.flatnonzero((world.data.interactions.user == user) & before_holdout)
 
 
 def calibration_cases(world: World, users: np.ndarray, per_user: int, seed: int):
     """Respond cases of `users` (slates of their first `per_user` held-out ratings and as many never-rated
     items) with the learned model's logits and the liked labels of the slate items."""
     data, it = world.data, world.data.interactions
-    _, test = time_split(data, world.user_model_holdout)
+    train, test = time_split(data, world.user_model_holdout)
     rng = np.random.default_rng([seed, 0xCA1])
     positive = data.positive()
     cases, learned, liked = [], [], []
@@ -88,7 +88,7 @@ def calibration_cases(world: World, users: np.ndarray, per_user: int, seed: int)
             continue
         never = np.setdiff1d(np.arange(data.num_items), it.item[it.user == u])
         items = np.r_[it.item[rows], rng.choice(never, len(rows), replace=False)]
-        cases.append(planner_pb2.RespondCase(user=user_persona(data, int(u), persona_rows(world, int(u))),
+        cases.append(planner_pb2.RespondCase(user=user_persona(data, int(u), persona_rows(world, int(u), train)),
                                              slate=slate_items(data, items)))
         learned.append(world.user_model.click.scores(np.full(len(items), u), items[:, None])[:, 0])
         liked.append(np.r_[positive[rows], np.zeros(len(rows), bool)])
@@ -126,6 +126,7 @@ class WorldResponder:
                              f"is {world.data.fingerprint()}): make a new one (leave --llm-user-calibration empty)")
         self.world, self.mode, self.calibration, self.llm_user = world, cfg.user_model, calibration, llm_user
         self._personas: dict[int, planner_pb2.UserPersona] = {}
+        self._before_holdout = time_split(world.data, world.user_model_holdout)[0]   # once: personas read it
 
     def close(self) -> None:
         """Closes the replay cache (the client is its owner's to close)."""
@@ -134,7 +135,7 @@ class WorldResponder:
 
     def _persona(self, user: int) -> planner_pb2.UserPersona:
         if user not in self._personas:
-            self._personas[user] = user_persona(self.world.data, user, persona_rows(self.world, user))
+            self._personas[user] = user_persona(self.world.data, user, persona_rows(self.world, user, self._before_holdout))
         return self._personas[user]
 
     def _session(self, env, row: int) -> planner_pb2.History:
@@ -145,7 +146,7 @@ class WorldResponder:
         step_of = steps - 1 - (np.arange(n)[::-1] // k)
         data = self.world.data
         return history_from_columns(items, data.item_category[items], env.history_feedback[row, -n:] if n else [],
-                                    step_of.astype(np.int32), [data.item_titles[i][:200] for i in items])
+                                    step_of.astype(np.int32), [item_title(data, i) for i in items])
 
     def logits(self, env, slates: np.ndarray, learned: np.ndarray) -> np.ndarray:
         """[B, K] click logits of every active row's slate (inactive rows keep the learned model's)."""
