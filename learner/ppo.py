@@ -122,53 +122,63 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, cfg: PPOCon
     rank back-propagates only its shard's rows, weighted by shard size over minibatch size, and
     the summed gradients equal the whole minibatch's (so clipping and the Adam step agree too)."""
     n = data["action"].shape[0]
-    sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_frac": 0.0}
+    names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac")
+    terms: list[torch.Tensor] = []   # each step's weighted loss terms, in `names` order
     steps = 0
     params = [p for p in model.parameters() if p.requires_grad]
-    # The preference estimate is a fixed function of each row's history (no parameters): made
-    # once for the batch, not once per epoch (the model's reference path makes it every time).
-    preference = (None if model.reference_path
-                  else model.preference(data["history_items"], data["history_feedback"]))
+    # What the state takes from each row's history without parameters (the pooled features, the
+    # recent slates' categories, the preference estimate) is made once for the batch, not in
+    # every minibatch of every epoch (the model's reference path makes it every time).
+    fixed = (None if model.reference_path
+             else model.fixed_features(data["history_items"], data["history_feedback"]))
     model.train()
+    columns = (*OBSERVATION_COLUMNS, "action", "behaviour_logp", "advantages", "returns")
+    device = data["action"].device
     for _ in range(cfg.epochs):
-        perm = torch.randperm(n, generator=generator).to(data["action"].device)
+        perm = torch.randperm(n, generator=generator).to(device)
+        # The epoch's rows in its order, gathered once: each minibatch is then a slice (a view).
+        epoch = {name: data[name][perm] for name in columns}
+        if fixed is not None:
+            epoch["fixed"] = fixed[perm]
         for start in range(0, n, cfg.minibatch_size):
-            idx = perm[start:start + cfg.minibatch_size]
-            adv = data["advantages"][idx]
-            if cfg.normalize_advantages and len(idx) > 1:
+            rows = slice(start, min(start + cfg.minibatch_size, n))
+            count = rows.stop - rows.start
+            adv = epoch["advantages"][rows]
+            if cfg.normalize_advantages and count > 1:
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
             weight = 1.0
             if data_parallel is not None:
-                part = data_parallel.shard(len(idx))
-                weight = (part.stop - part.start) / len(idx)
-                idx, adv = idx[part], adv[part]
+                part = data_parallel.shard(count)
+                weight = (part.stop - part.start) / count
+                adv = adv[part]
+                rows, count = slice(rows.start + part.start, rows.start + part.stop), part.stop - part.start
             optimizer.zero_grad(set_to_none=True)
-            if len(idx):
-                dist, value = model(*observation(data, idx), preference=None if preference is None else preference[idx])
-                new_logp = log_prob(dist, data["action"][idx])
-                log_ratio = new_logp - data["behaviour_logp"][idx]
+            if count:
+                mb = {name: tensor[rows] for name, tensor in epoch.items()}
+                dist, value = model(*(mb[name] for name in OBSERVATION_COLUMNS), fixed=mb.get("fixed"))
+                new_logp = log_prob(dist, mb["action"])
+                log_ratio = new_logp - mb["behaviour_logp"]
                 ratio = log_ratio.exp()
                 policy_loss = torch.max(-adv * ratio,
                                         -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
-                value_loss = 0.5 * (value - data["returns"][idx]).pow(2).mean()
+                value_loss = 0.5 * (value - mb["returns"]).pow(2).mean()
                 entropy = dist.entropy().sum(-1).mean()
                 loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
                 (loss if data_parallel is None else loss * weight).backward()
-                with torch.no_grad():
-                    sums["policy_loss"] += weight * policy_loss.item()
-                    sums["value_loss"] += weight * value_loss.item()
-                    sums["entropy"] += weight * entropy.item()
-                    sums["approx_kl"] += weight * ((ratio - 1) - log_ratio).mean().item()
-                    sums["clip_frac"] += weight * ((ratio - 1).abs() > cfg.clip_coef).float().mean().item()
+                with torch.no_grad():   # kept as tensors: one read at the end, not five per step
+                    terms.append(weight * torch.stack([
+                        policy_loss, value_loss, entropy, ((ratio - 1) - log_ratio).mean(),
+                        ((ratio - 1).abs() > cfg.clip_coef).float().mean()]).detach())
             if data_parallel is not None:
                 _all_reduce_grads(params, data_parallel)
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)   # one fused norm
             optimizer.step()
             steps += 1
     model.eval()
+    totals = (torch.stack(terms).double().sum(0) if terms
+              else torch.zeros(len(names), dtype=torch.float64, device=device))
     if data_parallel is not None:
         # Each rank summed its shards' weighted means; across ranks they add up to minibatch means.
-        totals = torch.tensor(list(sums.values()), dtype=torch.float64, device=data["action"].device)
         data_parallel.all_reduce_sum(totals)
-        sums = dict(zip(sums, totals.tolist()))
+    sums = dict(zip(names, totals.tolist()))
     return {k: v / max(steps, 1) for k, v in sums.items()}

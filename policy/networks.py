@@ -162,30 +162,48 @@ class ActorCritic(nn.Module):
 
     def encode(self, history_items: torch.Tensor, history_feedback: torch.Tensor,
                category_mask: torch.Tensor | None = None, step: torch.Tensor | None = None,
-               preference: torch.Tensor | None = None) -> torch.Tensor:
+               fixed: torch.Tensor | None = None) -> torch.Tensor:
         """[B, H] item ids (-1 = empty), [B, H] feedback, [B, C] allowed categories (None = all)
         and [B] steps (None = 0) -> [B, 3 * model_dim + A] state (its last A entries: the
-        preference estimate in action space, what `mu_head` corrects). `preference`: that estimate if already
-        made (`self.preference` of the same history; a learner makes it once per batch, not
-        once per epoch), None = make it here."""
+        preference estimate in action space, what `mu_head` corrects). `fixed`: what the state
+        takes from the history without parameters, if already made (`self.fixed_features` of the
+        same history; a learner makes it once per batch, not once per minibatch of every epoch),
+        None = make it here."""
         if self.reference_path:
             return self._encode_reference(history_items, history_feedback, category_mask, step)
         empty = history_items < 0
         ids = history_items.masked_fill(empty, self.num_items).long()
         b = ids.shape[0]
         summary = self._summary(ids, history_feedback, empty)
-        shown = (~empty).float()
-        liked = history_feedback * shown
-        # The feedback-weighted and the plain mean of the history's item features, as weighted
-        # bags of the catalog's rows (no [B, H, F] copy of the history's features is made).
-        starts = torch.arange(0, ids.numel(), ids.shape[1], device=ids.device)
-        pooled = torch.cat([F.embedding_bag(ids.reshape(-1), self.item_features, starts, mode="sum",
-                                            per_sample_weights=(w / w.sum(1, keepdim=True).clamp(min=1.0)).reshape(-1))
-                            for w in (liked, shown)], dim=-1)                             # [B, 2F]
-        context = self._context(b, category_mask, step, ids.device, ids)
-        if preference is None:
-            preference = self._preference_of(ids, history_feedback, shown)
+        if fixed is None:
+            fixed = self._fixed_of(ids, history_feedback, empty)
+        f2, c = 2 * self.feature_dim, self.num_categories
+        pooled, recent, preference = fixed[:, :f2], fixed[:, f2:f2 + c], fixed[:, f2 + c:]
+        context = torch.cat([self._allowed(b, category_mask, ids.device), self._step_share(b, step, ids.device), recent],
+                            dim=1)
         return torch.cat([self.norm(summary), self.pooled_proj(pooled), self.context_proj(context), preference], dim=-1)
+
+    def fixed_features(self, history_items: torch.Tensor, history_feedback: torch.Tensor) -> torch.Tensor:
+        """[B, 2F + C + A] what the state takes from these histories without parameters (no
+        gradient): the feedback-weighted and the plain mean of the history's item features, the
+        categories' shares of the last RECENT_SLATES slates, and the preference estimate. Fixed
+        functions of a row's observation, so a learner makes them once per batch (`encode`'s
+        `fixed`); the reference path makes them in every minibatch."""
+        empty = history_items < 0
+        return self._fixed_of(history_items.masked_fill(empty, self.num_items).long(), history_feedback, empty)
+
+    def _fixed_of(self, ids: torch.Tensor, feedback: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
+        """`fixed_features` from catalog rows `ids` ([B, H], the padding row for empty slots)."""
+        with torch.no_grad():
+            shown = (~empty).float()
+            liked = feedback * shown
+            # The feedback-weighted and the plain mean of the history's item features, as weighted
+            # bags of the catalog's rows (no [B, H, F] copy of the history's features is made).
+            starts = torch.arange(0, ids.numel(), ids.shape[1], device=ids.device)
+            pooled = [F.embedding_bag(ids.reshape(-1), self.item_features, starts, mode="sum",
+                                      per_sample_weights=(w / w.sum(1, keepdim=True).clamp(min=1.0)).reshape(-1))
+                      for w in (liked, shown)]                                            # 2 x [B, F]
+            return torch.cat([*pooled, self._recent(ids), self._preference_of(ids, feedback, shown)], dim=-1)
 
     def _encode_reference(self, history_items: torch.Tensor, history_feedback: torch.Tensor,
                           category_mask: torch.Tensor | None, step: torch.Tensor | None) -> torch.Tensor:
@@ -228,12 +246,6 @@ class ActorCritic(nn.Module):
             first, tokens = x[:, 0], x[:, 1:]
         return summary_layer_output(layers[-1], first, tokens, empty)
 
-    def preference(self, history_items: torch.Tensor, history_feedback: torch.Tensor) -> torch.Tensor:
-        """[B, F] the preference estimate of these histories (what `encode` puts last; no gradient)."""
-        empty = history_items < 0
-        return self._preference_of(history_items.masked_fill(empty, self.num_items).long(), history_feedback,
-                                   (~empty).float())
-
     def _preference_of(self, ids: torch.Tensor, feedback: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
         """`preference` from catalog rows `ids` ([B, H], the padding row for empty slots) and
         `shown` ([B, H], 1/0)."""
@@ -254,23 +266,36 @@ class ActorCritic(nn.Module):
                  ids: torch.Tensor) -> torch.Tensor:
         """[B, 2C + 1]: the allowed categories, the step's share of the session's cap, and the
         categories' shares of the last RECENT_SLATES slates."""
+        return torch.cat([self._allowed(b, category_mask, device), self._step_share(b, step, device),
+                          self._recent(ids)], dim=1)
+
+    def _allowed(self, b: int, category_mask: torch.Tensor | None, device) -> torch.Tensor:
+        """[B, C] the categories the planner allows (1/0 each; all when None)."""
         mask = (torch.ones(b, self.num_categories, device=device) if category_mask is None
                 else category_mask.to(device=device, dtype=torch.float32))
         if mask.shape[1] != self.num_categories:
             raise ValueError(f"category_mask has {mask.shape[1]} categories, the network was built for {self.num_categories}")
-        share = (torch.zeros(b, 1, device=device) if step is None or not self.max_steps
-                 else (step.to(device=device, dtype=torch.float32) / self.max_steps).reshape(b, 1))
-        recent = (F.embedding(ids[:, -self.recent:], self.item_onehot).mean(1) if self.recent
-                  else torch.zeros(b, self.num_categories, device=device))
-        return torch.cat([mask, share, recent], dim=1)
+        return mask
+
+    def _step_share(self, b: int, step: torch.Tensor | None, device) -> torch.Tensor:
+        """[B, 1] the step's share of the session's cap (0 when not observed)."""
+        return (torch.zeros(b, 1, device=device) if step is None or not self.max_steps
+                else (step.to(device=device, dtype=torch.float32) / self.max_steps).reshape(b, 1))
+
+    def _recent(self, ids: torch.Tensor) -> torch.Tensor:
+        """[B, C] the categories' shares of the last RECENT_SLATES slates of catalog rows `ids`."""
+        return (F.embedding(ids[:, -self.recent:], self.item_onehot).mean(1) if self.recent
+                else torch.zeros(ids.shape[0], self.num_categories, device=ids.device))
 
     def forward(self, history_items: torch.Tensor, history_feedback: torch.Tensor,
                 category_mask: torch.Tensor | None = None, step: torch.Tensor | None = None,
-                preference: torch.Tensor | None = None):
-        """Returns (action distribution, value [B]). `preference`: as in `encode`."""
-        state = self.encode(history_items, history_feedback, category_mask, step, preference)
+                fixed: torch.Tensor | None = None):
+        """Returns (action distribution, value [B]). `fixed`: as in `encode`."""
+        state = self.encode(history_items, history_feedback, category_mask, step, fixed)
         mu = self.mu_head(state)
-        dist = Normal(mu, self.log_std.exp().expand_as(mu))
+        # The fast path skips the distribution's argument checks (a dozen small ops per call on
+        # values this network made finite by construction); the reference path keeps them.
+        dist = Normal(mu, self.log_std.exp().expand_as(mu), validate_args=None if self.reference_path else False)
         return dist, self.value_head(state).squeeze(-1)
 
     def item_scores(self, action: torch.Tensor, history_items: torch.Tensor | None = None,
