@@ -65,6 +65,10 @@ class RunConfig:
     folder, or a hub id (needs a network; e.g. an 8B instruct model on GPU nodes)."""
     planner_tensor_parallel: int = 1
     """GPUs one planner replica spreads the LLM over (vLLM tensor parallelism)."""
+    planner_kv_cache_gib: int = 0
+    """vllm backend on a CPU: each replica's KV cache (its prefix cache) in whole GiB; 0 = the
+    service's default (VLLM_CPU_KVCACHE_SPACE when set, else a sixth of the machine's memory, 1 to
+    8 GiB). Ignored on a GPU."""
     planner_replicas: int = 1
     """Planner services started as Ray actors; rollout actors balance their calls over all of them
     (gRPC round-robin), and a replica that dies is restarted on its own address meanwhile."""
@@ -154,7 +158,7 @@ class RunConfig:
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
         for name in ("batches_per_iteration", "time_budget_s", "checkpoint_every", "eval_users", "explain_slates", "learner_num_cpus",
-                     "reflections_per_plan", "max_batches_in_flight", "max_policy_lag",
+                     "reflections_per_plan", "max_batches_in_flight", "max_policy_lag", "planner_kv_cache_gib",
                      "chaos_kill_rollout_every", "chaos_kill_planner_every", "chaos_planner_hang_every",
                      "chaos_corrupt_batch_every", "chaos_kill_rollout_every_s", "chaos_planner_hang_s"):
             if getattr(self, name) < 0:

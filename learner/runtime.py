@@ -72,7 +72,8 @@ def start_planner(ray, cfg):
             print("note: vLLM is not installed, so the planner uses its heuristic backend (no LLM); "
                   "`bash scripts/setup.sh` installs vLLM and the embedded model", flush=True)
     if backend == "vllm":
-        options = {"model": cfg.run.planner_model, "tensor_parallel_size": cfg.run.planner_tensor_parallel}
+        options = {"model": cfg.run.planner_model, "tensor_parallel_size": cfg.run.planner_tensor_parallel,
+                   "kv_cache_gib": cfg.run.planner_kv_cache_gib or None}
         gpus = cfg.run.planner_gpus_per_replica
         if gpus < 0:
             needed = cfg.run.planner_replicas * cfg.run.planner_tensor_parallel

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+from llm_server.engine_options import cpu_kv_cache_gib
 from llm_server.backends import PlannerBackend, backend_names, make_backend
 from llm_server.security import (
     ServerSecurity,
@@ -87,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="vllm backend: the prompt tokens one call may ask the engine for (a budget in tokens); a call over it is "
                         "refused with RESOURCE_EXHAUSTED (the caller falls back to its heuristic) and counted "
                         "(default 1048576: 256 users at 4096 tokens each)")
+    parser.add_argument("--kv-cache-gib", type=int, default=None, metavar="GIB",
+                        help="vllm backend on a CPU: the KV cache (and so the prefix cache) in whole GiB (default: "
+                        "VLLM_CPU_KVCACHE_SPACE when set, else a sixth of this machine's memory, 1 to 8 GiB; "
+                        "vLLM's own default of 1 GiB holds about 64 simulated users' prompts). Ignored on a GPU, "
+                        "where the cache takes what the model leaves of the GPU's memory")
     add_security_arguments(parser)
     return parser
 
@@ -103,10 +109,16 @@ def cli(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     options = ({"model": args.model, "tensor_parallel_size": args.tensor_parallel,
-                "max_model_len": args.max_model_len, "call_token_budget": args.call_budget}
+                "max_model_len": args.max_model_len, "call_token_budget": args.call_budget,
+                "kv_cache_gib": args.kv_cache_gib}
                if args.backend == "vllm" else {})
     if args.call_budget < 1:
         parser.error(f"--call-budget must be >= 1, got {args.call_budget}")
+    if args.kv_cache_gib is not None:
+        try:
+            cpu_kv_cache_gib(args.kv_cache_gib)
+        except ValueError as error:
+            parser.error(str(error).replace("kv_cache_gib", "--kv-cache-gib"))
     try:
         backend = make_backend(args.backend, **options)
     except (RuntimeError, ValueError) as error:

