@@ -10,11 +10,19 @@ can be set beside what the real one did on the very same items.
   logged like share of the same items, the AUC of the click probability against the logged likes,
   how many slates the simulated user stayed for against the logged session's, and the Jensen-Shannon
   divergence between the categories of what the simulated users clicked and of what the real ones liked.
+- `leave_cases`: after each whole slate of those sessions, a Respond case asking stay-or-leave (the
+  persona, the session so far with the logged likes, the slate), labelled by whether the logged
+  session ended there; how the LLM user's leave answer is checked against the logs
+  (benchmarks/leave_fidelity.py).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from planner_api.history import history_from_columns
+from protos import planner_pb2
+from rollout.llm_user import item_title, slate_items, user_persona
+from rollout.llm_world import persona_rows
 from rollout.user_model import auc, time_split
 from rollout.users import UserBatchEnv
 from rollout.world import World, WorldConfig
@@ -96,3 +104,28 @@ def replay(world: World, cfg: WorldConfig, sessions: dict[int, np.ndarray], seed
             "stayed_to_the_end": float((stayed == logged).mean()),
             "category_js": _js_divergence(np.bincount(category, weights=p, minlength=c),
                                           np.bincount(category, weights=liked.astype(float), minlength=c))}
+
+
+def leave_cases(world: World, sessions: dict[int, np.ndarray], slate_size: int, max_slates: int):
+    """(Respond cases asking to leave, ended [N] bool, slate index [N]): one case after each of the
+    first `max_slates` whole slates of every session; `ended` is True where the log has no whole
+    slate after it (pass sessions cut to at least max_slates + 1 slates, so that a session cut by
+    the bound is not read as ended)."""
+    data, it, k = world.data, world.data.interactions, slate_size
+    before, _ = time_split(data, world.user_model_holdout)
+    positive = data.positive()
+    cases, ended, index = [], [], []
+    for user, rows in sessions.items():
+        slates = len(rows) // k
+        persona = user_persona(data, user, persona_rows(world, user, before))
+        for t in range(min(slates, max_slates)):
+            shown = rows[:t * k]
+            items = it.item[shown]
+            session = history_from_columns(items, data.item_category[items], positive[shown].astype(np.float64),
+                                           (np.arange(len(shown)) // k).astype(np.int32),
+                                           [item_title(data, i) for i in items])
+            cases.append(planner_pb2.RespondCase(user=persona, session=session, ask_leave=True,
+                                                 slate=slate_items(data, it.item[rows[t * k:(t + 1) * k]])))
+            ended.append(t == slates - 1)
+            index.append(t)
+    return cases, np.asarray(ended, bool), np.asarray(index, np.int64)

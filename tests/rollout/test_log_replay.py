@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from planner_api.client import InProcessPlanner
+from planner_api.contract import validate_respond_request
+from protos import planner_pb2
 from rollout.llm_user import LLMUser
 from rollout.llm_world import attach_llm_user, calibrate
-from rollout.log_replay import SESSION_GAP_S, logged_sessions, replay
+from rollout.log_replay import SESSION_GAP_S, leave_cases, logged_sessions, replay
 from rollout.user_model import time_split
 from rollout.world import World, WorldConfig
 
@@ -50,3 +52,27 @@ def test_replaying_where_the_llm_user_answers(world, tmp_path) -> None:
         attach_llm_user(env, world, cfg, InProcessPlanner(), tmp_path / "answers.sqlite")))
     assert responders[0].llm_user.stats.cases >= 6 and 0 < figures["click_rate"] < 1
     assert figures != replay(world, dataclasses.replace(cfg, user_model="mf"), sessions)
+
+
+def test_leave_cases_ask_after_each_slate_and_know_where_the_log_ended(world) -> None:
+    sessions = logged_sessions(world, world.eval_users[:40], 6, max_slates=4)   # one past the bound of 3
+    cases, ended, index = leave_cases(world, sessions, 6, max_slates=3)
+    assert len(cases) == len(ended) == len(index) == sum(min(len(rows) // 6, 3) for rows in sessions.values())
+    assert all(case.ask_leave and len(case.slate) == 6 for case in cases)
+    assert all(len(case.session.item_ids) == 6 * t for case, t in zip(cases, index))   # the slates before it
+    for user, rows in sessions.items():   # a session of 4 slates went on past the 3 asked about
+        mine = [i for i, case in enumerate(cases) if case.user.user_id == user]
+        assert ended[mine].tolist() == [t == len(rows) // 6 - 1 for t in index[mine]]
+    assert ended.any() and not ended.all()
+    validate_respond_request(planner_pb2.RespondRequest(category_names=world.category_names, cases=cases[:64]))
+
+
+def test_the_leave_benchmark_runs_on_the_rule_user(tmp_path, monkeypatch) -> None:
+    import benchmarks._common as common
+    from benchmarks.leave_fidelity import main
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    result = main(["--backend", "heuristic", "--users", "60", "--max-slates", "3"])
+    assert result["slates"] >= 10 and result["fallback_cases"] == 0
+    assert result["auc"]["llm"] == pytest.approx(result["auc"]["rule"])   # the service's rule user is the rule
+    assert (tmp_path / "leave_fidelity.json").exists()
