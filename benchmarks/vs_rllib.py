@@ -41,11 +41,11 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import write_result  # noqa: E402
 
 
-def our_param_count() -> int:
+def our_param_count(dataset: str) -> int:
     from policy.networks import ActorCritic, PolicyConfig
     from rollout.world import World, WorldConfig, policy_spec
 
-    cfg = WorldConfig(dataset="synthetic")
+    cfg = WorldConfig(dataset=dataset)
     world = World.build(cfg, log=lambda line: None)
     return sum(p.numel() for p in ActorCritic.from_spec(policy_spec(cfg, world), PolicyConfig()).parameters())
 
@@ -59,7 +59,7 @@ def rllib_hidden(target: int, obs_dim: int, action_dim: int) -> int:
     return min(range(4, 1024), key=lambda h: abs(count(h) - target))
 
 
-def floor_rate(users: int, seconds: float, seed: int) -> float:
+def floor_rate(dataset: str, users: int, seconds: float, seed: int) -> float:
     """Env steps/s of the simulator plus the policy's forward pass, one process, no planner."""
     import torch
 
@@ -68,7 +68,7 @@ def floor_rate(users: int, seconds: float, seed: int) -> float:
     from rollout.world import WorldConfig
 
     torch.set_num_threads(1)
-    worker = RolloutWorker(WorldConfig(dataset="synthetic"), PolicyConfig(), RolloutConfig(users_per_actor=users, use_planner=False),
+    worker = RolloutWorker(WorldConfig(dataset=dataset), PolicyConfig(), RolloutConfig(users_per_actor=users, use_planner=False),
                            None, 0, seed)
     worker.collect()  # warm-up
     steps, t0 = 0, time.perf_counter()
@@ -90,6 +90,7 @@ def rollout_rate(args) -> dict:
     from llm_server.replicas import PlannerReplicas
 
     cfg = TrainConfig()
+    cfg.world.dataset = args.dataset
     cfg.rollout.num_rollout_actors, cfg.rollout.users_per_actor, cfg.rollout.plan_every = args.actors, args.users, 1
     ray.init(num_cpus=max(2, args.actors + 1), include_dashboard=False, _node_ip_address="127.0.0.1",
              logging_level=logging.WARNING)
@@ -124,7 +125,7 @@ def rollout_rate(args) -> dict:
 
 def run_ours(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "learner.main", "--planner-backend", "heuristic",
+        cmd = [sys.executable, "-m", "learner.main", "--planner-backend", "heuristic", "--dataset", args.dataset,
                "--num-rollout-actors", str(args.actors), "--users-per-actor", str(args.users),
                "--iterations", str(args.iterations), "--time-budget-s", "0", "--eval-users", "0",
                "--checkpoint-every", "0", "--seed", str(args.seed), "--run-dir", tmp]
@@ -156,7 +157,7 @@ def run_rllib(args, env_steps: int, params_target: int) -> dict:
     from rollout.vector_env import ENV_ID
     from rollout.world import World, WorldConfig, policy_spec
 
-    world_cfg = WorldConfig(dataset="synthetic")
+    world_cfg = WorldConfig(dataset=args.dataset)
     world = World.build(world_cfg, log=lambda line: None)
     features = world.item_features.shape[1]
     hidden = rllib_hidden(params_target, world_cfg.history_len * (features + 1), features)
@@ -224,13 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rllib-network", choices=("ours", "mlp"), default="ours",
                         help="RLlib trains our ActorCritic as an RLModule (ours: the same network, the default) or "
                              "its default MLP of about our parameter count (mlp)")
+    parser.add_argument("--dataset", default="synthetic",
+                        help="the world every part runs on (default synthetic, the systems world; the floor, our rollout "
+                        "path, our training and RLlib's all use it)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if min(args.actors, args.users, args.tail) < 1 or args.iterations < 2:
         parser.error("--actors, --users and --tail must be >= 1, --iterations >= 2")
 
     print("floor (simulator + policy forward, one process) ...", flush=True)
-    floor = floor_rate(args.users, args.floor_seconds, args.seed)
+    floor = floor_rate(args.dataset, args.users, args.floor_seconds, args.seed)
     print(f"  {floor:,.0f} env-steps/s\nour rollout path (actors + planner service + object store, no learner) ...",
           flush=True)
     rollout = rollout_rate(args)
@@ -239,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {ours['env_steps_per_s']:,.0f} env-steps/s over {ours['env_steps']:,} steps; where the time goes: "
           + ", ".join(f"{key.removesuffix('_share')} {100 * share:.0f}%" for key, share in ours["time_shares"].items())
           + "\nRLlib PPO ...", flush=True)
-    params = our_param_count()
+    params = our_param_count(args.dataset)
     rllib = run_rllib(args, ours["env_steps"], params)
     print(f"  {rllib['env_steps_per_s']:,.0f} env-steps/s over {rllib['env_steps']:,} steps", flush=True)
     ratios = {"ours_over_rllib_throughput": (ours["env_steps_per_s"] / rllib["env_steps_per_s"], 2.0),
@@ -257,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     path = write_result("vs_rllib", {"floor_env_steps_per_s": floor, "ours_rollout": rollout,
                                      "ours": ours | {"params": params},
                                      "rllib": rllib, "actors": args.actors, "users": args.users,
+                                     "dataset": args.dataset,
                                      "ratios": {k: {"value": v, "goal": g} for k, (v, g) in ratios.items()}})
     print(f"wrote {path}")
     return 0
