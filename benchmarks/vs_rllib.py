@@ -1,8 +1,9 @@
 """This loop against RLlib's PPO, in one run on the same machine and the same world:
 
 1. the floor: the simulator plus the policy's forward pass alone, in one process (one
-   `RolloutWorker` collecting with no planner, no Ray, no learner), and our rollout path end to
-   end against it: the rollout actors planning every step through the heuristic planner service
+   `RolloutWorker` collecting with no planner, no Ray, no learner), the same worker planning every
+   step with the heuristic rule in its own process (the planner's work without the service), and
+   our rollout path end to end against the floor: the rollout actors planning every step through the heuristic planner service
    over gRPC, their Arrow batches fetched through the object store, with no learner;
 2. ours: `python -m learner.main` with the heuristic planner (the actor-learner loop end to end:
    rollout actors, planner service, learner, weight broadcast);
@@ -59,8 +60,10 @@ def rllib_hidden(target: int, obs_dim: int, action_dim: int) -> int:
     return min(range(4, 1024), key=lambda h: abs(count(h) - target))
 
 
-def floor_rate(dataset: str, users: int, seconds: float, seed: int) -> float:
-    """Env steps/s of the simulator plus the policy's forward pass, one process, no planner."""
+def floor_rate(dataset: str, users: int, seconds: float, seed: int, in_process_planner: bool = False) -> float:
+    """Env steps/s of the simulator plus the policy's forward pass, one process, no planner (with
+    `in_process_planner`: planning every step with the heuristic rule in the same process, no gRPC,
+    which tells the planner's own work from the service's transport)."""
     import torch
 
     from policy.networks import PolicyConfig
@@ -68,8 +71,9 @@ def floor_rate(dataset: str, users: int, seconds: float, seed: int) -> float:
     from rollout.world import WorldConfig
 
     torch.set_num_threads(1)
-    worker = RolloutWorker(WorldConfig(dataset=dataset), PolicyConfig(), RolloutConfig(users_per_actor=users, use_planner=False),
-                           None, 0, seed)
+    rollout = RolloutConfig(users_per_actor=users, use_planner=in_process_planner, plan_every=1)
+    worker = RolloutWorker(WorldConfig(dataset=dataset), PolicyConfig(), rollout,
+                           "in-process" if in_process_planner else None, 0, seed)
     worker.collect()  # warm-up
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -235,8 +239,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print("floor (simulator + policy forward, one process) ...", flush=True)
     floor = floor_rate(args.dataset, args.users, args.floor_seconds, args.seed)
-    print(f"  {floor:,.0f} env-steps/s\nour rollout path (actors + planner service + object store, no learner) ...",
-          flush=True)
+    planned = floor_rate(args.dataset, args.users, args.floor_seconds, args.seed, in_process_planner=True)
+    print(f"  {floor:,.0f} env-steps/s; planning every step in the same process (the heuristic rule, no gRPC): "
+          f"{planned:,.0f}", flush=True)
+    print("our rollout path (actors + planner service + object store, no learner) ...", flush=True)
     rollout = rollout_rate(args)
     print(f"  {rollout['env_steps_per_s']:,.0f} env-steps/s\nours (learner.main, heuristic planner) ...", flush=True)
     ours = run_ours(args)
@@ -248,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {rllib['env_steps_per_s']:,.0f} env-steps/s over {rllib['env_steps']:,} steps", flush=True)
     ratios = {"ours_over_rllib_throughput": (ours["env_steps_per_s"] / rllib["env_steps_per_s"], 2.0),
               "ours_rollout_over_floor": (rollout["env_steps_per_s"] / floor, 0.8),
+              "floor_planning_in_process_over_floor": (planned / floor, None),
               "ours_training_over_floor": (ours["env_steps_per_s"] / floor, None),
               "ours_over_rllib_return": (ours["return_last"] / max(rllib["return_last"], 1e-9), 1.0)}
     print(f"\n{'':<12}{'env-steps/s':>12}{'return':>9}{'length':>8}{'params':>9}")
@@ -258,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'our rollouts':<12}{rollout['env_steps_per_s']:>12,.0f}  ({args.actors} actors, no learner)")
     for name, (value, goal) in ratios.items():
         print(f"{name:<30}{value:>8.2f}" + (f"  (goal >= {goal})" if goal is not None else "  (context)"))
-    path = write_result("vs_rllib", {"floor_env_steps_per_s": floor, "ours_rollout": rollout,
+    path = write_result("vs_rllib", {"floor_env_steps_per_s": floor, "floor_planning_in_process_env_steps_per_s": planned,
+                                     "ours_rollout": rollout,
                                      "ours": ours | {"params": params},
                                      "rllib": rllib, "actors": args.actors, "users": args.users,
                                      "dataset": args.dataset,
