@@ -60,6 +60,10 @@ def rllib_hidden(target: int, obs_dim: int, action_dim: int) -> int:
     return min(range(4, 1024), key=lambda h: abs(count(h) - target))
 
 
+FLOOR_WINDOWS = 3
+"""Windows the floor's time is cut into; the floor is the best window's rate."""
+
+
 def floor_rate(dataset: str, users: int, seconds: float, seed: int, in_process_planner: bool = False) -> float:
     """Env steps/s of the simulator plus the policy's forward pass, one process, no planner (with
     `in_process_planner`: planning every step with the heuristic rule in the same process, no gRPC,
@@ -75,11 +79,16 @@ def floor_rate(dataset: str, users: int, seconds: float, seed: int, in_process_p
     worker = RolloutWorker(WorldConfig(dataset=dataset), PolicyConfig(), rollout,
                            "in-process" if in_process_planner else None, 0, seed)
     worker.collect()  # warm-up
-    steps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        _, stats = worker.collect()
-        steps += stats.env_steps
-    return steps / (time.perf_counter() - t0)
+    # The best of FLOOR_WINDOWS windows: a floor is what the work can reach; on a shared machine one
+    # 15 s window of the same code measured 7,400 and 10,000 env-steps/s in two runs.
+    rates = []
+    for _ in range(FLOOR_WINDOWS):
+        steps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / FLOOR_WINDOWS:
+            _, stats = worker.collect()
+            steps += stats.env_steps
+        rates.append(steps / (time.perf_counter() - t0))
+    return max(rates)
 
 
 def rollout_rate(args) -> dict:
