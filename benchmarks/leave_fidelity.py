@@ -17,6 +17,7 @@ Writes benchmarks/results/leave_fidelity.json.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,22 +27,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks._common import write_result  # noqa: E402
-from benchmarks.user_fidelity import model_tag, start_service  # noqa: E402
+from benchmarks.user_fidelity import add_service_arguments, model_tag, start_service  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="ml-100k", help="data set (rating data: ml-100k or an atomic folder)")
-    parser.add_argument("--backend", default="vllm", choices=["vllm", "heuristic"],
-                        help="what answers (heuristic: the rule user through the service, for a dry run)")
-    parser.add_argument("--planner-model", default="smollm2", help="the model the vllm backend serves")
-    parser.add_argument("--planner", default="", help="HOST:PORT of a running LLM service instead of starting one")
+    add_service_arguments(parser)
     parser.add_argument("--users", type=int, default=96, help="held-out users drawn (those with a whole logged slate count)")
     parser.add_argument("--max-slates", type=int, default=4, help="slates of a session asked about at most")
     parser.add_argument("--seed", type=int, default=0, help="draws the users")
     args = parser.parse_args(argv)
     if args.users < 1 or args.max_slates < 1:
         parser.error("--users and --max-slates must be >= 1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from learner.provenance import provenance
     from planner_api.heuristics import heuristic_respond
     from protos import planner_pb2
     from rollout.llm_user import LLMUser
@@ -49,6 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     from rollout.user_model import auc
     from rollout.world import World, WorldConfig
 
+    code = provenance(argv)  # at the start: the code that runs is the code of this commit
     cfg = WorldConfig(dataset=args.dataset)
     world = World.build(cfg, log=lambda line: None)
     rng = np.random.default_rng([args.seed, 0x1EA7E])
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     rule_leave = np.asarray([r.leave for r in rule.responses])
     result = {
         "command": "python benchmarks/leave_fidelity.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "provenance": {"commit": code["commit"], "dirty": code["dirty"]},
         "dataset": args.dataset, "backend": args.backend, "model_tag": model_tag(args),
         "users": len(sessions), "slates": len(cases), "ended_share": float(ended.mean()),
         "seconds": seconds, "fallback_cases": llm.stats.fallback_cases,

@@ -300,6 +300,16 @@ def model_tag(args) -> str:
     return llm_user_tag(args.backend, args.planner_model)
 
 
+def add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data set and who answers: --dataset, --backend, --planner-model, --planner (what
+    `start_service` and `model_tag` read)."""
+    parser.add_argument("--dataset", default="ml-100k", help="data set (rating data: ml-100k or an atomic folder)")
+    parser.add_argument("--backend", default="vllm", choices=["vllm", "heuristic"],
+                        help="the LLM service's backend (heuristic: the rule user answers as 'llm', for a dry run)")
+    parser.add_argument("--planner-model", default="smollm2", help="the model the vllm backend serves")
+    parser.add_argument("--planner", default="", help="HOST:PORT of a running LLM service instead of starting one")
+
+
 def start_service(args):
     """(host, client) of the LLM service on 127.0.0.1, or (None, client) of --planner."""
     from planner_api.client import PlannerClient
@@ -320,11 +330,7 @@ def start_service(args):
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--dataset", default="ml-100k", help="data set (rating data: ml-100k or an atomic folder)")
-    parser.add_argument("--backend", default="vllm", choices=["vllm", "heuristic"],
-                        help="the LLM service's backend (heuristic: the rule user answers as 'llm', for a dry run)")
-    parser.add_argument("--planner-model", default="smollm2", help="the model the vllm backend serves")
-    parser.add_argument("--planner", default="", help="HOST:PORT of a running LLM service instead of starting one")
+    add_service_arguments(parser)
     parser.add_argument("--users", type=int, default=32, help="users drawn per seed")
     parser.add_argument("--items", type=int, default=8, help="test interactions per user (and as many never-rated items)")
     parser.add_argument("--val-items", type=int, default=4, help="validation interactions per user (the blend's fit)")
