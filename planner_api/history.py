@@ -13,6 +13,8 @@ entries (prompts, tests, small builders); the hot paths (`planner_api.contract`,
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import contextmanager
+from contextvars import ContextVar
 from itertools import chain, repeat
 from typing import NamedTuple
 
@@ -54,10 +56,41 @@ def column_array(column, dtype) -> np.ndarray:
     return np.fromiter(column, dtype, len(column))
 
 
+_READ_ONCE: ContextVar[dict | None] = ContextVar("history_columns_read_once", default=None)
+
+
+@contextmanager
+def read_columns_once():
+    """Within it, `concat_column` reads each column of the same Histories once and hands the same
+    read-only array to every later reader: a request's validation and its heuristic rule read the
+    same columns, and reading protobuf values into numpy is most of what both cost (a 53-user plan
+    request: 2.9 ms validated and planned, 2.1 ms reading once). Scoped to one request (the
+    server's handler, the in-process planner's call; a context variable, so concurrent requests on
+    one event loop keep theirs apart), and the memo holds the Histories it keyed, so their ids
+    cannot be reused by others while it lives."""
+    token = _READ_ONCE.set({})
+    try:
+        yield
+    finally:
+        _READ_ONCE.reset(token)
+
+
 def concat_column(histories: Iterable[planner_pb2.History], name: str, dtype, total: int) -> np.ndarray:
     """Column `name` of these Histories laid end to end as one numpy array of `total` values (the
-    sum of their lengths): how a whole request's histories are read at once."""
-    return np.fromiter(chain.from_iterable(getattr(h, name) for h in histories), dtype, total)
+    sum of their lengths): how a whole request's histories are read at once (once per request
+    inside `read_columns_once`, where the array is read-only)."""
+    memo = _READ_ONCE.get()
+    if memo is None:
+        return np.fromiter(chain.from_iterable(getattr(h, name) for h in histories), dtype, total)
+    histories = list(histories)
+    key = (name, np.dtype(dtype).str, tuple(map(id, histories)))
+    known = memo.get(key)
+    if known is not None and len(known[1]) == total:
+        return known[1]
+    values = np.fromiter(chain.from_iterable(getattr(h, name) for h in histories), dtype, total)
+    values.flags.writeable = False
+    memo[key] = (histories, values)
+    return values
 
 
 def history_arrays(history: planner_pb2.History) -> HistoryArrays:
