@@ -106,11 +106,10 @@ class SessionPlanner:
         self.shown_at: list[np.ndarray] = []
         self.pools = np.full((batch_size, self.pool_size), -1, np.int64)   # ranked, best first
         self.planned_at = np.zeros(batch_size, np.int64)
-        # Each user's session so far as the History columns (item ids, category ids, feedback,
-        # steps, titles when sent), grown by one step in `record`: a request extends its History
-        # with whole columns, with no Python object per entry.
-        self.histories: list[tuple[list, list, list, list, list]] = [
-            ([], [], [], [], []) for _ in range(batch_size)]
+        # Each user's session so far as a contract History, grown by one step in `record`: a
+        # request copies it whole (one copy in C, instead of reading every entry again into each
+        # request's columns: 0.18 against 0.58 ms for 64 users with 60 entries).
+        self.histories = [planner_pb2.History() for _ in range(batch_size)]
         self.stats = self._empty_stats()
         if self._pending is not None:  # a plan for the last batch's sessions: no longer wanted
             self._pending[2].cancel()
@@ -140,32 +139,26 @@ class SessionPlanner:
         for row, items, categories, feedback in zip(rows.tolist(), shown.tolist(),
                                                     self.world.item_category[shown].tolist(),
                                                     np.asarray(clicks[rows], np.float64).tolist()):
-            item_ids, category_ids, feedbacks, shown_at, titles = self.histories[row]
-            item_ids.extend(items)
-            category_ids.extend(categories)
-            feedbacks.extend(feedback)
-            shown_at.extend(steps)
+            history = self.histories[row]
+            history.item_ids.extend(items)
+            history.category_ids.extend(categories)
+            history.feedback.extend(feedback)
+            history.steps.extend(steps)
             if self.send_titles:
-                titles.extend([self.titles[item] for item in items])
+                history.titles.extend([self.titles[item] for item in items])
 
     def _request(self, rows: np.ndarray, user_ids: np.ndarray, step: int) -> planner_pb2.PlanRequest:
         req = planner_pb2.PlanRequest(category_names=self.category_names, seed=self.seed)
         first = max(0, step - self.max_steps_sent)
         for row in rows.tolist():
             user = self._add_user(req, int(user_ids[row]), step, self.pasts[row])
-            columns = self.histories[row]
-            stale = bisect_left(columns[3], first)  # entries from before the window the contract allows
+            history = self.histories[row]
+            stale = bisect_left(history.steps, first)  # entries from before the window the contract allows
             if stale:  # long sessions only
-                for column in columns:
+                for column in (history.item_ids, history.category_ids, history.feedback, history.steps,
+                               history.titles):
                     del column[:stale]
-            item_ids, category_ids, feedback, steps, titles = columns
-            history = user.history
-            history.item_ids.extend(item_ids)
-            history.category_ids.extend(category_ids)
-            history.feedback.extend(feedback)
-            history.steps.extend(steps)
-            if titles:
-                history.titles.extend(titles)
+            user.history.CopyFrom(history)
         return req
 
     def _add_user(self, req: planner_pb2.PlanRequest, user_id: int, step: int,
