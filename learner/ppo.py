@@ -105,8 +105,8 @@ def _all_reduce_grads(params: list[torch.nn.Parameter], data_parallel: DataParal
         offset += p.numel()
 
 
-def observation(columns: dict, idx: torch.Tensor) -> list[torch.Tensor]:
-    """The policy's inputs of rows `idx` of `columns` (rollout.batch_schema.OBSERVATION_COLUMNS,
+def observation(columns: dict, idx: torch.Tensor | slice) -> list[torch.Tensor]:
+    """The policy's inputs of rows `idx` (indices or a slice) of `columns` (rollout.batch_schema.OBSERVATION_COLUMNS,
     in `ActorCritic.forward`'s order)."""
     return [columns[name][idx] for name in OBSERVATION_COLUMNS]
 
@@ -154,14 +154,13 @@ def ppo_update(model: ActorCritic, optimizer: torch.optim.Optimizer, cfg: PPOCon
                 rows, count = slice(rows.start + part.start, rows.start + part.stop), part.stop - part.start
             optimizer.zero_grad(set_to_none=True)
             if count:
-                mb = {name: tensor[rows] for name, tensor in epoch.items()}
-                dist, value = model(*(mb[name] for name in OBSERVATION_COLUMNS), fixed=mb.get("fixed"))
-                new_logp = log_prob(dist, mb["action"])
-                log_ratio = new_logp - mb["behaviour_logp"]
+                dist, value = model(*observation(epoch, rows), fixed=None if fixed is None else epoch["fixed"][rows])
+                new_logp = log_prob(dist, epoch["action"][rows])
+                log_ratio = new_logp - epoch["behaviour_logp"][rows]
                 ratio = log_ratio.exp()
                 policy_loss = torch.max(-adv * ratio,
                                         -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
-                value_loss = 0.5 * (value - mb["returns"]).pow(2).mean()
+                value_loss = 0.5 * (value - epoch["returns"][rows]).pow(2).mean()
                 entropy = dist.entropy().sum(-1).mean()
                 loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
                 (loss if data_parallel is None else loss * weight).backward()

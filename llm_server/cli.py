@@ -6,8 +6,8 @@ import asyncio
 import logging
 import signal
 
-from llm_server.engine_options import cpu_kv_cache_gib
 from llm_server.backends import PlannerBackend, backend_names, make_backend
+from llm_server.engine_options import cpu_kv_cache_gib
 from llm_server.security import (
     ServerSecurity,
     add_security_arguments,

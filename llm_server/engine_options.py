@@ -63,10 +63,10 @@ def cpu_kv_cache_gib(requested: int | None, environ=os.environ, memory_gib: floa
     """(GiB of KV cache for a CPU engine, where the figure came from): `requested` when given (at
     least 1: vLLM's CPU cache is sized in whole GiB), else VLLM_CPU_KVCACHE_SPACE when set, else
     1/CPU_KV_CACHE_SHARE of the machine's memory within [CPU_KV_CACHE_MIN_GIB, CPU_KV_CACHE_MAX_GIB]."""
+    memory = machine_memory_gib() if memory_gib is None else memory_gib
     if requested is not None:
         if int(requested) != requested or requested < 1:
             raise ValueError(f"kv_cache_gib must be a whole number of GiB >= 1, got {requested}")
-        memory = machine_memory_gib() if memory_gib is None else memory_gib
         if memory and requested > memory:
             raise ValueError(f"kv_cache_gib={requested} is more than this machine's {memory:.0f} GiB of memory")
         return int(requested), "asked"
@@ -74,6 +74,5 @@ def cpu_kv_cache_gib(requested: int | None, environ=os.environ, memory_gib: floa
         if not value.isdigit() or int(value) < 1:
             raise ValueError(f"VLLM_CPU_KVCACHE_SPACE={value!r}: set it to a whole number of GiB >= 1, or unset it")
         return int(value), "VLLM_CPU_KVCACHE_SPACE"
-    memory = machine_memory_gib() if memory_gib is None else memory_gib
     share = int(memory // CPU_KV_CACHE_SHARE)
     return max(CPU_KV_CACHE_MIN_GIB, min(CPU_KV_CACHE_MAX_GIB, share)), f"1/{CPU_KV_CACHE_SHARE} of {memory:.0f} GiB"

@@ -49,7 +49,7 @@ import numpy as np
 
 from planner_api.contract import MAX_HISTORY, MAX_PAST, MAX_TITLE_BYTES, truncate_utf8
 from planner_api.heuristics import heuristic_plan
-from planner_api.history import history_from_columns
+from planner_api.history import history_from_columns, slice_history
 from policy.masking import category_mask
 from protos import planner_pb2
 
@@ -155,9 +155,7 @@ class SessionPlanner:
             history = self.histories[row]
             stale = bisect_left(history.steps, first)  # entries from before the window the contract allows
             if stale:  # long sessions only
-                for column in (history.item_ids, history.category_ids, history.feedback, history.steps,
-                               history.titles):
-                    del column[:stale]
+                self.histories[row] = history = slice_history(history, stale)
             user.history.CopyFrom(history)
         return req
 
