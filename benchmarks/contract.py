@@ -45,6 +45,7 @@ def planner_parts(users: int, history: int, seed: int) -> dict:
     from protos import planner_pb2
     from planner_api.contract import validate_plan_request
     from planner_api.heuristics import heuristic_plan
+    from planner_api.history import history_length
     from rollout.session_planner import SessionPlanner
     from rollout.world import World, WorldConfig
 
@@ -80,7 +81,7 @@ def planner_parts(users: int, history: int, seed: int) -> dict:
         "heuristic_ms": best_ms(lambda: heuristic_plan(request)),
         "path_ms": best_ms(path),
         "request_bytes": len(data),
-        "entries_per_user": len(request.users[0].history.item_ids),
+        "entries_per_user": history_length(request.users[0].history),
     }
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from llm_server.prompts import EXPLAIN_ECHOES
 from planner_api.contract import MAX_HISTORY
 from planner_api.explanations import faithfulness
-from planner_api.history import history_from_columns
+from planner_api.history import column_array, history_from_columns
 from protos import planner_pb2
 from rollout.episodes import EpisodeRun
 from rollout.llm_user import item_title, slate_items
@@ -81,7 +81,8 @@ def explain_runs(world: World, client, runs: dict[str, EpisodeRun], count: int, 
         scored = []
         for req, (answer, fell_back) in zip(requests, answers):
             text = answer.explanation
-            check = faithfulness(text, [c.category_id for c in req.slate], list(req.history.category_ids), names,
+            check = faithfulness(text, [c.category_id for c in req.slate],
+                                 column_array(req.history, "category_ids").tolist(), names,
                                  [c.title for c in req.slate], list(req.history.titles), catalog)
             scored.append({"text": text, "faithful": check.faithful, "ungrounded": check.ungrounded,
                            "words": len(text.split()),

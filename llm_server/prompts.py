@@ -20,7 +20,9 @@ from collections import defaultdict
 from pathlib import Path
 from collections.abc import Sequence
 
-from planner_api.history import Entry, history_entries
+import numpy as np
+
+from planner_api.history import Entry, column_array, history_entries
 from protos import planner_pb2
 
 PROMPTS_VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
@@ -215,10 +217,10 @@ def judge_prompt(case: planner_pb2.JudgeCase, names: Sequence[str], template=Non
     return chat(JUDGE_SYSTEM, body, template)
 
 
-def _is_rating(feedback) -> bool:
-    """Whether a History's feedback holds ratings mapped to [0, 1] (any value strictly between 0 and
-    1) rather than clicks (only 0 and 1)."""
-    return any(0.0 < f < 1.0 for f in feedback)
+def _is_rating(feedback: np.ndarray) -> bool:
+    """Whether a History's feedback column holds ratings mapped to [0, 1] (any value strictly
+    between 0 and 1) rather than clicks (only 0 and 1)."""
+    return bool(((feedback > 0.0) & (feedback < 1.0)).any())
 
 
 def _stars(feedback: float) -> int:
@@ -239,7 +241,7 @@ def respond_prefix(case: planner_pb2.RespondCase, names: Sequence[str]) -> str:
     ratings far better than it answers a question about them (held-out AUC 0.68 against 0.52 with
     SmolLM2-135M, 30 MovieLens users). The item's line comes after it, so the engine's prefix cache
     serves the rest of a slate once the first item is answered."""
-    ratings = _is_rating(case.user.past.feedback)
+    ratings = _is_rating(column_array(case.user.past, "feedback"))
     traits = "; ".join(clean(t, MAX_TRAIT_CHARS) for t in case.user.traits)
     lines = [f"{RESPOND_HEADER}{f' ({traits})' if traits else ''}:"]
     for e in history_entries(case.user.past)[-MAX_PERSONA_ITEMS:]:
@@ -274,7 +276,7 @@ def persona_block(user: planner_pb2.UserPersona, names: Sequence[str]) -> str:
     """Who the user is, for the leave question: their traits and their latest rated items (titles,
     categories, stars; or liked and skipped for clicks), latest first."""
     entries = history_entries(user.past)
-    ratings = _is_rating(user.past.feedback)
+    ratings = _is_rating(column_array(user.past, "feedback"))
     lines = []
     if user.traits:
         lines.append("The viewer: " + "; ".join(clean(t, MAX_TRAIT_CHARS) for t in user.traits) + ".")

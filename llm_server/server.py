@@ -41,7 +41,6 @@ from planner_api.contract import (
     validate_respond_request,
 )
 from planner_api.heuristics import HEURISTIC_BACKEND_NAME
-from planner_api.history import read_columns_once
 from protos import planner_pb2
 
 logger = logging.getLogger(__name__)
@@ -112,14 +111,7 @@ class PlannerService:
     async def _handle(
         self, rpc: _RpcSpec, request: Message, context: grpc.aio.ServicerContext
     ) -> Message:
-        """The one path of every RPC: validate, ask the backend, check its answer (the request's
-        history columns read once for all three: planner_api.history.read_columns_once)."""
-        with read_columns_once():
-            return await self._answer(rpc, request, context)
-
-    async def _answer(
-        self, rpc: _RpcSpec, request: Message, context: grpc.aio.ServicerContext
-    ) -> Message:
+        """The one path of every RPC: validate, ask the backend, check its answer."""
         try:
             rpc.validate(request)
         except ValueError as error:

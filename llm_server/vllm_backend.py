@@ -42,6 +42,7 @@ from planner_api.heuristics import (
     heuristic_reflect,
     heuristic_respond,
 )
+from planner_api.history import column_array
 from protos import planner_pb2
 
 log = logging.getLogger(__name__)
@@ -296,9 +297,9 @@ class VLLMBackend(PlannerBackend):
             # The prompt names what was just shown (a fact of the history, after it); whether to
             # show it again is the model's choice: no rule removes it (rotation is a rollout-side
             # option of its own, rollout.session_planner).
-            steps = user.history.steps
-            last = max(steps, default=None)
-            just_shown = {c for c, s in zip(user.history.category_ids, steps) if s == last}
+            steps = column_array(user.history, "steps")
+            last = steps.max() if steps.size else None
+            just_shown = set(column_array(user.history, "category_ids")[steps == last].tolist())
             avoid = [letters[candidates.index(c)] for c in sorted(just_shown) if c in candidates]
             prompt, tokens = self._fitting_plan_prompt(user, req.category_names, candidates, template, avoid)
             return _PlanInput(order, preferred, candidates, letters, prompt, tokens)

@@ -42,7 +42,6 @@ from planner_api.heuristics import (
     heuristic_reflect,
     heuristic_respond,
 )
-from planner_api.history import read_columns_once
 from planner_api.security import ClientSecurity
 from protos import planner_pb2, planner_pb2_grpc
 
@@ -363,9 +362,8 @@ class InProcessPlanner(_Counters):
         """Validates and answers one request; an invalid one raises and is not counted."""
         started = time.perf_counter()
         validate, rule = _LOCAL_RULES[method]
-        with read_columns_once():   # the rule reads the columns validation read
-            validate(req)
-            response = rule(req)
+        validate(req)
+        response = rule(req)
         self._record(method, started, fell_back=False)
         return response, False
 

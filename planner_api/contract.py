@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 
-from planner_api.history import concat_column
+from planner_api.history import COLUMNS, VALUE_BYTES, column_length, concat_column
 from protos import planner_pb2
 
 # --- limits documented in protos/planner.proto ---------------------------------------------
@@ -145,13 +146,20 @@ def _check_category_names(names: Sequence[str]) -> int:
 
 
 def _history_length(field: str, history: planner_pb2.History, limit: int) -> int:
-    """Checks the shape of a History called `field` (e.g. "users[3].history"): every column as
-    long as item_ids (titles: that long or empty), at most `limit` entries; returns the length."""
-    n = len(history.item_ids)
-    for name in ("category_ids", "feedback", "steps"):
-        got = len(getattr(history, name))
-        if got != n:
-            raise ValueError(f"{field}.{name} has {got} entries; need len(item_ids)={n}")
+    """Checks the shape of a History called `field` (e.g. "users[3].history"): every numeric column
+    a whole number of 4-byte values and as many as item_ids (titles: that many or empty), at most
+    `limit` entries; returns the length."""
+    size = len(history.item_ids)
+    n = size // VALUE_BYTES
+    if not (size % VALUE_BYTES == 0 and len(history.category_ids) == size and len(history.feedback) == size
+            and len(history.steps) == size):   # the common case in one test; the loop names the failure
+        for name in COLUMNS:
+            got, whole = column_length(history, name)
+            if not whole:
+                raise ValueError(f"{field}.{name} has {len(getattr(history, name))} bytes; need a multiple of "
+                                 f"{VALUE_BYTES} (one little-endian 4-byte value per entry)")
+            if got != n:
+                raise ValueError(f"{field}.{name} has {got} entries; need len(item_ids)={n}")
     titles = len(history.titles)
     if titles not in (0, n):
         raise ValueError(f"{field}.titles has {titles} entries; need 0 (not sent) or len(item_ids)={n}")
@@ -166,9 +174,8 @@ def _validate_histories(fields: Sequence[str], histories: Sequence[planner_pb2.H
     of all of them at once, naming the first failing value, e.g. "users[3].history.category_ids[7]=99
     is not a valid category id (...)".
 
-    Vectorised: each column of the whole request is read once into one numpy array and checked as
-    a whole (a plan request of 64 users with 60-entry histories is validated in well under a
-    millisecond); only a failure is traced back to its history and index."""
+    Vectorised: each column of the whole request is read once into one numpy array (one join of
+    its buffers) and checked as a whole; only a failure is traced back to its history and index."""
     lengths = np.array([_history_length(f, h, limit) for f, h in zip(fields, histories)], np.int64)
     total = int(lengths.sum())
     if not total:
@@ -184,7 +191,7 @@ def _validate_histories(fields: Sequence[str], histories: Sequence[planner_pb2.H
         return f"{fields[k]}.{column}[{flat - int(ends[k] - lengths[k])}]", flat
 
     def column(name: str, dtype) -> np.ndarray:
-        return concat_column(histories, name, dtype, total)
+        return concat_column(histories, name, dtype)
 
     items = column("item_ids", np.int64)
     if failed := first(items < 0, "item_ids"):
@@ -256,23 +263,48 @@ def _validate_candidates(prefix: str, user: planner_pb2.UserContext, n_names: in
         )
 
 
+def _users_fit(users, n_names: int) -> bool:
+    """Whether every user's ids, step, candidates (non-empty, distinct, known), num_categories and
+    reflection count are within the limits, checked for the whole request at once; the per-user
+    checks of `validate_plan_request` run only to name a failure."""
+    n = len(users)
+    ids = np.fromiter((u.user_id for u in users), np.int64, n)
+    steps = np.fromiter((u.step for u in users), np.int64, n)
+    wanted = np.fromiter((u.num_categories for u in users), np.int64, n)
+    reflections = np.fromiter((len(u.reflections) for u in users), np.int64, n)
+    cand_len = np.fromiter((len(u.candidate_categories) for u in users), np.int64, n)
+    cands = np.fromiter(chain.from_iterable(u.candidate_categories for u in users), np.int64, int(cand_len.sum()))
+    if not (ids.min() >= 0 and steps.min() >= 0 and cand_len.min() >= 1 and cands.min() >= 0
+            and cands.max() < n_names and wanted.min() >= 1 and (wanted <= cand_len).all()
+            and reflections.max() <= MAX_REFLECTIONS):
+        return False
+    cells = np.repeat(np.arange(n), cand_len) * n_names + cands
+    return np.unique(cells).size == cells.size
+
+
+def _validate_user(prefix: str, user: planner_pb2.UserContext, n_names: int) -> None:
+    """The checks of one UserContext besides its histories (naming the field that fails)."""
+    _check_non_negative(f"{prefix}.user_id", user.user_id)
+    _check_non_negative(f"{prefix}.step", user.step)
+    _validate_candidates(prefix, user, n_names)
+    if len(user.reflections) > MAX_REFLECTIONS:
+        raise ValueError(
+            f"{prefix}.reflections has {len(user.reflections)} entries; "
+            f"at most {MAX_REFLECTIONS}"
+        )
+
+
 def validate_plan_request(req: planner_pb2.PlanRequest) -> None:
     """Enforces every limit of PlanRequest; ValueError naming the field, e.g.
     "users[3].num_categories=9 exceeds len(candidate_categories)=4"."""
     _check_count("users", len(req.users), MIN_USERS, MAX_USERS, "users")
     n_names = _check_category_names(req.category_names)
+    if not _users_fit(req.users, n_names):
+        for i, user in enumerate(req.users):
+            _validate_user(f"users[{i}]", user, n_names)
     for i, user in enumerate(req.users):
-        prefix = f"users[{i}]"
-        _check_non_negative(f"{prefix}.user_id", user.user_id)
-        _check_non_negative(f"{prefix}.step", user.step)
-        _validate_candidates(prefix, user, n_names)
-        if len(user.reflections) > MAX_REFLECTIONS:
-            raise ValueError(
-                f"{prefix}.reflections has {len(user.reflections)} entries; "
-                f"at most {MAX_REFLECTIONS}"
-            )
         for r, reflection in enumerate(user.reflections):
-            _check_bytes(f"{prefix}.reflections[{r}]", reflection, MAX_REFLECTION_BYTES)
+            _check_bytes(f"users[{i}].reflections[{r}]", reflection, MAX_REFLECTION_BYTES)
     # Every user's history at once (the costly part of a request: see _validate_histories).
     _validate_histories([f"users[{i}].history" for i in range(len(req.users))],
                         [user.history for user in req.users], n_names, MAX_HISTORY)
@@ -393,13 +425,33 @@ def check_plan_response(req: planner_pb2.PlanRequest, resp: planner_pb2.PlanResp
     """Checks an answer to a valid PlanRequest: one plan per user, each exactly
     num_categories distinct ids among that user's candidate_categories."""
     _check_answer_count("plans", len(resp.plans), len(req.users), "user")
-    for i, (user, plan) in enumerate(zip(req.users, resp.plans)):
+    if _plans_fit(req.users, resp.plans):
+        return
+    for i, (user, plan) in enumerate(zip(req.users, resp.plans)):   # names the failure
         field = f"plans[{i}].category_ids"
         if len(plan.category_ids) != user.num_categories:
             raise ValueError(f"{field} has {len(plan.category_ids)} entries; "
                              f"need num_categories={user.num_categories}")
         _check_subset(field, plan.category_ids, set(user.candidate_categories),
                       "candidate_categories")
+
+
+def _plans_fit(users, plans) -> bool:
+    """`check_plan_response`'s rule for the whole answer at once (the answer of a valid request)."""
+    n = len(users)
+    wanted = np.fromiter((u.num_categories for u in users), np.int64, n)
+    got = np.fromiter((len(p.category_ids) for p in plans), np.int64, n)
+    if not np.array_equal(wanted, got):
+        return False
+    cand_len = np.fromiter((len(u.candidate_categories) for u in users), np.int64, n)
+    cands = np.fromiter(chain.from_iterable(u.candidate_categories for u in users), np.int64, int(cand_len.sum()))
+    chosen = np.fromiter(chain.from_iterable(p.category_ids for p in plans), np.int64, int(got.sum()))
+    if chosen.size and chosen.min() < 0:
+        return False
+    size = int(max(cands.max(initial=0), chosen.max(initial=0))) + 1
+    chosen_cells = np.repeat(np.arange(n), got) * size + chosen
+    return bool(np.isin(chosen_cells, np.repeat(np.arange(n), cand_len) * size + cands).all()) \
+        and np.unique(chosen_cells).size == chosen_cells.size
 
 
 def check_reflect_response(

@@ -23,7 +23,7 @@ from planner_api.contract import (
     MAX_EXPLANATION_BYTES,
     truncate_utf8,
 )
-from planner_api.history import column_array, concat_column
+from planner_api.history import VALUE_BYTES, column_array, concat_column, history_length
 from planner_api.explanations import faithfulness, rule_score
 from protos import planner_pb2
 
@@ -71,7 +71,7 @@ def smoothed_feedback(
 
 def _category_feedback(history: planner_pb2.History) -> tuple[np.ndarray, np.ndarray]:
     """(category ids as int64, feedback as float64) of a History: two column reads."""
-    return column_array(history.category_ids, np.int64), column_array(history.feedback, np.float64)
+    return column_array(history, "category_ids", np.int64), column_array(history, "feedback", np.float64)
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -144,8 +144,13 @@ def _session_exposure(hist_user: np.ndarray, hist_cat: np.ndarray, hist_step: np
     its step (a whole slate of one category at the last step is 1)."""
     if not len(hist_user):
         return np.zeros(cells)
-    _, group, per_step = np.unique(hist_user * (int(hist_step.max()) + 1) + hist_step,
-                                   return_inverse=True, return_counts=True)
+    key = hist_user * (int(hist_step.max()) + 1) + hist_step
+    if (key[1:] >= key[:-1]).all():   # steps ascend within each history (the session planner's): runs
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        per_step = np.diff(np.r_[starts, len(key)])
+        group = np.repeat(np.arange(len(starts)), per_step)
+    else:
+        _, group, per_step = np.unique(key, return_inverse=True, return_counts=True)
     ago = np.maximum(user_step[hist_user] - 1 - hist_step, 0)
     weight = EXPOSURE_DECAY ** ago / per_step[group]
     return np.bincount(hist_user * size + hist_cat, weights=weight, minlength=cells)
@@ -171,11 +176,10 @@ def heuristic_plan(req: planner_pb2.PlanRequest) -> planner_pb2.PlanResponse:
     if not users:
         return response
     histories = [u.history for u in users]
-    hist_len = np.fromiter((len(h.category_ids) for h in histories), np.int64, len(users))
+    hist_len = np.fromiter((len(h.item_ids) for h in histories), np.int64, len(users)) // VALUE_BYTES
     cand_len = np.fromiter((len(u.candidate_categories) for u in users), np.int64, len(users))
-    total = int(hist_len.sum())
-    hist_cat = concat_column(histories, "category_ids", np.int64, total)
-    hist_fb = concat_column(histories, "feedback", np.float64, total)
+    hist_cat = concat_column(histories, "category_ids", np.int64)
+    hist_fb = concat_column(histories, "feedback", np.float64)
     cands = np.fromiter(chain.from_iterable(u.candidate_categories for u in users), np.int64, int(cand_len.sum()))
     size = int(max(hist_cat.max(initial=0), cands.max(initial=0))) + 1
     hist_user, _ = _ragged_positions(hist_len)
@@ -185,17 +189,17 @@ def heuristic_plan(req: planner_pb2.PlanRequest) -> planner_pb2.PlanResponse:
     counts = np.bincount(cell, minlength=cells)
     # The user's logged past counts like the session's history (it is not recent: no penalty).
     pasts = [u.past for u in users]
-    past_len = np.fromiter((len(p.category_ids) for p in pasts), np.int64, len(users))
+    past_len = np.fromiter((len(p.item_ids) for p in pasts), np.int64, len(users)) // VALUE_BYTES
     if past_len.any():
-        past_cat = concat_column(pasts, "category_ids", np.int64, int(past_len.sum()))
+        past_cat = concat_column(pasts, "category_ids", np.int64)
         past_user, _ = _ragged_positions(past_len)
         past_cell = past_user * size + np.minimum(past_cat, size - 1)
         keep = past_cat < size                  # a past category no candidate or history names: no score
-        sums = sums + np.bincount(past_cell[keep], weights=concat_column(pasts, "feedback", np.float64,
-                                                                    int(past_len.sum()))[keep], minlength=cells)
+        past_fb = concat_column(pasts, "feedback", np.float64)
+        sums = sums + np.bincount(past_cell[keep], weights=past_fb[keep], minlength=cells)
         counts = counts + np.bincount(past_cell[keep], minlength=cells)
     steps = np.fromiter((u.step for u in users), np.int64, len(users))
-    exposure = _session_exposure(hist_user, hist_cat, concat_column(histories, "steps", np.int64, total),
+    exposure = _session_exposure(hist_user, hist_cat, concat_column(histories, "steps", np.int64),
                                  steps, cells, size)
     cand_user, _ = _ragged_positions(cand_len)
     cand_cell = cand_user * size + cands
@@ -281,7 +285,7 @@ def _propose_query(query: planner_pb2.ProposeQuery, seed: int) -> list[int]:
     n = len(query.candidates)
     items = np.fromiter((c.item_id for c in query.candidates), np.int64, n)
     item_categories = np.fromiter((c.category_id for c in query.candidates), np.int64, n)
-    if len(query.recent.category_ids):
+    if history_length(query.recent):
         categories, feedback = _category_feedback(query.recent)
         size = int(max(categories.max(), item_categories.max())) + 1
         _, _, smoothed = smoothed_feedback(categories, feedback, size)
@@ -336,7 +340,7 @@ def heuristic_explain(req: planner_pb2.ExplainRequest) -> planner_pb2.ExplainRes
     )
     slate_part = (f"This slate is mostly {' and '.join(_display_name(names, c) for c in dominant)}"
                   f" ({held} of {len(req.slate)} items)")
-    if len(req.history.category_ids):
+    if history_length(req.history):
         categories, feedback = _category_feedback(req.history)
         sums, counts, scores = smoothed_feedback(categories, feedback, int(categories.max()) + 1)
         best, _ = _best_and_worst(sums, counts, scores)
@@ -360,8 +364,9 @@ def heuristic_judge(req: planner_pb2.JudgeRequest) -> planner_pb2.JudgeResponse:
     backend "heuristic". Expects a request that passes `validate_judge_request`."""
     response = planner_pb2.JudgeResponse(backend=HEURISTIC_BACKEND_NAME)
     for case in req.cases:
-        check = faithfulness(case.explanation, (item.category_id for item in case.slate), case.history.category_ids,
-                             req.category_names, (item.title for item in case.slate), case.history.titles)
+        check = faithfulness(case.explanation, (item.category_id for item in case.slate),
+                             column_array(case.history, "category_ids").tolist(), req.category_names,
+                             (item.title for item in case.slate), case.history.titles)
         response.scores.append(rule_score(check, len(case.explanation.split())))
     return response
 

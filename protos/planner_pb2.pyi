@@ -13,12 +13,12 @@ class History(_message.Message):
     FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     TITLES_FIELD_NUMBER: _ClassVar[int]
-    item_ids: _containers.RepeatedScalarFieldContainer[int]
-    category_ids: _containers.RepeatedScalarFieldContainer[int]
-    feedback: _containers.RepeatedScalarFieldContainer[float]
-    steps: _containers.RepeatedScalarFieldContainer[int]
+    item_ids: bytes
+    category_ids: bytes
+    feedback: bytes
+    steps: bytes
     titles: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, item_ids: _Optional[_Iterable[int]] = ..., category_ids: _Optional[_Iterable[int]] = ..., feedback: _Optional[_Iterable[float]] = ..., steps: _Optional[_Iterable[int]] = ..., titles: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, item_ids: _Optional[bytes] = ..., category_ids: _Optional[bytes] = ..., feedback: _Optional[bytes] = ..., steps: _Optional[bytes] = ..., titles: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UserContext(_message.Message):
     __slots__ = ("user_id", "step", "history", "candidate_categories", "num_categories", "reflections", "past")

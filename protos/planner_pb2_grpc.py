@@ -35,32 +35,32 @@ class PlannerStub:
             channel: A grpc.Channel.
         """
         self.Plan = channel.unary_unary(
-                '/recrl.planner.v2.Planner/Plan',
+                '/recrl.planner.v3.Planner/Plan',
                 request_serializer=protos_dot_planner__pb2.PlanRequest.SerializeToString,
                 response_deserializer=protos_dot_planner__pb2.PlanResponse.FromString,
                 _registered_method=True)
         self.Reflect = channel.unary_unary(
-                '/recrl.planner.v2.Planner/Reflect',
+                '/recrl.planner.v3.Planner/Reflect',
                 request_serializer=protos_dot_planner__pb2.ReflectRequest.SerializeToString,
                 response_deserializer=protos_dot_planner__pb2.ReflectResponse.FromString,
                 _registered_method=True)
         self.Propose = channel.unary_unary(
-                '/recrl.planner.v2.Planner/Propose',
+                '/recrl.planner.v3.Planner/Propose',
                 request_serializer=protos_dot_planner__pb2.ProposeRequest.SerializeToString,
                 response_deserializer=protos_dot_planner__pb2.ProposeResponse.FromString,
                 _registered_method=True)
         self.Explain = channel.unary_unary(
-                '/recrl.planner.v2.Planner/Explain',
+                '/recrl.planner.v3.Planner/Explain',
                 request_serializer=protos_dot_planner__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=protos_dot_planner__pb2.ExplainResponse.FromString,
                 _registered_method=True)
         self.Judge = channel.unary_unary(
-                '/recrl.planner.v2.Planner/Judge',
+                '/recrl.planner.v3.Planner/Judge',
                 request_serializer=protos_dot_planner__pb2.JudgeRequest.SerializeToString,
                 response_deserializer=protos_dot_planner__pb2.JudgeResponse.FromString,
                 _registered_method=True)
         self.Respond = channel.unary_unary(
-                '/recrl.planner.v2.Planner/Respond',
+                '/recrl.planner.v3.Planner/Respond',
                 request_serializer=protos_dot_planner__pb2.RespondRequest.SerializeToString,
                 response_deserializer=protos_dot_planner__pb2.RespondResponse.FromString,
                 _registered_method=True)
@@ -141,9 +141,9 @@ def add_PlannerServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'recrl.planner.v2.Planner', rpc_method_handlers)
+            'recrl.planner.v3.Planner', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('recrl.planner.v2.Planner', rpc_method_handlers)
+    server.add_registered_method_handlers('recrl.planner.v3.Planner', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -164,7 +164,7 @@ class Planner:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/recrl.planner.v2.Planner/Plan',
+            '/recrl.planner.v3.Planner/Plan',
             protos_dot_planner__pb2.PlanRequest.SerializeToString,
             protos_dot_planner__pb2.PlanResponse.FromString,
             options,
@@ -191,7 +191,7 @@ class Planner:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/recrl.planner.v2.Planner/Reflect',
+            '/recrl.planner.v3.Planner/Reflect',
             protos_dot_planner__pb2.ReflectRequest.SerializeToString,
             protos_dot_planner__pb2.ReflectResponse.FromString,
             options,
@@ -218,7 +218,7 @@ class Planner:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/recrl.planner.v2.Planner/Propose',
+            '/recrl.planner.v3.Planner/Propose',
             protos_dot_planner__pb2.ProposeRequest.SerializeToString,
             protos_dot_planner__pb2.ProposeResponse.FromString,
             options,
@@ -245,7 +245,7 @@ class Planner:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/recrl.planner.v2.Planner/Explain',
+            '/recrl.planner.v3.Planner/Explain',
             protos_dot_planner__pb2.ExplainRequest.SerializeToString,
             protos_dot_planner__pb2.ExplainResponse.FromString,
             options,
@@ -272,7 +272,7 @@ class Planner:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/recrl.planner.v2.Planner/Judge',
+            '/recrl.planner.v3.Planner/Judge',
             protos_dot_planner__pb2.JudgeRequest.SerializeToString,
             protos_dot_planner__pb2.JudgeResponse.FromString,
             options,
@@ -299,7 +299,7 @@ class Planner:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/recrl.planner.v2.Planner/Respond',
+            '/recrl.planner.v3.Planner/Respond',
             protos_dot_planner__pb2.RespondRequest.SerializeToString,
             protos_dot_planner__pb2.RespondResponse.FromString,
             options,

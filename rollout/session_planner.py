@@ -43,13 +43,12 @@ answers into category masks, and finished sessions into reflections.
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 
 import numpy as np
 
 from planner_api.contract import MAX_HISTORY, MAX_PAST, MAX_TITLE_BYTES, truncate_utf8
 from planner_api.heuristics import heuristic_plan
-from planner_api.history import history_from_columns, slice_history
+from planner_api.history import VALUE_BYTES, column_array, encode_column, history_from_columns, slice_history
 from policy.masking import category_mask
 from protos import planner_pb2
 
@@ -135,17 +134,20 @@ class SessionPlanner:
         if not rows.size:
             return
         shown = slates[rows]
-        steps = [step] * shown.shape[1]
-        for row, items, categories, feedback in zip(rows.tolist(), shown.tolist(),
-                                                    self.world.item_category[shown].tolist(),
-                                                    np.asarray(clicks[rows], np.float64).tolist()):
+        # Each user's new entries as the contract's column buffers (planner_api.history), appended
+        # to the user's History: one buffer per column and user.
+        width = shown.shape[1] * VALUE_BYTES
+        columns = {"item_ids": encode_column("item_ids", shown),
+                   "category_ids": encode_column("category_ids", self.world.item_category[shown]),
+                   "feedback": encode_column("feedback", clicks[rows]),
+                   "steps": encode_column("steps", np.full(shown.shape, step, np.int32))}
+        for k, row in enumerate(rows.tolist()):
             history = self.histories[row]
-            history.item_ids.extend(items)
-            history.category_ids.extend(categories)
-            history.feedback.extend(feedback)
-            history.steps.extend(steps)
+            part = slice(k * width, (k + 1) * width)
+            for name, buffer in columns.items():
+                setattr(history, name, getattr(history, name) + buffer[part])
             if self.send_titles:
-                history.titles.extend([self.titles[item] for item in items])
+                history.titles.extend([self.titles[item] for item in shown[k].tolist()])
 
     def _request(self, rows: np.ndarray, user_ids: np.ndarray, step: int) -> planner_pb2.PlanRequest:
         req = planner_pb2.PlanRequest(category_names=self.category_names, seed=self.seed)
@@ -153,8 +155,9 @@ class SessionPlanner:
         for row in rows.tolist():
             user = self._add_user(req, int(user_ids[row]), step, self.pasts[row])
             history = self.histories[row]
-            stale = bisect_left(history.steps, first)  # entries from before the window the contract allows
-            if stale:  # long sessions only
+            # Entries from before the window the contract allows (steps ascend; long sessions only).
+            stale = int(np.searchsorted(column_array(history, "steps"), first)) if first else 0
+            if stale:
                 self.histories[row] = history = slice_history(history, stale)
             user.history.CopyFrom(history)
         return req

@@ -19,8 +19,18 @@ from planner_api.heuristics import (
     heuristic_reflect,
     heuristic_respond,
 )
-from planner_api.history import slice_history
+from planner_api.history import column_array, encode_column, history_from_columns, slice_history
 from protos import planner_pb2
+
+
+def column_values(history: planner_pb2.History, name: str) -> list:
+    """A numeric History column as a list (tests change columns as lists, then `set_column`)."""
+    return column_array(history, name).tolist()
+
+
+def set_column(history: planner_pb2.History, name: str, values) -> None:
+    """Replaces a numeric History column (any length: tests also break the columns' lengths)."""
+    setattr(history, name, encode_column(name, values))
 
 
 def plan_request(num_users: int = 4, seed: int = 11) -> planner_pb2.PlanRequest:
@@ -29,10 +39,9 @@ def plan_request(num_users: int = 4, seed: int = 11) -> planner_pb2.PlanRequest:
     for user_id in range(num_users):
         req.users.add(
             user_id=user_id, step=user_id % 3,
-            history=planner_pb2.History(
-                item_ids=range(10), category_ids=[(user_id + k) % 6 for k in range(10)],
-                feedback=[float(k % 2) for k in range(10)], steps=[0] * 10,
-                titles=[f"item {k}" for k in range(10)]),
+            history=history_from_columns(
+                range(10), [(user_id + k) % 6 for k in range(10)], [float(k % 2) for k in range(10)], [0] * 10,
+                [f"item {k}" for k in range(10)]),
             candidate_categories=[0, 1, 2, 3, 4, 5], num_categories=3,
         )
     return req
@@ -80,8 +89,7 @@ def respond_request() -> planner_pb2.RespondRequest:
     explain = explain_request()
     req = planner_pb2.RespondRequest(category_names=explain.category_names, seed=6)
     for user_id, ask_leave in ((5, False), (6, True)):
-        past = planner_pb2.History(item_ids=[20, 21, 22], category_ids=[0, 0, 3], feedback=[1.0, 0.75, 0.25],
-                                   steps=[0, 0, 0], titles=["a", "b", "c"])
+        past = history_from_columns([20, 21, 22], [0, 0, 3], [1.0, 0.75, 0.25], [0, 0, 0], ["a", "b", "c"])
         req.cases.add(user=planner_pb2.UserPersona(user_id=user_id, past=past, traits=["age 31", "gender F"]),
                       session=explain.history, slate=explain.slate, ask_leave=ask_leave)
     return req

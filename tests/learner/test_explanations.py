@@ -8,6 +8,7 @@ import pytest
 from learner.evaluation import evaluate_reference, evaluation_table, evaluation_users
 from learner.explanations import explain_runs, history_before, with_explanations
 from planner_api.client import InProcessPlanner
+from planner_api.history import column_array
 from rollout.world import World, WorldConfig
 
 CFG = WorldConfig(dataset="synthetic", num_items=120, num_categories=6, num_users=40, latent_dim=8, history_len=6)
@@ -46,8 +47,8 @@ def test_the_explainer_sees_the_history_before_the_slate(explained):
     history = history_before(world, run, int(rows[-1]))
     start = world.start_items[user][world.start_items[user] >= 0].tolist()
     earlier = run.slates[rows[:-1]].ravel().tolist()
-    assert list(history.item_ids) == (start + earlier)[-256:]
-    assert list(history.feedback)[len(start):] == run.clicks[rows[:-1]].ravel().tolist()
+    assert column_array(history, "item_ids").tolist() == (start + earlier)[-256:]
+    assert column_array(history, "feedback").tolist()[len(start):] == run.clicks[rows[:-1]].ravel().tolist()
 
 
 def test_rows_and_the_table_carry_the_explanations(explained):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import grpc
 
 from protos import planner_pb2
-from planner_api.history import make_history
+from planner_api.history import column_array, encode_column, extend_history, history_length, make_history
 
 OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -137,16 +137,11 @@ NAN = float("nan")
 
 def _append(history: planner_pb2.History, count: int = 1, category_id: int = 0, feedback: float = 1.0) -> None:
     """Appends `count` entries to every column of `history` (titles too when it is sent): still well formed."""
-    history.item_ids.extend([1] * count)
-    history.category_ids.extend([category_id] * count)
-    history.feedback.extend([feedback] * count)
-    history.steps.extend([0] * count)
-    if history.titles:
-        history.titles.extend([""] * count)
+    extend_history(history, [(1, category_id, feedback, 0)] * count)
 
 
 def _non_empty(history: planner_pb2.History) -> planner_pb2.History:
-    if not history.item_ids:
+    if not history_length(history):
         _append(history)
     return history
 
@@ -161,21 +156,30 @@ def _some_recent(r) -> planner_pb2.History:
 
 def _put(history: planner_pb2.History, column: str, value) -> None:
     """Sets entry 0 of one column of a non-empty history (filling the titles column first if not sent)."""
-    if column == "titles" and not history.titles:
-        history.titles.extend([""] * len(history.item_ids))
-    getattr(history, column)[0] = value
+    if column == "titles":
+        if not history.titles:
+            history.titles.extend([""] * history_length(history))
+        history.titles[0] = value
+        return
+    values = column_array(history, column).tolist()
+    values[0] = value
+    setattr(history, column, encode_column(column, values))
 
 
 def _unequal_columns(history: planner_pb2.History, g: random.Random) -> None:
     """Makes one column of a non-empty history the wrong length (a column longer or shorter than
-    item_ids, item_ids longer than the rest, or titles neither empty nor one per entry)."""
-    column = g.choice(["category_ids", "feedback", "steps", "titles", "item_ids"])
+    item_ids, item_ids longer than the rest, titles neither empty nor one per entry, or a numeric
+    column that is not a whole number of 4-byte values)."""
+    column = g.choice(["category_ids", "feedback", "steps", "titles", "item_ids", "partial value"])
     if column == "titles":
-        history.titles.extend(["t"] * (len(history.item_ids) + 1))
+        history.titles.extend(["t"] * (history_length(history) + 1))
+    elif column == "partial value":
+        name = g.choice(["item_ids", "category_ids", "feedback", "steps"])
+        setattr(history, name, getattr(history, name) + b"\x00" * g.randint(1, 3))
     elif column == "item_ids" or g.random() < 0.5:
-        getattr(history, column).append(0)
+        setattr(history, column, getattr(history, column) + b"\x00" * 4)
     else:
-        getattr(history, column).pop()
+        setattr(history, column, getattr(history, column)[:-4])
 
 
 # RPC -> [(mutation, the field its error must name)]: each breaks exactly one documented limit.

@@ -205,19 +205,19 @@ def test_undecodable_bytes_name_the_field_or_the_byte() -> None:
     """The decoder's messages, without a server: invalid UTF-8 names the field, broken wire
     format names where it broke."""
     from llm_server.request_decoding import parse_request
+    from planner_api.history import history_from_columns
     from protos import planner_pb2
 
     req = planner_pb2.PlanRequest(category_names=["a", "b"])
     req.users.add(candidate_categories=[0], num_categories=1,
-                  history=planner_pb2.History(item_ids=[0], category_ids=[0], feedback=[1], steps=[0], titles=["ok"]))
+                  history=history_from_columns([0], [0], [1.0], [0], ["ok"]))
     req.users.add(candidate_categories=[1], num_categories=1,
-                  history=planner_pb2.History(item_ids=[0, 1], category_ids=[1, 1], feedback=[1, 0], steps=[0, 0],
-                                              titles=["ok", "XX"]))
+                  history=history_from_columns([0, 1], [1, 1], [1.0, 0.0], [0, 0], ["ok", "XX"]))
     bad = req.SerializeToString().replace(b"XX", b"\xc3\x28")
     with pytest.raises(ValueError, match=r"users\[1\]\.history\.titles\[1\] is not valid UTF-8"):
         parse_request(planner_pb2.PlanRequest, bad)
     data = req.SerializeToString()
-    with pytest.raises(ValueError, match=r"not a valid recrl\.planner\.v2\.PlanRequest: users\[1\]: length \d+ "
+    with pytest.raises(ValueError, match=r"not a valid recrl\.planner\.v3\.PlanRequest: users\[1\]: length \d+ "
                                          r"runs past the end at byte"):
         parse_request(planner_pb2.PlanRequest, data[: data.index(b"XX") + 1])
     with pytest.raises(ValueError, match="invalid wire type 7"):

@@ -32,6 +32,7 @@ from planner_api.contract import GRPC_MESSAGE_OPTIONS, PLANNER_SERVICE_NAME
 from planner_api.security import ClientSecurity, token_from_env
 from planner_api.client import PlannerClient, connect_planner
 from planner_api.heuristics import heuristic_plan
+from planner_api.history import make_history
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-planner-token-" + "7f3a9c1e5b2d4f60"
@@ -43,7 +44,7 @@ def plan_request() -> planner_pb2.PlanRequest:
     req = planner_pb2.PlanRequest(category_names=["a", "b", "c", "d"], seed=3)
     for u in range(3):
         req.users.add(user_id=u, candidate_categories=[0, 1, 2, 3], num_categories=2,
-                      history=planner_pb2.History(item_ids=[1], category_ids=[u], feedback=[1.0], steps=[0]))
+                      history=make_history([(1, u, 1.0, 0)]))
     return req
 
 
@@ -268,7 +269,7 @@ def test_the_token_never_shows_in_logs_or_in_ps(pki, caplog) -> None:
         process.terminate()
         out, err = process.communicate(timeout=15)
     assert "--token-file" in cmdline and TOKEN not in cmdline and TOKEN not in ps
-    assert "refused a /recrl.planner.v2.Planner/Plan call without a token" in err
+    assert "refused a /recrl.planner.v3.Planner/Plan call without a token" in err
     assert "with a wrong token" in err and "TLS, token required" in err
     assert TOKEN not in out + err
     assert all(TOKEN not in record.getMessage() for record in caplog.records)

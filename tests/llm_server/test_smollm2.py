@@ -19,7 +19,7 @@ import pytest
 
 from protos import planner_pb2
 from planner_api.contract import check_plan_response
-from planner_api.history import make_history
+from planner_api.history import encode_column, history_length, make_history
 from test_prompt_injection import (
     HOSTILE_NAMES,
     NAMES,
@@ -167,9 +167,9 @@ def test_smollm2_plans_a_hostile_batch(engine: Engine) -> None:
 def test_smollm2_plans_a_batch_with_one_long_session(engine: Engine) -> None:
     req = hostile_batch(4, steps=3, seed=1)
     long = hostile_batch(1, steps=30, seed=2).users[0]
-    n = len(long.history.item_ids)
+    n = history_length(long.history)
     long.history.titles[:] = ["Star Wars: Episode IV (1977)"] * n
-    long.history.feedback[:] = [float(k % 10 < 7) for k in range(n)]
+    long.history.feedback = encode_column("feedback", [float(k % 10 < 7) for k in range(n)])
     req.users.add().CopyFrom(long)
     before = engine.backend.stats()
     check(req, engine.plan(req))

@@ -25,7 +25,15 @@ from planner_api.contract import (
     check_propose_response,
     check_reflect_response,
 )
-from planner_api.history import Entry, extend_history, history_entries, make_history
+from planner_api.history import (
+    Entry,
+    column_array,
+    encode_column,
+    extend_history,
+    history_entries,
+    history_length,
+    make_history,
+)
 from planner_api.client import PlannerClient
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
@@ -198,7 +206,7 @@ def test_long_histories_fit(served: Served) -> None:
     long_titles = ["A long title " + "x" * 187, "Another film " + "y" * 187]
     make_user(req, rng, 0, list(range(10)), 3, steps=42, slate=6, titles=long_titles)  # 252 entries
     make_user(req, rng, 1, list(range(10)), 2, steps=3, slate=6)
-    assert len(req.users[0].history.item_ids) == 252
+    assert history_length(req.users[0].history) == 252
     before = served.backend.stats()
     resp, fell_back = served.client.plan(req, TIMEOUT_S)
     check_plan(req, resp, fell_back)
@@ -222,15 +230,17 @@ def test_plans_are_valid_whatever_was_just_shown(served: Served) -> None:
     req = planner_pb2.PlanRequest(category_names=[f"Genre {c}" for c in range(8)], seed=3)
     for u in range(8):
         user = make_user(req, rng, u, list(range(8)), 3, steps=2, slate=4)
-        last_step = [j for j, s in enumerate(user.history.steps) if s == 1]
+        categories = column_array(user.history, "category_ids").tolist()
+        last_step = [j for j, s in enumerate(column_array(user.history, "steps").tolist()) if s == 1]
         for k, j in enumerate(last_step):
-            user.history.category_ids[j] = (u + k) % 8
+            categories[j] = (u + k) % 8
+        user.history.category_ids = encode_column("category_ids", categories)
     resp, fell_back = served.client.plan(req, TIMEOUT_S)
     check_plan(req, resp, fell_back)
     # Nearly every candidate just shown: the model still answers num_categories valid ids.
     req2 = planner_pb2.PlanRequest(category_names=["a", "b", "c", "d"], seed=3)
     user = make_user(req2, rng, 0, [0, 1, 2, 3], 3, steps=1, slate=3)
-    user.history.category_ids[:] = range(len(user.history.item_ids))
+    user.history.category_ids = encode_column("category_ids", range(history_length(user.history)))
     resp2, fell_back = served.client.plan(req2, TIMEOUT_S)
     check_plan(req2, resp2, fell_back)
 
@@ -258,8 +268,9 @@ def hostile_request(rng: random.Random) -> planner_pb2.PlanRequest:
     for u in range(len(texts)):
         user = make_user(req, rng, u, [0, 1, 2, 3, 4, 5], rng.randint(1, 3), steps=3, slate=3,
                          reflections=(texts[u], texts[(u + 1) % len(texts)]), titles=[texts[u]])
-        for j in range(0, len(user.history.feedback), 2):
-            user.history.feedback[j] = 1.0  # liked: titles go into the prompt
+        feedback = column_array(user.history, "feedback").tolist()
+        feedback[::2] = [1.0] * len(feedback[::2])  # liked: titles go into the prompt
+        user.history.feedback = encode_column("feedback", feedback)
     return req
 
 
@@ -402,7 +413,7 @@ BAD_PLANS = {
                      "users[0].history.feedback[0]=nan"),
     "long title": (lambda r: extend_history(r.users[0].history, [(0, 1, 0.0, 0, "t" * 201)]),
                    "users[0].history.titles[0] is 201 bytes"),
-    "unequal columns": (lambda r: r.users[0].history.steps.append(0),
+    "unequal columns": (lambda r: setattr(r.users[0].history, "steps", encode_column("steps", [0])),
                         "users[0].history.steps has 1 entries; need len(item_ids)=0"),
     "negative user": (lambda r: setattr(r.users[0], "user_id", -1), "user_id=-1 is negative"),
     "too many reflections": (lambda r: r.users[0].reflections.extend(["r"] * 9), "at most 8"),

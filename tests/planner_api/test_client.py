@@ -19,12 +19,13 @@ from planner_api.client import (
 )
 from planner_api import heuristics
 from planner_api.contract import RPC_NAMES
+from planner_api.history import make_history
 from protos import planner_pb2
 
 
 def entry(category: int, feedback: float) -> planner_pb2.History:
     """A one-entry History: item 1 of `category`, shown at step 0."""
-    return planner_pb2.History(item_ids=[1], category_ids=[category], feedback=[feedback], steps=[0])
+    return make_history([(1, category, feedback, 0)])
 
 
 def requests() -> dict[str, Message]:

@@ -47,8 +47,9 @@ from planner_api.heuristics import (
     heuristic_propose,
     heuristic_reflect,
 )
-from planner_api.history import make_history
+from planner_api.history import extend_history, make_history
 from protos import planner_pb2
+from planner_requests import column_values, set_column
 
 Case = tuple[Callable, str | None]
 NAMES = ["a", "b", "c", "d"]
@@ -61,14 +62,27 @@ def history(*entries: tuple[int, float, int]) -> planner_pb2.History:
 
 def grow(h: planner_pb2.History, count: int, category: int, feedback: float) -> None:
     """Appends `count` entries of item 0 at step 0 (every column, so the History stays valid)."""
-    h.MergeFrom(history(*[(category, feedback, 0)] * count))
+    extend_history(h, [(0, category, feedback, 0)] * count)
 
 
 def put(h: planner_pb2.History, column: str, index: int, value) -> None:
     """Sets one value of one column (the titles column is first filled with "" when not sent)."""
     if column == "titles" and not h.titles:
-        h.titles.extend([""] * len(h.item_ids))
-    getattr(h, column)[index] = value
+        h.titles.extend([""] * len(column_values(h, "item_ids")))
+    if column == "titles":
+        h.titles[index] = value
+        return
+    values = column_values(h, column)
+    values[index] = value
+    set_column(h, column, values)
+
+
+def drop_last(h: planner_pb2.History, column: str) -> None:
+    set_column(h, column, column_values(h, column)[:-1])
+
+
+def append(h: planner_pb2.History, column: str, value) -> None:
+    set_column(h, column, column_values(h, column) + [value])
 
 
 def item(item_id: int, category: int) -> planner_pb2.CandidateItem:
@@ -154,13 +168,13 @@ PLAN_CASES: dict[str, Case] = {
                            None),
     "oversize title": (lambda r: put(r.users[2].history, "titles", 1, "é" * (MAX_TITLE_BYTES // 2 + 1)),
                        "users[2].history.titles[1] is 202 bytes; at most 200"),
-    "feedback column short": (lambda r: r.users[1].history.feedback.pop(),
+    "feedback column short": (lambda r: drop_last(r.users[1].history, "feedback"),
                               "users[1].history.feedback has 1 entries; need len(item_ids)=2"),
-    "category column long": (lambda r: r.users[0].history.category_ids.append(1),
+    "category column long": (lambda r: append(r.users[0].history, "category_ids", 1),
                              "users[0].history.category_ids has 3 entries; need len(item_ids)=2"),
     "steps column missing": (lambda r: r.users[2].history.ClearField("steps"),
                              "users[2].history.steps has 0 entries; need len(item_ids)=2"),
-    "item ids column short": (lambda r: r.users[2].history.item_ids.pop(),
+    "item ids column short": (lambda r: drop_last(r.users[2].history, "item_ids"),
                               "users[2].history.category_ids has 2 entries; need len(item_ids)=1"),
     "titles for some entries only": (lambda r: r.users[1].history.titles.append("one title"),
                                       "users[1].history.titles has 1 entries; "
@@ -303,7 +317,7 @@ PROPOSE_CASES: dict[str, Case] = {
                                 "queries[2].recent.category_ids[0]=7"),
     "recent negative item id": (lambda r: put(r.queries[1].recent, "item_ids", 1, -1),
                                 "queries[1].recent.item_ids[1]=-1 is negative"),
-    "recent columns unequal": (lambda r: r.queries[2].recent.steps.append(0),
+    "recent columns unequal": (lambda r: append(r.queries[2].recent, "steps", 0),
                                "queries[2].recent.steps has 3 entries; need len(item_ids)=2"),
     "oversize recent title": (lambda r: put(r.queries[2].recent, "titles", 1, "x" * (MAX_TITLE_BYTES + 1)),
                               "queries[2].recent.titles[1] is 201 bytes"),
@@ -471,7 +485,7 @@ def respond_request() -> planner_pb2.RespondRequest:
     for user_id, ask_leave in ((1, True), (2, False)):
         req.cases.add(user=planner_pb2.UserPersona(
             user_id=user_id, traits=["age 30"],
-            past=planner_pb2.History(item_ids=[1, 2], category_ids=[0, 1], feedback=[1.0, 0.25], steps=[0, 0])),
+            past=make_history([(1, 0, 1.0, 0), (2, 1, 0.25, 0)])),
             slate=[planner_pb2.CandidateItem(item_id=k, category_id=k % 3) for k in range(4)], ask_leave=ask_leave)
     return req
 
@@ -483,11 +497,10 @@ RESPOND_CASES = {
     "oversize trait": (lambda r: r.cases[0].user.traits.append("é" * 51), "cases[0].user.traits[1] is 102 bytes"),
     "repeated slate item": (lambda r: setattr(r.cases[1].slate[2], "item_id", 0),
                             "cases[1].slate[2].item_id=0 is a duplicate"),
-    "past too long": (lambda r: r.cases[0].user.past.MergeFrom(planner_pb2.History(
-        item_ids=[1] * 63, category_ids=[0] * 63, feedback=[0.0] * 63, steps=[0] * 63)),
+    "past too long": (lambda r: extend_history(r.cases[0].user.past, [(1, 0, 0.0, 0)] * 63),
         "cases[0].user.past has 65 entries; at most 64"),
-    "bad session feedback": (lambda r: r.cases[1].session.MergeFrom(planner_pb2.History(
-        item_ids=[1], category_ids=[0], feedback=[2.0], steps=[0])), "cases[1].session.feedback[0]=2.0"),
+    "bad session feedback": (lambda r: extend_history(r.cases[1].session, [(1, 0, 2.0, 0)]),
+                             "cases[1].session.feedback[0]=2.0"),
     "too many items in all": (lambda r: [r.cases.add(slate=[planner_pb2.CandidateItem(item_id=k) for k in range(32)])
                                          for _ in range(128)], "4104 items in all; at most 4096"),
 }

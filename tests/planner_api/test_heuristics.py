@@ -28,7 +28,7 @@ from planner_api.heuristics import (
     heuristic_propose,
     heuristic_reflect,
 )
-from planner_api.history import Entry, make_history
+from planner_api.history import Entry, history_from_columns, make_history
 from protos import planner_pb2
 
 NUM_CATEGORIES = 8
@@ -398,8 +398,7 @@ def test_the_rule_user_rates_an_item_by_its_category_record_and_leaves_when_noth
     from planner_api.heuristics import LEAVE_SCALE, heuristic_respond
 
     req = planner_pb2.RespondRequest(category_names=["comedy", "documentary", "horror"])
-    past = planner_pb2.History(item_ids=[1, 2, 3, 4], category_ids=[0, 0, 1, 1], feedback=[1.0, 0.75, 0.25, 0.0],
-                               steps=[0] * 4)
+    past = history_from_columns([1, 2, 3, 4], [0, 0, 1, 1], [1.0, 0.75, 0.25, 0.0], [0] * 4)
     slate = [planner_pb2.CandidateItem(item_id=10 + c, category_id=c) for c in (0, 1, 2)]
     req.cases.add(user=planner_pb2.UserPersona(user_id=1, past=past), slate=slate, ask_leave=True)
     req.cases.add(user=planner_pb2.UserPersona(user_id=2), slate=slate)

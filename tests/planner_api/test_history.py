@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from planner_api.contract import validate_explain_request, validate_plan_request
-from planner_api.heuristics import heuristic_plan
 from planner_api.history import (
     Entry,
     concat_column,
@@ -14,8 +13,9 @@ from planner_api.history import (
     history_entries,
     history_from_columns,
     history_length,
+    column_array,
+    encode_column,
     make_history,
-    read_columns_once,
     slice_history,
 )
 from protos import planner_pb2
@@ -59,32 +59,40 @@ def _request(users: int = 3) -> planner_pb2.PlanRequest:
     return req
 
 
-def test_inside_read_columns_once_a_column_is_read_once_and_cannot_be_written():
+def test_columns_travel_as_little_endian_4_byte_values():
+    history = history_from_columns([1, 258], [0, 3], [0.5, 1.0], [0, 7])
+    assert history.item_ids == b"\x01\x00\x00\x00\x02\x01\x00\x00"
+    assert history.feedback == np.array([0.5, 1.0], "<f4").tobytes()
+    assert history.steps == np.array([0, 7], "<i4").tobytes()
+    view = column_array(history, "item_ids")
+    assert view.tolist() == [1, 258] and not view.flags.writeable   # a view of the message's bytes
+    assert column_array(history, "steps", np.int64).dtype == np.int64
+
+
+def test_a_request_s_column_is_read_as_one_array():
     req = _request()
-    with read_columns_once():
-        first = concat_column([u.history for u in req.users], "item_ids", np.int64, 6)
-        again = concat_column([u.history for u in req.users], "item_ids", np.int64, 6)
-        other = concat_column([u.history for u in req.users], "feedback", np.float64, 6)
-        assert again is first and first.tolist() == [0, 1, 1, 2, 2, 3] and other.tolist() == [1, 0] * 3
-        with pytest.raises(ValueError, match="read-only"):
-            first[0] = 7
-    outside = concat_column([u.history for u in req.users], "item_ids", np.int64, 6)
-    assert outside is not first and outside.flags.writeable   # outside the scope nothing is kept
+    histories = [u.history for u in req.users]
+    assert concat_column(histories, "item_ids", np.int64).tolist() == [0, 1, 1, 2, 2, 3]
+    assert concat_column(histories, "feedback", np.float64).tolist() == [1.0, 0.0] * 3
+    assert concat_column([], "steps", np.int64).tolist() == []
 
 
-def test_read_columns_once_keeps_requests_apart():
-    one, two = _request(), _request()
-    two.users[0].history.item_ids[0] = 9
-    with read_columns_once():
-        a = concat_column([u.history for u in one.users], "item_ids", np.int64, 6)
-        b = concat_column([u.history for u in two.users], "item_ids", np.int64, 6)
-    assert a.tolist()[0] == 0 and b.tolist()[0] == 9
+def test_building_a_column_refuses_what_int32_fields_refused():
+    with pytest.raises(TypeError, match="History.item_ids takes integers"):
+        encode_column("item_ids", [1.5])
+    with pytest.raises(ValueError, match="int32"):
+        history_from_columns([2 ** 31], [0], [1.0], [0])
+    assert encode_column("feedback", [1]) == np.array([1.0], "<f4").tobytes()
 
 
-def test_a_plan_validated_and_made_in_one_scope_is_the_plain_one():
-    req = _request(5)
-    plain = heuristic_plan(req)
-    with read_columns_once():
+@pytest.mark.parametrize("column", ["item_ids", "category_ids", "feedback", "steps"])
+def test_a_column_that_is_not_whole_values_is_refused_by_name(column):
+    req = _request()
+    history = req.users[1].history
+    setattr(history, column, getattr(history, column) + b"\x00")
+    with pytest.raises(ValueError, match=rf"users\[1\]\.history\.{column} has 9 bytes; need a multiple of 4"):
         validate_plan_request(req)
-        shared = heuristic_plan(req)
-    assert shared == plain
+    setattr(history, column, getattr(history, column)[:4])
+    with pytest.raises(ValueError, match=rf"users\[1\]\.history\.{column} has 1 entries; need len\(item_ids\)=2"
+                       if column != "item_ids" else r"users\[1\]\.history\.category_ids has 2 entries; need len\(item_ids\)=1"):
+        validate_plan_request(req)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner_api.contract import MAX_TITLE_BYTES, validate_propose_request
-from planner_api.history import history_entries
+from planner_api.history import column_array, history_entries, history_length
 from planner_api.queries import propose_query
 from protos import planner_pb2
 
@@ -26,7 +26,7 @@ def test_titles_are_cut_and_feedback_clipped_and_untitled_histories_send_no_titl
     validate_propose_request(planner_pb2.ProposeRequest(queries=[query], category_names=["a"]))
     assert query.recent.titles[0] == "é" * (MAX_TITLE_BYTES // 2)
     assert query.candidates[0].title == "é" * (MAX_TITLE_BYTES // 2) and query.candidates[1].title == ""
-    assert list(query.recent.feedback) == [1.0]
+    assert column_array(query.recent, "feedback").tolist() == [1.0]
     empty = propose_query(1, [], [], [], [], [], [4], [0], [""], 1)
-    assert len(empty.recent.item_ids) == 0 and len(empty.recent.titles) == 0
+    assert history_length(empty.recent) == 0 and len(empty.recent.titles) == 0
     validate_propose_request(planner_pb2.ProposeRequest(queries=[empty], category_names=["a"]))

@@ -21,5 +21,8 @@ def test_stale_check_notices_an_edit(tmp_path, monkeypatch):
 
 
 def test_contract_is_versioned():
-    # v2: histories travel as packed columns (History) instead of one HistoryEntry per item.
-    assert planner_pb2.DESCRIPTOR.package == "recrl.planner.v2"
+    # v2: histories travel as packed columns (History) instead of one HistoryEntry per item;
+    # v3: the numeric columns as little-endian arrays in bytes fields.
+    assert planner_pb2.DESCRIPTOR.package == "recrl.planner.v3"
+    columns = planner_pb2.History.DESCRIPTOR.fields_by_name
+    assert all(columns[name].type == columns[name].TYPE_BYTES for name in ("item_ids", "category_ids", "feedback", "steps"))

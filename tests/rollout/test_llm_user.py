@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from planner_api.client import InProcessPlanner
+from planner_api.history import column_array, history_length
 from protos import planner_pb2
 from rollout.data.registry import load_dataset
 from rollout.llm_user import LLMUser, ResponseCache, fit_logistic, slate_items, user_persona, user_traits
@@ -22,12 +23,12 @@ def test_a_persona_is_the_users_latest_logged_items_and_traits(ml100k) -> None:
     rows = np.flatnonzero(it.user == 0)
     persona = user_persona(ml100k, 0, rows)
     assert user_traits(ml100k, 0) == ["age 24", "gender M", "occupation: technician"] == list(persona.traits)
-    assert len(persona.past.item_ids) == min(64, len(rows))
+    assert history_length(persona.past) == min(64, len(rows))
     latest = rows[-64:]
-    assert list(persona.past.item_ids) == it.item[latest].tolist()
-    assert np.allclose(persona.past.feedback, (it.label[latest] - 1) / 4)
+    assert column_array(persona.past, "item_ids").tolist() == it.item[latest].tolist()
+    assert np.allclose(column_array(persona.past, "feedback"), (it.label[latest] - 1) / 4)
     assert list(persona.past.titles) == [ml100k.item_titles[i] for i in it.item[latest]]
-    assert set(persona.past.steps) == {0}
+    assert set(column_array(persona.past, "steps").tolist()) == {0}
 
 
 class CountingPlanner(InProcessPlanner):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from planner_api.client import InProcessPlanner
+from planner_api.history import column_array
 from rollout.llm_user import LLMUser
 from rollout.llm_world import Calibration, WorldResponder, attach_llm_user, calibrate
 from rollout.users import UserBatchEnv
@@ -66,7 +67,7 @@ def test_an_llm_world_asks_the_service_for_every_active_users_slate(world, calib
     assert stats.cases == 32 + 12 and stats.calls == 2   # only the users still there are asked
     # The session so far travels with each case: one step of 6 items, numbered step 0.
     session = answered.responder._session(answered, 5)
-    assert list(session.item_ids) == list(slates[5]) and set(session.steps) == {0}
+    assert column_array(session, "item_ids").tolist() == list(slates[5]) and set(column_array(session, "steps").tolist()) == {0}
 
 
 def test_oracles_cannot_read_an_llm_world(world, calibration) -> None:

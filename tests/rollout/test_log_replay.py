@@ -8,6 +8,7 @@ import pytest
 
 from planner_api.client import InProcessPlanner
 from planner_api.contract import validate_respond_request
+from planner_api.history import history_length
 from protos import planner_pb2
 from rollout.llm_user import LLMUser
 from rollout.llm_world import attach_llm_user, calibrate
@@ -59,7 +60,7 @@ def test_leave_cases_ask_after_each_slate_and_know_where_the_log_ended(world) ->
     cases, ended, index = leave_cases(world, sessions, 6, max_slates=3)
     assert len(cases) == len(ended) == len(index) == sum(min(len(rows) // 6, 3) for rows in sessions.values())
     assert all(case.ask_leave and len(case.slate) == 6 for case in cases)
-    assert all(len(case.session.item_ids) == 6 * t for case, t in zip(cases, index))   # the slates before it
+    assert all(history_length(case.session) == 6 * t for case, t in zip(cases, index))   # the slates before it
     for user, rows in sessions.items():   # a session of 4 slates went on past the 3 asked about
         mine = [i for i, case in enumerate(cases) if case.user.user_id == user]
         assert ended[mine].tolist() == [t == len(rows) // 6 - 1 for t in index[mine]]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from planner_api.contract import MAX_TITLE_BYTES, truncate_utf8, validate_plan_request
-from planner_api.history import history_entries
+from planner_api.history import column_array, history_entries, history_length
 from rollout.session_planner import SessionPlanner
 from rollout.world import World, WorldConfig
 
@@ -68,7 +68,7 @@ def test_a_new_batch_starts_with_empty_histories() -> None:
     planner.start(3, [])
     _session(planner, world, 4, 3, seed=3)
     planner.start(3, [])
-    assert all(len(u.history.item_ids) == 0 for u in planner._request(np.arange(3), np.arange(3), 0).users)
+    assert all(history_length(u.history) == 0 for u in planner._request(np.arange(3), np.arange(3), 0).users)
 
 
 
@@ -84,7 +84,7 @@ def test_titles_travel_as_one_column_only_when_asked() -> None:
             history = user.history
             if send_titles:
                 assert list(history.titles) == [truncate_utf8(world.item_titles[i], MAX_TITLE_BYTES)
-                                                for i in history.item_ids]
+                                                for i in column_array(history, "item_ids").tolist()]
             else:
                 assert len(history.titles) == 0
 
@@ -108,8 +108,8 @@ def test_requests_carry_the_starting_history_the_policy_sees_as_the_users_past()
             assert got == [(int(i), int(world.item_category[i]), float(f), 0) for i, f in
                            zip(env.history_items[row][kept], env.history_feedback[row][kept])]
             assert len(user.past.titles) == (int(kept.sum()) if send_titles else 0)
-            assert len(user.history.item_ids) == 0
-        assert len(req.users[2].past.item_ids) == 0 and len(req.users[0].past.item_ids) == CFG.history_len
+            assert history_length(user.history) == 0
+        assert history_length(req.users[2].past) == 0 and history_length(req.users[0].past) == CFG.history_len
 
 
 class CountingClient:
@@ -185,7 +185,7 @@ def test_expired_plans_are_renewed_in_the_background_oldest_first() -> None:
     assert planner.stats["plans_renewed"] == 2 and planner._renewing[0] == [5, 6]
     gate.set()
     planner._renewing[2].result()
-    assert [len(u.past.item_ids) for u in client.requests[-1].users] == [10, 10]
+    assert [history_length(u.past) for u in client.requests[-1].users] == [10, 10]
     planner.start(2, [], past, np.ones((2, 10), np.float32))
     planner.masks(0, active, np.array([5, 6]))        # batch 4: the renewed plans (asked in batch 3) are 1 old
     assert planner.stats["plan_reuse_age_sum"] == 2 * 1 and planner.stats["plans_reused"] == 2
@@ -438,7 +438,7 @@ def test_priming_makes_the_session_start_plans_before_the_first_batch() -> None:
     done = planner.prime(users, past_items, past_feedback, max_seconds=60.0, reflections=["too many comedies"])
     assert done["users"] == 4 and done["calls"] == 3 and done["fallbacks"] == 1
     assert client.asked == [[10, 11], [12, 13], [14, 15]]
-    assert [list(u.past.item_ids) for u in client.requests[0].users] == [[0], [1]]
+    assert [column_array(u.past, "item_ids").tolist() for u in client.requests[0].users] == [[0], [1]]
     assert all(list(u.reflections) == ["too many comedies"] for req in client.requests for u in req.users)
     planner.start(4, [])
     planner.masks(0, np.ones(4, bool), np.array([10, 13, 14, 11]))
