@@ -34,7 +34,7 @@ def iteration_metrics(iteration: int, stats: list, update: dict, elapsed: float,
         "env_steps_total": totals["env_steps"],
         "env_steps_per_s": steps / max(elapsed, 1e-9),
         "planner_latency_ms": 1000 * sum(s.seconds_planner for s in stats) / max(calls, 1),
-        "planner_wait_share": sum(s.seconds_planner for s in stats) / max(rollout_seconds, 1e-9),
+        "planner_wait_share": sum(s.seconds_plan_wait for s in stats) / max(rollout_seconds, 1e-9),
         "planner_fallback_rate": fallbacks / max(calls, 1),
         "plan_age_mean": sum(s.plan_age_sum for s in stats) / max(sum(s.plan_age_count for s in stats), 1),
         "plans_reused": sum(s.plans_reused for s in stats),
@@ -81,7 +81,7 @@ def time_shares(stats: list, update: dict, elapsed: float) -> dict:
     total = max(sum(s.seconds_total for s in stats), 1e-9)
     parts = {"load_weights": sum(s.seconds_load_weights for s in stats),
              "simulate": sum(s.seconds_env for s in stats), "policy_forward": sum(s.seconds_policy for s in stats),
-             "plan_wait": sum(s.seconds_planner for s in stats), "reflect": sum(s.seconds_reflect for s in stats)}
+             "plan_wait": sum(s.seconds_plan_wait for s in stats), "reflect": sum(s.seconds_reflect for s in stats)}
     shares = {f"rollout_{name}_share": value / total for name, value in parts.items()}
     shares["rollout_other_share"] = max(0.0, 1.0 - sum(shares.values()))
     call = update.get("update_seconds", 0.0)

@@ -162,19 +162,21 @@ class ActorCritic(nn.Module):
 
     def encode(self, history_items: torch.Tensor, history_feedback: torch.Tensor,
                category_mask: torch.Tensor | None = None, step: torch.Tensor | None = None,
-               fixed: torch.Tensor | None = None) -> torch.Tensor:
+               fixed: torch.Tensor | None = None, summary: torch.Tensor | None = None) -> torch.Tensor:
         """[B, H] item ids (-1 = empty), [B, H] feedback, [B, C] allowed categories (None = all)
         and [B] steps (None = 0) -> [B, 3 * model_dim + A] state (its last A entries: the
         preference estimate in action space, what `mu_head` corrects). `fixed`: what the state
         takes from the history without parameters, if already made (`self.fixed_features` of the
         same history; a learner makes it once per batch, not once per minibatch of every epoch),
-        None = make it here."""
+        None = make it here. `summary`: the encoder's summary of the same history, if already made
+        (`history_state`), None = make it here."""
         if self.reference_path:
             return self._encode_reference(history_items, history_feedback, category_mask, step)
         empty = history_items < 0
         ids = history_items.masked_fill(empty, self.num_items).long()
         b = ids.shape[0]
-        summary = self._summary(ids, history_feedback, empty)
+        if summary is None:
+            summary = self._summary(ids, history_feedback, empty)
         if fixed is None:
             fixed = self._fixed_of(ids, history_feedback, empty)
         f2, c = 2 * self.feature_dim, self.num_categories
@@ -182,6 +184,15 @@ class ActorCritic(nn.Module):
         context = torch.cat([self._allowed(b, category_mask, ids.device), self._step_share(b, step, ids.device), recent],
                             dim=1)
         return torch.cat([self.norm(summary), self.pooled_proj(pooled), self.context_proj(context), preference], dim=-1)
+
+    def history_state(self, history_items: torch.Tensor, history_feedback: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summary, fixed): the parts of `encode`'s state that read the history alone, most of its
+        work (the rest reads the category mask and the step). A rollout actor makes them while the
+        planner plans the same step, and passes them to `forward`."""
+        empty = history_items < 0
+        ids = history_items.masked_fill(empty, self.num_items).long()
+        return self._summary(ids, history_feedback, empty), self._fixed_of(ids, history_feedback, empty)
 
     def fixed_features(self, history_items: torch.Tensor, history_feedback: torch.Tensor) -> torch.Tensor:
         """[B, 2F + C + A] what the state takes from these histories without parameters (no
@@ -289,9 +300,9 @@ class ActorCritic(nn.Module):
 
     def forward(self, history_items: torch.Tensor, history_feedback: torch.Tensor,
                 category_mask: torch.Tensor | None = None, step: torch.Tensor | None = None,
-                fixed: torch.Tensor | None = None):
-        """Returns (action distribution, value [B]). `fixed`: as in `encode`."""
-        state = self.encode(history_items, history_feedback, category_mask, step, fixed)
+                fixed: torch.Tensor | None = None, summary: torch.Tensor | None = None):
+        """Returns (action distribution, value [B]). `fixed`, `summary`: as in `encode`."""
+        state = self.encode(history_items, history_feedback, category_mask, step, fixed, summary)
         mu = self.mu_head(state)
         # The fast path skips the distribution's argument checks (a dozen small ops per call on
         # values this network made finite by construction); the reference path keeps them.

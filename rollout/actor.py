@@ -1,6 +1,12 @@
 """The rollout worker: a batch of simulated users, the planner asked once per step for the whole
 batch, the latest policy weights acting, and an Arrow RecordBatch of transitions out.
 
+With the planner service, a step's plan is asked for in a thread while the policy encodes the
+users' histories (`ActorCritic.history_state`, most of its forward pass, which does not read the
+plan); the rest of the pass waits for the plan. The batch is the one planning first would give
+(a test holds it to the in-process planner's, value for value); only the wait shrinks
+(`seconds_plan_wait` against the calls' `seconds_planner`).
+
 `RolloutWorker` is a plain class, so a serial mode (and the tests) can run it in one process;
 `RolloutActor` is the same class as a Ray actor.
 """
@@ -15,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from planner_api.client import connect_planner
+from planner_api.client import InProcessPlanner, connect_planner
 from policy.masking import item_mask, select_slate, widen_short_masks
 from policy.networks import ActorCritic, PolicyConfig, load_numpy_weights, log_prob
 from rollout.batch_schema import batch_dims, build_batch
@@ -141,7 +147,8 @@ class RolloutStats:
     seconds_policy: float
     seconds_env: float
     masks_widened: int
-    seconds_planner: float = 0.0
+    seconds_planner: float = 0.0   # in the planner's calls (their latency)
+    seconds_plan_wait: float = 0.0  # the rollout blocked on plans (less than the calls' time where it encoded meanwhile)
     seconds_load_weights: float = 0.0  # copying a new version's weights into the model (the broadcast's actor side)
     planner_calls: int = 0
     planner_fallbacks: int = 0
@@ -215,6 +222,7 @@ class RolloutWorker:
         self.version = -1
         self.batches_made = 0
         self.planner = None
+        self._plan_executor = None   # the thread plans run in while the policy encodes (_overlaps_plans)
         if rollout.use_planner:
             if not planner_address:
                 raise ValueError("rollout.use_planner is on but no planner address was given")
@@ -266,7 +274,8 @@ class RolloutWorker:
         env.reset(user_ids)
         if self.planner is not None:
             self.planner.start(env.batch_size, list(reflections), env.history_items, env.history_feedback)
-        stats = dict(seconds_policy=0.0, seconds_env=0.0, masks_widened=0, seconds_load_weights=seconds_load_weights)
+        stats = dict(seconds_policy=0.0, seconds_env=0.0, masks_widened=0, seconds_load_weights=seconds_load_weights,
+                     seconds_plan_wait=0.0)
         run = run_episodes(env, self._policy_act(act, stats), self.world_cfg.max_steps, record=True,
                            observe=self._planner_record if self.planner is not None else None)
         stats["seconds_env"] = run.seconds_env
@@ -283,6 +292,8 @@ class RolloutWorker:
             if act == "sample":  # training batches feed the pool; evaluation does not
                 critiques = self.planner.reflect(env.user_ids, run.lengths, run.returns)
             stats.update(self.planner.stats)
+            if not self._overlaps_plans():   # the rollout waited for each call it made
+                stats["seconds_plan_wait"] = stats["seconds_planner"]
         return batch, RolloutStats(
             batch_id=batch_id, policy_version=self.version, episode_lengths=run.lengths,
             episode_returns=run.returns, env_steps=n_rows, seconds_total=time.perf_counter() - t_start,
@@ -292,19 +303,49 @@ class RolloutWorker:
         """What the planner needs to know of each step (its next requests carry the session so far)."""
         self.planner.record(slates, result.clicks, active)
 
+    def _overlaps_plans(self) -> bool:
+        """Whether each step's plan is asked for in a thread while this one encodes the histories
+        (`ActorCritic.history_state`: most of the policy's work, and it does not read the plan), so
+        the service's answer costs only what is left of its wait. Only with a service: its calls
+        wait on gRPC, which releases the GIL; the in-process planner's rule is Python that would
+        take turns with the encoding."""
+        return self.planner is not None and not isinstance(self.planner.client, InProcessPlanner)
+
+    def _plan_thread(self):
+        if self._plan_executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._plan_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan-overlap")
+        return self._plan_executor
+
     def _policy_act(self, act: str, stats: dict):
         """The `act` function of `run_episodes` for this worker: the planner's category masks, then
         the policy network's slate; the policy's share of the time and widened masks go into `stats`."""
         env, k = self.env, self.world_cfg.slate_size
 
         def choose(step: int, active: np.ndarray) -> tuple[np.ndarray, dict]:
-            cmask = (self.planner.masks(step, active, env.user_ids) if self.planner is not None
-                     else np.ones((env.batch_size, self.world.num_categories), bool))
-            t0 = time.perf_counter()  # after the planner: its wait is seconds_planner
+            planning = cmask = None
+            if self.planner is None:
+                cmask = np.ones((env.batch_size, self.world.num_categories), bool)
+            elif self._overlaps_plans():   # planned in a thread while this one encodes (_overlaps_plans)
+                planning = self._plan_thread().submit(self.planner.masks, step, active, env.user_ids)
+            else:
+                cmask = self.planner.masks(step, active, env.user_ids)
+            t0 = time.perf_counter()  # after the planner: its wait is seconds_plan_wait
             # Only the active users' rows are computed (late in a batch most slots are users who
             # left, whose slates the env ignores); random draws are made for every slot, as
             # before, so a seed gives the same slates.
             rows = torch.from_numpy(np.flatnonzero(active))
+            with torch.no_grad():
+                history = torch.from_numpy(env.history_items)[rows]
+                feedback = torch.from_numpy(env.history_feedback)[rows]
+                summary, fixed = self.model.history_state(history, feedback) if planning is not None else (None, None)
+            if planning is not None:
+                waited = time.perf_counter()
+                cmask = planning.result()
+                waited = time.perf_counter() - waited
+                stats["seconds_plan_wait"] += waited
+                t0 += waited
             available = env.available_items()
             allowed = item_mask(cmask[active], self.world.item_category)
             if available is not None:
@@ -312,10 +353,8 @@ class RolloutWorker:
             allowed, widened = widen_short_masks(allowed, k, None if available is None else available[active])
             stats["masks_widened"] += widened
             with torch.no_grad():
-                history = torch.from_numpy(env.history_items)[rows]
                 steps = torch.full((len(rows),), step)
-                dist, value = self.model(history, torch.from_numpy(env.history_feedback)[rows],
-                                         torch.from_numpy(cmask)[rows], steps)
+                dist, value = self.model(history, feedback, torch.from_numpy(cmask)[rows], steps, fixed, summary)
                 if act in ("random", "oracle", "rule", "posterior"):
                     action = torch.zeros_like(dist.mean)
                     scores = self._control_scores(act)[rows]
@@ -348,6 +387,8 @@ class RolloutWorker:
         return torch.from_numpy(posterior_exposure_scores(env, self._posterior))
 
     def close(self) -> None:
+        if self._plan_executor is not None:
+            self._plan_executor.shutdown(wait=True)
         if self.planner is not None:
             self.planner.close()
         if self.env.responder is not None:  # the LLM user's client is this worker's own

@@ -200,3 +200,30 @@ def test_only_active_users_are_computed_and_their_rows_are_what_the_network_give
     with torch.no_grad():
         dist, _ = net(*[torch.from_numpy(np.array(column(mean, name))) for name in OBSERVATION_COLUMNS])
     np.testing.assert_allclose(column(mean, "action"), dist.mean.numpy(), atol=1e-5)
+
+
+def test_planning_over_the_service_while_encoding_gives_the_batch_planning_first_gives(learner0):
+    """With the planner service, each step's plan is asked for in a thread while the policy encodes
+    the histories (RolloutWorker._overlaps_plans); the batch is the in-process planner's, which
+    plans first and then encodes, value for value: only the time differs."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from llm_server.backends import HeuristicBackend
+    from planner_requests import start_in_background
+
+    host, address = start_in_background(HeuristicBackend())
+    try:
+        served, local = RolloutWorker(WORLD, POLICY, ROLLOUT, address, 0, 3), make_worker(3)
+        assert served._overlaps_plans() and not local._overlaps_plans()
+        weights, version = learner0.weights()
+        (batch, stats), (expected, local_stats) = served.collect(weights, version), local.collect(weights, version)
+        data = [name for name in batch.schema.names if name != "batch_id"]
+        assert batch.select(data).equals(expected.select(data))
+        assert stats.planner_calls > 0 and stats.planner_fallbacks == 0
+        assert 0.0 <= stats.seconds_plan_wait <= stats.seconds_planner   # the wait encoding did not cover
+        assert local_stats.seconds_plan_wait == local_stats.seconds_planner
+        served.close()
+    finally:
+        host.stop()
