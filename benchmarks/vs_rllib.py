@@ -4,7 +4,9 @@
    `RolloutWorker` collecting with no planner, no Ray, no learner), the same worker planning every
    step with the heuristic rule in its own process (the planner's work without the service), and
    our rollout path end to end against the floor: the rollout actors planning every step through the heuristic planner service
-   over gRPC, their Arrow batches fetched through the object store, with no learner;
+   over gRPC, their Arrow batches fetched through the object store, with no learner. The three
+   are timed in turns, in `WINDOWS` rounds, and each ratio is the median of its rounds' ratios
+   (the machine is shared, and a rate drifts within minutes);
 2. ours: `python -m learner.main` with the heuristic planner (the actor-learner loop end to end:
    rollout actors, planner service, learner, weight broadcast);
 3. RLlib: PPO (new API stack) on the same world through `rollout.vector_env` (gymnasium
@@ -60,14 +62,17 @@ def rllib_hidden(target: int, obs_dim: int, action_dim: int) -> int:
     return min(range(4, 1024), key=lambda h: abs(count(h) - target))
 
 
-FLOOR_WINDOWS = 3
-"""Windows the floor's time is cut into; the floor is the best window's rate."""
+WINDOWS = 3
+"""Rounds of measurement: each round times the floor, the in-process planner and our rollout path
+one after another, `--floor-seconds / WINDOWS` each, and a ratio is the median of its rounds' ratios.
+The machine is shared: a rate drifts by tens of percent within minutes (the floor measured 7,000
+to 10,800 env-steps/s in one afternoon), so parts timed minutes apart compared their moments."""
 
 
-def floor_rate(dataset: str, users: int, seconds: float, seed: int, in_process_planner: bool = False) -> float:
-    """Env steps/s of the simulator plus the policy's forward pass, one process, no planner (with
-    `in_process_planner`: planning every step with the heuristic rule in the same process, no gRPC,
-    which tells the planner's own work from the service's transport)."""
+def floor_worker(dataset: str, users: int, seed: int, in_process_planner: bool = False):
+    """The floor's worker, warmed up: the simulator plus the policy's forward pass, one process, no
+    planner (with `in_process_planner`: planning every step with the heuristic rule in the same
+    process, no gRPC, which tells the planner's own work from the service's transport)."""
     import torch
 
     from policy.networks import PolicyConfig
@@ -79,61 +84,105 @@ def floor_rate(dataset: str, users: int, seconds: float, seed: int, in_process_p
     worker = RolloutWorker(WorldConfig(dataset=dataset), PolicyConfig(), rollout,
                            "in-process" if in_process_planner else None, 0, seed)
     worker.collect()  # warm-up
-    # The best of FLOOR_WINDOWS windows: a floor is what the work can reach; on a shared machine one
-    # 15 s window of the same code measured 7,400 and 10,000 env-steps/s in two runs.
-    rates = []
-    for _ in range(FLOOR_WINDOWS):
-        steps, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds / FLOOR_WINDOWS:
-            _, stats = worker.collect()
-            steps += stats.env_steps
-        rates.append(steps / (time.perf_counter() - t0))
-    return max(rates)
+    return worker
 
 
-def rollout_rate(args) -> dict:
-    """Env steps/s of this loop's rollout path end to end, without the learner: the heuristic
-    planner service as a Ray actor, `--actors` rollout actors planning over gRPC every step and
-    acting with fixed weights, every batch fetched by the driver from the object store."""
-    import ray
+def worker_rate(worker, seconds: float) -> float:
+    """Env steps/s of `worker` collecting for `seconds`."""
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        _, stats = worker.collect()
+        steps += stats.env_steps
+    return steps / (time.perf_counter() - t0)
 
-    from learner.config import TrainConfig
-    from learner.rollout_pool import start_rollout_actors
-    from learner.runtime import wait_for_planner
-    from llm_server.replicas import PlannerReplicas
 
-    cfg = TrainConfig()
-    cfg.world.dataset = args.dataset
-    cfg.rollout.num_rollout_actors, cfg.rollout.users_per_actor, cfg.rollout.plan_every = args.actors, args.users, 1
-    ray.init(num_cpus=max(2, args.actors + 1), include_dashboard=False, _node_ip_address="127.0.0.1",
-             logging_level=logging.WARNING)
-    try:
-        replicas = PlannerReplicas(1, "heuristic", {}, "127.0.0.1")
+class RolloutPath:
+    """This loop's rollout path end to end, without the learner: the heuristic planner service as a
+    Ray actor, `--actors` rollout actors planning over gRPC every step and acting with fixed
+    weights, every batch fetched by the driver from the object store. Started once; `rate`
+    measures one window, and between windows the actors are idle."""
+
+    def __init__(self, args):
+        import ray
+
+        from learner.config import TrainConfig
+        from learner.rollout_pool import start_rollout_actors
+        from learner.runtime import wait_for_planner
+        from llm_server.replicas import PlannerReplicas
+
+        cfg = TrainConfig()
+        cfg.world.dataset = args.dataset
+        cfg.rollout.num_rollout_actors, cfg.rollout.users_per_actor, cfg.rollout.plan_every = args.actors, args.users, 1
+        ray.init(num_cpus=max(2, args.actors + 1), include_dashboard=False, _node_ip_address="127.0.0.1",
+                 logging_level=logging.WARNING)
+        self.replicas = None
         try:
-            wait_for_planner(replicas.target(), 60.0)  # else the first calls fall back, skipping gRPC
-            actors = start_rollout_actors(cfg, replicas.target(), args.seed)
-            ray.get([a.collect.options(num_returns=2).remote()[1] for a in actors])  # warm-up
-            pending = {}
-            for actor in actors:
-                batch_ref, stats_ref = actor.collect.options(num_returns=2).remote()
-                pending[batch_ref] = (actor, stats_ref)
-            steps, batches, fallbacks, t0 = 0, 0, 0, time.perf_counter()
-            while time.perf_counter() - t0 < args.floor_seconds:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                actor, stats_ref = pending.pop(ready[0])
-                steps += ray.get(ready[0]).num_rows  # the batch itself, through the object store
-                fallbacks += ray.get(stats_ref).planner_fallbacks
-                batches += 1
-                batch_ref, stats_ref = actor.collect.options(num_returns=2).remote()
-                pending[batch_ref] = (actor, stats_ref)
-            wall = time.perf_counter() - t0
+            self.replicas = PlannerReplicas(1, "heuristic", {}, "127.0.0.1")
+            wait_for_planner(self.replicas.target(), 60.0)  # else the first calls fall back, skipping gRPC
+            self.actors = start_rollout_actors(cfg, self.replicas.target(), args.seed)
+            ray.get([a.collect.options(num_returns=2).remote()[1] for a in self.actors])  # warm-up
+        except BaseException:
+            self.close()
+            raise
+        self.batches = self.fallbacks = 0
+
+    def rate(self, seconds: float) -> float:
+        """Env steps/s over `seconds`: the batches that arrive in the window (the calls still out at
+        its end are waited for and not counted)."""
+        import ray
+
+        pending = {}
+        for actor in self.actors:
+            batch_ref, stats_ref = actor.collect.options(num_returns=2).remote()
+            pending[batch_ref] = (actor, stats_ref)
+        steps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            actor, stats_ref = pending.pop(ready[0])
+            steps += ray.get(ready[0]).num_rows  # the batch itself, through the object store
+            self.fallbacks += ray.get(stats_ref).planner_fallbacks
+            self.batches += 1
+            batch_ref, stats_ref = actor.collect.options(num_returns=2).remote()
+            pending[batch_ref] = (actor, stats_ref)
+        wall = time.perf_counter() - t0
+        ray.get([stats_ref for _, stats_ref in pending.values()])
+        return steps / wall
+
+    def close(self) -> None:
+        import ray
+
+        try:
+            if self.replicas is not None:
+                self.replicas.stop()
         finally:
-            replicas.stop()
+            ray.shutdown()
+
+
+def measure_rates(args) -> dict:
+    """The floor, the in-process planner and our rollout path, timed in turns (`WINDOWS`)."""
+    path = RolloutPath(args)
+    try:
+        floor, planned = floor_worker(args.dataset, args.users, args.seed), \
+            floor_worker(args.dataset, args.users, args.seed, in_process_planner=True)
+        rounds = []
+        for _ in range(WINDOWS):
+            window = args.floor_seconds / WINDOWS
+            rounds.append({"floor": worker_rate(floor, window), "in_process": worker_rate(planned, window),
+                           "rollout": path.rate(window)})
+            print("  round: " + ", ".join(f"{k} {v:,.0f}" for k, v in rounds[-1].items()) + " env-steps/s", flush=True)
     finally:
-        ray.shutdown()
-    if fallbacks:  # a plan answered in-process skips the gRPC path this measures
-        raise SystemExit(f"the rollout path fell back to the local heuristic {fallbacks} times: not measured")
-    return {"env_steps_per_s": steps / wall, "batches": batches, "wall_s": wall, "planner_fallbacks": fallbacks}
+        path.close()
+    if path.fallbacks:  # a plan answered in-process skips the gRPC path this measures
+        raise SystemExit(f"the rollout path fell back to the local heuristic {path.fallbacks} times: not measured")
+
+    def median(fn) -> float:
+        return float(np.median([fn(r) for r in rounds]))
+
+    return {"rounds": rounds, "floor": median(lambda r: r["floor"]), "in_process": median(lambda r: r["in_process"]),
+            "rollout": {"env_steps_per_s": median(lambda r: r["rollout"]), "batches": path.batches,
+                        "planner_fallbacks": path.fallbacks},
+            "rollout_over_floor": median(lambda r: r["rollout"] / r["floor"]),
+            "in_process_over_floor": median(lambda r: r["in_process"] / r["floor"])}
 
 
 def run_ours(args) -> dict:
@@ -246,13 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.actors, args.users, args.tail) < 1 or args.iterations < 2:
         parser.error("--actors, --users and --tail must be >= 1, --iterations >= 2")
 
-    print("floor (simulator + policy forward, one process) ...", flush=True)
-    floor = floor_rate(args.dataset, args.users, args.floor_seconds, args.seed)
-    planned = floor_rate(args.dataset, args.users, args.floor_seconds, args.seed, in_process_planner=True)
-    print(f"  {floor:,.0f} env-steps/s; planning every step in the same process (the heuristic rule, no gRPC): "
-          f"{planned:,.0f}", flush=True)
-    print("our rollout path (actors + planner service + object store, no learner) ...", flush=True)
-    rollout = rollout_rate(args)
+    print("the floor (simulator + policy forward, one process), the same planning every step in its process "
+          "(the heuristic rule, no gRPC) and our rollout path (actors + planner service + object store, no "
+          f"learner), in {WINDOWS} rounds ...", flush=True)
+    rates = measure_rates(args)
+    floor, planned, rollout = rates["floor"], rates["in_process"], rates["rollout"]
     print(f"  {rollout['env_steps_per_s']:,.0f} env-steps/s\nours (learner.main, heuristic planner) ...", flush=True)
     ours = run_ours(args)
     print(f"  {ours['env_steps_per_s']:,.0f} env-steps/s over {ours['env_steps']:,} steps; where the time goes: "
@@ -262,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     rllib = run_rllib(args, ours["env_steps"], params)
     print(f"  {rllib['env_steps_per_s']:,.0f} env-steps/s over {rllib['env_steps']:,} steps", flush=True)
     ratios = {"ours_over_rllib_throughput": (ours["env_steps_per_s"] / rllib["env_steps_per_s"], 2.0),
-              "ours_rollout_over_floor": (rollout["env_steps_per_s"] / floor, 0.8),
-              "floor_planning_in_process_over_floor": (planned / floor, None),
+              "ours_rollout_over_floor": (rates["rollout_over_floor"], 0.8),
+              "floor_planning_in_process_over_floor": (rates["in_process_over_floor"], None),
               "ours_training_over_floor": (ours["env_steps_per_s"] / floor, None),
               "ours_over_rllib_return": (ours["return_last"] / max(rllib["return_last"], 1e-9), 1.0)}
     print(f"\n{'':<12}{'env-steps/s':>12}{'return':>9}{'length':>8}{'params':>9}")
@@ -275,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (value, goal) in ratios.items():
         print(f"{name:<30}{value:>8.2f}" + (f"  (goal >= {goal})" if goal is not None else "  (context)"))
     path = write_result("vs_rllib", {"floor_env_steps_per_s": floor, "floor_planning_in_process_env_steps_per_s": planned,
-                                     "ours_rollout": rollout,
+                                     "ours_rollout": rollout, "rounds": rates["rounds"],
                                      "ours": ours | {"params": params},
                                      "rllib": rllib, "actors": args.actors, "users": args.users,
                                      "dataset": args.dataset,
