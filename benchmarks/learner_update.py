@@ -10,7 +10,8 @@ gives about 2,500). Both learners start from the same weights and learn from the
   reference: `ActorCritic(reference_path=True)` (every token through the whole encoder, each
   history slot projected on its own, the preference estimate made in every minibatch) and an
   unfused Adam, as the tree had them;
-- forward: the acting forward pass (no gradient) over one actor's users, seconds per row;
+- forward: the acting forward pass (no gradient) over one batch's rows in one call, the median of
+  `FORWARD_CALLS` calls, seconds per row;
 - agreement: the two implementations' losses and gradients on one minibatch, from the same
   weights (max absolute difference; the tests hold them to float tolerance).
 
@@ -118,6 +119,11 @@ def agreement(fast, reference, batch) -> dict:
             "gradient_scale": max(float(g_r[n].abs().max()) for n in g_r)}
 
 
+FORWARD_CALLS = 5
+"""Forward calls timed per pair (the median is kept): one 750-row call takes 10-20 ms, and a single
+call per pair moved the ratio by a third from run to run."""
+
+
 def forward_seconds(model, batch) -> float:
     import torch
 
@@ -127,10 +133,13 @@ def forward_seconds(model, batch) -> float:
     cols = {n: torch.from_numpy(column(batch, n).copy()) for n in OBSERVATION_COLUMNS}
     idx = torch.arange(batch.num_rows)
     obs = observation(cols, idx)
+    times = []
     with torch.no_grad():
-        t0 = time.perf_counter()
-        model(*obs)
-        return time.perf_counter() - t0
+        for _ in range(FORWARD_CALLS):
+            t0 = time.perf_counter()
+            model(*obs)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def main() -> None:

@@ -31,12 +31,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.distributions import Normal
 
+from policy.ridge import _ridge_fit_lu, ridge_fit
 from policy.summary_attention import summary_layer_output
 
-RIDGE_LAMBDA = 10.0
-"""Ridge penalty of the preference estimate (in squared features). As the rule ridge-exposure
-(rollout.reference_policies) on the default MovieLens world's 128 evaluation users, 3, 10 and 30
-score Rcum 2.44, 2.66 and 2.57: 10 it is."""
 RECENT_SLATES = 2
 """Slates back whose category shares the policy observes (what has just tired the user)."""
 SESSION_FEATURES = ("category_share", "times_shown")
@@ -342,31 +339,6 @@ def session_features(history_items: torch.Tensor, step: torch.Tensor, item_categ
     cats = item_category[ids]
     share = torch.zeros(b, num_categories, device=history_items.device).scatter_add_(1, cats, recent.float())
     return share / recent.sum(1, keepdim=True).clamp(min=1), shown
-
-
-def ridge_fit(features: torch.Tensor, feedback: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
-    """[B, F + 1] the ridge fit (RIDGE_LAMBDA; last entry the intercept) of each history's
-    feedback ([B, H]) on its items' features ([B, H, F]), over the slots `shown` ([B, H, 1], 1/0)
-    marks: the policy's preference estimate and the history-ridge reference's, in one place."""
-    x = torch.cat([features, torch.ones_like(features[..., :1])], dim=-1) * shown        # [B, H, F + 1]
-    # Cholesky: the system is symmetric positive definite. A history shorter than the features
-    # are wide takes the dual form, w = X^T (X X^T + lambda I)^-1 y: the same solution from an
-    # H x H system (empty slots are zero rows, of weight 0).
-    y = feedback.unsqueeze(-1) * shown                                                   # [B, H, 1]
-    dual = x.shape[1] < x.shape[2]
-    system = x @ x.transpose(1, 2) if dual else x.transpose(1, 2) @ x
-    system.diagonal(dim1=-2, dim2=-1).add_(RIDGE_LAMBDA)
-    factor, _ = torch.linalg.cholesky_ex(system)
-    if dual:
-        return (x * torch.cholesky_solve(y, factor)).sum(1)
-    return torch.cholesky_solve((x * y).sum(1).unsqueeze(-1), factor).squeeze(-1)
-
-
-def _ridge_fit_lu(features: torch.Tensor, feedback: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
-    """ridge_fit as it was before (primal form, LU): the reference path's."""
-    x = torch.cat([features, torch.ones_like(features[..., :1])], dim=-1) * shown
-    gram = x.transpose(1, 2) @ x + RIDGE_LAMBDA * torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
-    return torch.linalg.solve(gram, (x * (feedback.unsqueeze(-1) * shown)).sum(1))
 
 
 class ResidualActionHead(nn.Module):

@@ -10,7 +10,7 @@ Each is marked oracle (reads the true user model and the user's state) or not:
   the user liked in the history the policy sees (the zero-parameter rule: a policy that outputs
   this action needs no learning; what the trained policy must beat);
 - history-ridge: items scored by the ridge fit of the history's feedback on its items' features
-  (`policy.networks.ridge_fit`): the preference estimate the policy's action starts from;
+  (`policy.ridge.ridge_fit`): the preference estimate the policy's action starts from;
 - ridge-exposure: history-ridge minus HISTORY_EXPOSURE_PRICE x the item category's share
   of the last two slates in the history (no user model, no hidden state);
 - ridge-exposure-fresh: ridge-exposure that never shows an item again that the history shows
@@ -40,7 +40,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from policy.networks import RECENT_SLATES, ridge_fit, session_features
+from policy.networks import RECENT_SLATES, session_features
+from policy.ridge import ridge_fit
 from rollout.lookahead import LookaheadOracle
 from rollout.population_posterior import PopulationPosterior
 from rollout.slates import exposure_greedy, top_k

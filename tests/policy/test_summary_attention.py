@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from policy.networks import ActorCritic, PolicyConfig, _ridge_fit_lu, ridge_fit
+from policy.networks import ActorCritic, PolicyConfig
+from policy.ridge import _ridge_fit_lu, ridge_fit
 from policy.summary_attention import summary_layer_output
 
 
