@@ -227,4 +227,3 @@ def test_the_session_weights_start_at_zero_and_steer_the_slate():
     for row in range(4):
         session = items[row, -5 * 2:]
         assert not set(slates[row].tolist()) & set(session.tolist())
-
