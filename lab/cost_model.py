@@ -13,9 +13,11 @@ collect the next ones (each is resubmitted as soon as its batch is taken). So an
 
 - t_collect = S x (a + w): an actor's batch of S env steps, a = its own work per env step
   (simulate, policy forward, building the batch, loading weights) and w = its wait for plans per
-  env step, w = s / (1 - rho) with s the planner's service time per env step and
+  env step, w = max(0, s / (1 - rho) - h) with s the planner's service time per env step,
   rho = (N / K - 1) S s / T the share of time a replica is busy with the other actors' plans (one
-  actor alone never queues; solved by fixed point);
+  actor alone never queues; solved by fixed point), and h the part of s the actor's own work
+  covers (it encodes the histories while the service plans: rollout.actor; 0 in runs made
+  before, whose actors waited for every plan);
 - t_learn = c R / M + o log2(M) + p + x R: R = N S rows, c the learner's compute per row, o the
   data-parallel overhead per update (all-reduce, the ranks' sync), p the weights' publish, x the
   batches' transfer per row;
@@ -66,6 +68,9 @@ class ComponentCosts:
     """Env steps in one actor's batch at the calibration's users per actor."""
     users_per_actor: int
     """Users per actor at calibration (a batch's env steps scale with it)."""
+    plan_hidden_s_per_step: float = 0.0
+    """Of the planner's service time per env step, what an actor's own work covers (it encodes the
+    histories while the plan is made); 0 where actors wait for every plan."""
 
 
 def read_rows(metrics: Path, warmup: int) -> list[dict]:
@@ -84,15 +89,26 @@ def _seconds_waiting_for_the_planner(rows: list[dict]) -> float:
     return sum(r["rollout_seconds"] * (r["rollout_plan_wait_share"] + r["rollout_reflect_share"]) for r in rows)
 
 
+def _seconds_of_plan_calls(rows: list[dict]) -> float:
+    """The plan calls' own seconds and the reflections' wait, over these iterations: the calls'
+    time where the rows have it (an actor encodes while its plan is made, so its wait is less),
+    else the wait (runs made before the rows carried it, whose actors waited for every plan)."""
+    if not all("planner_call_seconds" in r for r in rows):
+        return _seconds_waiting_for_the_planner(rows)
+    return sum(r["planner_call_seconds"] + r["rollout_seconds"] * r["rollout_reflect_share"] for r in rows)
+
+
 def per_step_costs(rows: list[dict]) -> dict:
     """An actor's work and plan wait per env step, and the learner's parts per row, from one run."""
     steps = sum(r["env_steps"] for r in rows)
     rollout = sum(r["rollout_seconds"] for r in rows)
     plan = _seconds_waiting_for_the_planner(rows)
+    service = max(_seconds_of_plan_calls(rows), plan)
     compute = sum(r["update_compute_seconds"] for r in rows)
     publish = sum(r["publish_seconds"] for r in rows)
     transfer = sum(max(0.0, r["update_seconds"] - r["update_compute_seconds"] - r["publish_seconds"]) for r in rows)
-    return {"actor_s_per_step": (rollout - plan) / steps, "plan_s_per_step": plan / steps,
+    return {"actor_s_per_step": (rollout - plan) / steps, "plan_s_per_step": service / steps,
+            "plan_hidden_s_per_step": (service - plan) / steps,
             "learner_s_per_row": compute / steps, "publish_s": publish / len(rows),
             "transfer_s_per_row": transfer / steps, "steps_per_batch": steps / sum(len(r["batch_ids"]) for r in rows),
             "update_s": compute / len(rows)}
@@ -108,7 +124,8 @@ def calibrate(single: list[dict], data_parallel: list[dict] | None, users_per_ac
         rows = two["steps_per_batch"] * len(data_parallel[0]["batch_ids"])
         dp = max(0.0, two["update_s"] - base["learner_s_per_row"] * rows / 2)
     return ComponentCosts(base["actor_s_per_step"], base["plan_s_per_step"], base["learner_s_per_row"], dp,
-                          base["publish_s"], base["transfer_s_per_row"], base["steps_per_batch"], users_per_actor)
+                          base["publish_s"], base["transfer_s_per_row"], base["steps_per_batch"], users_per_actor,
+                          base["plan_hidden_s_per_step"])
 
 
 @dataclass
@@ -131,10 +148,11 @@ def predict(costs: ComponentCosts, actors: int, replicas: int, learners: int, us
     cpu = (actors * steps * (costs.actor_s_per_step + costs.plan_s_per_step) + costs.learner_s_per_row * rows
            + learners * dp + costs.publish_s + costs.transfer_s_per_row * rows)
     t_cpu = cpu / cores if cores else 0.0
-    iteration = max(t_learn, t_cpu, steps * (costs.actor_s_per_step + costs.plan_s_per_step))
+    hidden = min(costs.plan_hidden_s_per_step, costs.plan_s_per_step)
+    iteration = max(t_learn, t_cpu, steps * (costs.actor_s_per_step + costs.plan_s_per_step - hidden))
     for _ in range(100):  # the planners' queue: an actor waits behind the other actors' plans
         rho = min(max(actors / replicas - 1.0, 0.0) * steps * costs.plan_s_per_step / iteration, 0.95)
-        wait = costs.plan_s_per_step / (1.0 - rho)
+        wait = max(0.0, costs.plan_s_per_step / (1.0 - rho) - hidden)
         t_collect = steps * (costs.actor_s_per_step + wait) * per_iteration / actors
         new = max(t_collect, t_learn, t_cpu)
         if abs(new - iteration) < 1e-9 * max(new, 1.0):
@@ -198,9 +216,10 @@ class GpuAssumptions:
 def cluster_costs(cpu: ComponentCosts, llm_plan_s_per_step: float, gpu: GpuAssumptions) -> ComponentCosts:
     """Per-component costs on a cluster: actors on CPU cores as measured here; the LLM planner and
     the learner on GPUs, scaled by the assumed speed-ups."""
-    return ComponentCosts(cpu.actor_s_per_step, llm_plan_s_per_step / gpu.planner_speedup,
-                          cpu.learner_s_per_row / gpu.learner_speedup, gpu.allreduce_s, cpu.publish_s,
-                          cpu.transfer_s_per_row, cpu.steps_per_batch, cpu.users_per_actor)
+    plan = llm_plan_s_per_step / gpu.planner_speedup
+    return ComponentCosts(cpu.actor_s_per_step, plan, cpu.learner_s_per_row / gpu.learner_speedup, gpu.allreduce_s,
+                          cpu.publish_s, cpu.transfer_s_per_row, cpu.steps_per_batch, cpu.users_per_actor,
+                          min(cpu.plan_hidden_s_per_step, plan))
 
 
 def best_split(costs: ComponentCosts, gpus: int, gpu: GpuAssumptions) -> dict:

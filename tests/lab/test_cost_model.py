@@ -101,3 +101,23 @@ def test_the_readme_quotes_the_committed_cost_model() -> None:
     assert f"within {100 * within:.0f} %" in readme
     assert f"{100 * min(beyond):.0f}-{100 * max(beyond):.0f} % too high" in readme
     assert f"{1000 * result['llm_plan_s_per_step']:.2f} ms of engine time" in readme
+
+
+def test_an_actor_that_encodes_while_its_plan_is_made_waits_only_for_the_rest() -> None:
+    """Rows that carry the plan calls' own time (planner_call_seconds) beside the actors' wait:
+    the calibration keeps the service time for the replicas' queue and the covered part apart,
+    and the collect is shorter by that part; rows without it read as before (wait = service)."""
+    hidden = 1.5e-4
+    rows = []
+    for row in [_row(COSTS, 1, 1, 0.5)] * 3:
+        steps, rollout = row["env_steps"], row["rollout_seconds"] - hidden * row["env_steps"]
+        rows.append({**row, "rollout_seconds": rollout, "planner_call_seconds": COSTS.plan_s_per_step * steps,
+                     "rollout_plan_wait_share": (COSTS.plan_s_per_step - hidden) * steps / rollout})
+    got = calibrate(rows, None, 64)
+    assert got.plan_s_per_step == pytest.approx(COSTS.plan_s_per_step, rel=1e-6)
+    assert got.plan_hidden_s_per_step == pytest.approx(hidden, rel=1e-6)
+    assert got.actor_s_per_step == pytest.approx(COSTS.actor_s_per_step, rel=1e-6)
+    assert calibrate([_row(COSTS, 1, 1, 0.5)] * 3, None, 64).plan_hidden_s_per_step == 0.0
+    assert predict(got, 1, 1, 1).env_steps_per_s == pytest.approx(1 / (1e-3 + 5e-5), rel=0.05)
+    # Many actors on one replica: the queue grows with the service time, not with the wait.
+    assert predict(got, 16, 1, 8).env_steps_per_s < predict(got, 16, 8, 8).env_steps_per_s
