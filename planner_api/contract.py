@@ -263,6 +263,15 @@ def _validate_candidates(prefix: str, user: planner_pb2.UserContext, n_names: in
         )
 
 
+def candidate_arrays(users) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(candidates per user [U], each candidate's user [C], the candidate categories [C]) of a plan
+    request's users, laid end to end: how the validation, the heuristic rule and the answer check
+    read them, once each."""
+    lengths = np.fromiter((len(u.candidate_categories) for u in users), np.int64, len(users))
+    values = np.fromiter(chain.from_iterable(u.candidate_categories for u in users), np.int64, int(lengths.sum()))
+    return lengths, np.repeat(np.arange(len(users)), lengths), values
+
+
 def _users_fit(users, n_names: int) -> bool:
     """Whether every user's ids, step, candidates (non-empty, distinct, known), num_categories and
     reflection count are within the limits, checked for the whole request at once; the per-user
@@ -272,13 +281,12 @@ def _users_fit(users, n_names: int) -> bool:
     steps = np.fromiter((u.step for u in users), np.int64, n)
     wanted = np.fromiter((u.num_categories for u in users), np.int64, n)
     reflections = np.fromiter((len(u.reflections) for u in users), np.int64, n)
-    cand_len = np.fromiter((len(u.candidate_categories) for u in users), np.int64, n)
-    cands = np.fromiter(chain.from_iterable(u.candidate_categories for u in users), np.int64, int(cand_len.sum()))
+    cand_len, cand_user, cands = candidate_arrays(users)
     if not (ids.min() >= 0 and steps.min() >= 0 and cand_len.min() >= 1 and cands.min() >= 0
             and cands.max() < n_names and wanted.min() >= 1 and (wanted <= cand_len).all()
             and reflections.max() <= MAX_REFLECTIONS):
         return False
-    cells = np.repeat(np.arange(n), cand_len) * n_names + cands
+    cells = cand_user * n_names + cands
     return np.unique(cells).size == cells.size
 
 
@@ -443,14 +451,13 @@ def _plans_fit(users, plans) -> bool:
     got = np.fromiter((len(p.category_ids) for p in plans), np.int64, n)
     if not np.array_equal(wanted, got):
         return False
-    cand_len = np.fromiter((len(u.candidate_categories) for u in users), np.int64, n)
-    cands = np.fromiter(chain.from_iterable(u.candidate_categories for u in users), np.int64, int(cand_len.sum()))
+    _, cand_user, cands = candidate_arrays(users)
     chosen = np.fromiter(chain.from_iterable(p.category_ids for p in plans), np.int64, int(got.sum()))
     if chosen.size and chosen.min() < 0:
         return False
     size = int(max(cands.max(initial=0), chosen.max(initial=0))) + 1
     chosen_cells = np.repeat(np.arange(n), got) * size + chosen
-    return bool(np.isin(chosen_cells, np.repeat(np.arange(n), cand_len) * size + cands).all()) \
+    return bool(np.isin(chosen_cells, cand_user * size + cands).all()) \
         and np.unique(chosen_cells).size == chosen_cells.size
 
 

@@ -14,16 +14,16 @@ and no other request text (titles, reflections) is ever echoed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from itertools import chain
 
 import numpy as np
 
 from planner_api.contract import (
     MAX_CRITIQUE_BYTES,
     MAX_EXPLANATION_BYTES,
+    candidate_arrays,
     truncate_utf8,
 )
-from planner_api.history import VALUE_BYTES, column_array, concat_column, history_length
+from planner_api.history import column_array, concat_column, history_length, history_lengths
 from planner_api.explanations import faithfulness, rule_score
 from protos import planner_pb2
 
@@ -130,11 +130,9 @@ def _plan_tie_breakers(seed: int, user_ids: np.ndarray, steps: np.ndarray, categ
     return _mix64(key ^ categories.astype(np.uint64))
 
 
-def _ragged_positions(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For groups of these lengths laid end to end: each element's group and its position in it."""
-    group = np.repeat(np.arange(len(lengths)), lengths)
-    starts = np.cumsum(lengths) - lengths
-    return group, np.arange(int(lengths.sum())) - starts[group]
+def _owners(lengths: np.ndarray) -> np.ndarray:
+    """For groups of these lengths laid end to end: each element's group."""
+    return np.repeat(np.arange(len(lengths)), lengths)
 
 
 def _session_exposure(hist_user: np.ndarray, hist_cat: np.ndarray, hist_step: np.ndarray, user_step: np.ndarray,
@@ -176,23 +174,22 @@ def heuristic_plan(req: planner_pb2.PlanRequest) -> planner_pb2.PlanResponse:
     if not users:
         return response
     histories = [u.history for u in users]
-    hist_len = np.fromiter((len(h.item_ids) for h in histories), np.int64, len(users)) // VALUE_BYTES
-    cand_len = np.fromiter((len(u.candidate_categories) for u in users), np.int64, len(users))
+    hist_len = history_lengths(histories)
+    cand_len, cand_user, cands = candidate_arrays(users)
     hist_cat = concat_column(histories, "category_ids", np.int64)
     hist_fb = concat_column(histories, "feedback", np.float64)
-    cands = np.fromiter(chain.from_iterable(u.candidate_categories for u in users), np.int64, int(cand_len.sum()))
     size = int(max(hist_cat.max(initial=0), cands.max(initial=0))) + 1
-    hist_user, _ = _ragged_positions(hist_len)
+    hist_user = _owners(hist_len)
     cell = hist_user * size + hist_cat
     cells = len(users) * size
     sums = np.bincount(cell, weights=hist_fb, minlength=cells)
     counts = np.bincount(cell, minlength=cells)
     # The user's logged past counts like the session's history (it is not recent: no penalty).
     pasts = [u.past for u in users]
-    past_len = np.fromiter((len(p.item_ids) for p in pasts), np.int64, len(users)) // VALUE_BYTES
+    past_len = history_lengths(pasts)
     if past_len.any():
         past_cat = concat_column(pasts, "category_ids", np.int64)
-        past_user, _ = _ragged_positions(past_len)
+        past_user = _owners(past_len)
         past_cell = past_user * size + np.minimum(past_cat, size - 1)
         keep = past_cat < size                  # a past category no candidate or history names: no score
         past_fb = concat_column(pasts, "feedback", np.float64)
@@ -201,7 +198,6 @@ def heuristic_plan(req: planner_pb2.PlanRequest) -> planner_pb2.PlanResponse:
     steps = np.fromiter((u.step for u in users), np.int64, len(users))
     exposure = _session_exposure(hist_user, hist_cat, concat_column(histories, "steps", np.int64),
                                  steps, cells, size)
-    cand_user, _ = _ragged_positions(cand_len)
     cand_cell = cand_user * size + cands
     scores = (sums[cand_cell] + 1.0) / (counts[cand_cell] + 2.0) - EXPOSURE_PENALTY * exposure[cand_cell]
     user_ids = np.fromiter((u.user_id for u in users), np.int64, len(users))

@@ -9,11 +9,12 @@ validating and planning a 64-user request cost (v2); one message per entry (v1) 
 
 This module is the one place that encodes and decodes History columns: every other module reads
 them through `column_array`, `concat_column`, `history_arrays` or `history_entries` and builds
-them through `history_from_columns`, `extend_history`, `make_history` or `slice_history`.
+them through `history_from_columns`, `extend_history`, `extend_histories`, `make_history` or
+`slice_history`.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import repeat
 from operator import attrgetter
 from typing import NamedTuple
@@ -53,6 +54,11 @@ class Entry(NamedTuple):
 def history_length(history: planner_pb2.History) -> int:
     """The number of entries (the values in item_ids; a valid History has every column this long)."""
     return len(history.item_ids) // VALUE_BYTES
+
+
+def history_lengths(histories) -> np.ndarray:
+    """[len(histories)] int64: each History's number of entries (`history_length`)."""
+    return np.fromiter((len(h.item_ids) for h in histories), np.int64, len(histories)) // VALUE_BYTES
 
 
 def column_length(history: planner_pb2.History, name: str) -> tuple[int, bool]:
@@ -117,6 +123,18 @@ def history_from_columns(item_ids, category_ids, feedback, steps, titles=()) -> 
     return history
 
 
+def extend_histories(histories: Sequence[planner_pb2.History], columns: dict) -> None:
+    """Appends row k of every numeric column to `histories[k]`: `columns` maps each of `COLUMNS` to
+    a [len(histories), K] array (K entries per History). Each column is encoded once and each
+    History gets one buffer per column (the titles column is the caller's)."""
+    buffers = {name: encode_column(name, columns[name]) for name in COLUMNS}
+    width = len(buffers["item_ids"]) // max(len(histories), 1)
+    for k, history in enumerate(histories):
+        part = slice(k * width, (k + 1) * width)
+        for name, buffer in buffers.items():
+            setattr(history, name, getattr(history, name) + buffer[part])
+
+
 def extend_history(history: planner_pb2.History, entries: Iterable) -> planner_pb2.History:
     """Appends entries (`Entry` tuples or (item_id, category_id, feedback, step[, title]) tuples) to
     every column of `history`, keeping titles empty or one per entry: the titles column is started
@@ -128,8 +146,7 @@ def extend_history(history: planner_pb2.History, entries: Iterable) -> planner_p
     send_titles = len(history.titles) > 0 or any(titles)
     if send_titles and not len(history.titles):
         history.titles.extend([""] * history_length(history))
-    for name, values in zip(COLUMNS, zip(*(row[:4] for row in rows))):
-        setattr(history, name, getattr(history, name) + encode_column(name, values))
+    extend_histories([history], {name: [values] for name, values in zip(COLUMNS, zip(*(row[:4] for row in rows)))})
     if send_titles:
         history.titles.extend(titles)
     return history

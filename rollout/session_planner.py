@@ -48,7 +48,7 @@ import numpy as np
 
 from planner_api.contract import MAX_HISTORY, MAX_PAST, MAX_TITLE_BYTES, truncate_utf8
 from planner_api.heuristics import heuristic_plan
-from planner_api.history import VALUE_BYTES, column_array, encode_column, history_from_columns, slice_history
+from planner_api.history import column_array, extend_histories, history_from_columns, slice_history
 from policy.masking import category_mask
 from protos import planner_pb2
 
@@ -134,20 +134,12 @@ class SessionPlanner:
         if not rows.size:
             return
         shown = slates[rows]
-        # Each user's new entries as the contract's column buffers (planner_api.history), appended
-        # to the user's History: one buffer per column and user.
-        width = shown.shape[1] * VALUE_BYTES
-        columns = {"item_ids": encode_column("item_ids", shown),
-                   "category_ids": encode_column("category_ids", self.world.item_category[shown]),
-                   "feedback": encode_column("feedback", clicks[rows]),
-                   "steps": encode_column("steps", np.full(shown.shape, step, np.int32))}
-        for k, row in enumerate(rows.tolist()):
-            history = self.histories[row]
-            part = slice(k * width, (k + 1) * width)
-            for name, buffer in columns.items():
-                setattr(history, name, getattr(history, name) + buffer[part])
-            if self.send_titles:
-                history.titles.extend([self.titles[item] for item in shown[k].tolist()])
+        histories = [self.histories[row] for row in rows.tolist()]
+        extend_histories(histories, {"item_ids": shown, "category_ids": self.world.item_category[shown],
+                                     "feedback": clicks[rows], "steps": np.full(shown.shape, step, np.int32)})
+        if self.send_titles:
+            for history, items in zip(histories, shown.tolist()):
+                history.titles.extend([self.titles[item] for item in items])
 
     def _request(self, rows: np.ndarray, user_ids: np.ndarray, step: int) -> planner_pb2.PlanRequest:
         req = planner_pb2.PlanRequest(category_names=self.category_names, seed=self.seed)

@@ -7,14 +7,15 @@ import pytest
 from planner_api.contract import validate_explain_request, validate_plan_request
 from planner_api.history import (
     Entry,
+    column_array,
     concat_column,
+    encode_column,
+    extend_histories,
     extend_history,
     history_arrays,
     history_entries,
     history_from_columns,
     history_length,
-    column_array,
-    encode_column,
     make_history,
     slice_history,
 )
@@ -96,3 +97,11 @@ def test_a_column_that_is_not_whole_values_is_refused_by_name(column):
     with pytest.raises(ValueError, match=rf"users\[1\]\.history\.{column} has 1 entries; need len\(item_ids\)=2"
                        if column != "item_ids" else r"users\[1\]\.history\.category_ids has 2 entries; need len\(item_ids\)=1"):
         validate_plan_request(req)
+
+
+def test_histories_extended_together_each_get_their_own_row():
+    histories = [make_history([(9, 0, 1.0, 0)]), planner_pb2.History()]
+    extend_histories(histories, {"item_ids": np.array([[1, 2], [3, 4]]), "category_ids": np.array([[0, 1], [1, 0]]),
+                                 "feedback": np.array([[0.0, 1.0], [0.5, 0.0]]), "steps": np.full((2, 2), 3)})
+    assert history_entries(histories[0]) == [Entry(9, 0, 1.0, 0), Entry(1, 0, 0.0, 3), Entry(2, 1, 1.0, 3)]
+    assert history_entries(histories[1]) == [Entry(3, 1, 0.5, 3), Entry(4, 0, 0.0, 3)]
